@@ -1,0 +1,53 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install dev train migrate lint bench clean browser-deps
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.stamp-install: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-install
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.stamp-install
+
+dev: $(VENV)/.stamp-dev
+
+train: install
+	$(BIN)/pcrm train
+
+migrate: install
+	$(BIN)/pcrm db upgrade
+
+## Install, train, migrate and serve on http://$(HOST):$(PORT) with SQLite and in-process stores.
+run: install train migrate
+	$(BIN)/pcrm serve --host $(HOST) --port $(PORT)
+
+## Browser-test prerequisites: Debian's chromium and axe-core from npm (never a downloaded browser).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"
+	@[ -f node_modules/axe-core/axe.min.js ] || npm install --no-audit --no-fund --silent axe-core@4 || echo "axe-core not installed: browser tests will skip"
+
+## Run the whole test suite (real PostgreSQL and Redis when reachable).
+test: dev browser-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: dev
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/nlu_latency.py
+	$(BIN)/pcrm evaluate bench/heldout.jsonl
+
+clean:
+	rm -rf $(VENV) var node_modules
