@@ -1,0 +1,139 @@
+"""The web app: one FastAPI application that mounts every channel, the console and the APIs.
+
+``create_app()`` wires the parts together (store, engine, live events, inbox,
+channel adapters); nothing else in the code base builds them, so tests and
+``pcrm serve`` run exactly the same object graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bot.engine import Engine
+from bot.inbox import Inbox
+from bot.live import make_live_events
+from bot.settings import Settings, get_settings
+from channels.base import ChannelAdapter
+from crm_store.db import make_session_factory, resolve_url, upgrade
+from crm_store.requests import SqlRequestStore
+from crm_store.state_store import SqlStateStore
+
+log = logging.getLogger("pcrm.app")
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before they reach a route."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send) -> None:
+    body = b'{"detail":"request body too large"}'
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
+    """Every enabled channel. Each import is local: a channel's dependencies load only if used."""
+    from channels.rest import RestChannel
+
+    adapters: list[ChannelAdapter] = [RestChannel(inbox, settings)]
+    try:
+        from channels.webchat import WebChatChannel
+
+        adapters.append(WebChatChannel(inbox, settings))
+    except ImportError:  # pragma: no cover - channel not built yet
+        log.debug("web chat channel not available")
+    return adapters
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the whole application from settings (environment + ``config.yml``)."""
+    settings = settings or get_settings()
+    url = resolve_url(settings.database_url)
+    upgrade(url)  # idempotent: a fresh SQLite file gets its schema on first start
+    sessions = make_session_factory(url)
+    engine = engine or Engine(settings=settings, states=SqlStateStore(sessions),
+                              requests=SqlRequestStore(sessions))
+    live = make_live_events(settings.redis_url)
+    inbox = Inbox(engine, sessions, live, spool_path=settings.pcrm_model_dir.parent / "spool.jsonl")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # noqa: ANN202
+        _ = engine.nlu  # train or load the model before the first resident waits for it
+        yield
+
+    app = FastAPI(title="PCRM contact center", version="0.1.0", lifespan=lifespan,
+                  description="One dialogue engine for voice, SMS, Telegram, KakaoTalk and web chat; "
+                              "a shared resident profile store; agent console and supervisor tools.")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.live = live
+    app.state.inbox = inbox
+    app.state.channels = {}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"detail": "malformed request", "errors": errors}, status_code=422)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and store check")
+    def healthz() -> dict[str, Any]:
+        from sqlalchemy import text
+
+        try:
+            with sessions() as s:
+                s.execute(text("SELECT 1"))
+            db = "ok"
+        except Exception:  # noqa: BLE001
+            db = "down"
+        return {"status": "ok", "database": db}
+
+    for adapter in channel_adapters(inbox, settings):
+        app.include_router(adapter.router())
+        app.state.channels[adapter.name] = adapter
+
+    app.add_middleware(BodyLimit)
+    return app

@@ -1,0 +1,217 @@
+"""``pcrm``: the command line of the contact center.
+
+The forms of ``route``, ``evaluate``, ``chat`` and ``train`` are fixed: other
+tooling relies on them. ``serve`` and ``db`` run the web app and the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def _engine(**kw: Any):  # noqa: ANN202 - imported lazily so `pcrm --help` is instant
+    from bot.engine import Engine
+
+    return Engine(**kw)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    result = _engine().route(args.text)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"{result['label']}  department={result['department']}  "
+              f"confidence={result['confidence']:.2f}  lang={result['lang']}")
+        for e in result["entities"]:
+            print(f"  {e['entity']}: {e['value']}")
+    return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[idx]
+
+
+def evaluate(engine: Any, path: Path) -> dict[str, Any]:
+    """Label and department accuracy, per-label P/R/F1, confusions and latency on a JSONL set."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    engine.parse("warm-up")
+    tp: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    fn: Counter[str] = Counter()
+    support: Counter[str] = Counter()
+    confusion: Counter[tuple[str, str]] = Counter()
+    latencies: list[float] = []
+    correct = dept_correct = dept_n = 0
+    for row in rows:
+        t0 = time.perf_counter()
+        result = engine.route(row["text"])
+        latencies.append((time.perf_counter() - t0) * 1000)
+        gold, pred = row["label"], result["label"]
+        support[gold] += 1
+        if gold == pred:
+            correct += 1
+            tp[gold] += 1
+        else:
+            fp[pred] += 1
+            fn[gold] += 1
+            confusion[(gold, pred)] += 1
+        if "department" in row:
+            dept_n += 1
+            dept_correct += int(row["department"] == result["department"])
+    per_label = {}
+    for label in sorted(set(support) | set(fp)):
+        p = tp[label] / (tp[label] + fp[label]) if tp[label] + fp[label] else 0.0
+        r = tp[label] / (tp[label] + fn[label]) if tp[label] + fn[label] else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        per_label[label] = {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+                            "support": support[label]}
+    n = len(rows)
+    return {
+        "n": n,
+        "accuracy": round(correct / n, 4) if n else 0.0,
+        "department_accuracy": round(dept_correct / dept_n, 4) if dept_n else None,
+        "per_label": per_label,
+        "confusion": [{"label": g, "predicted": p, "count": c} for (g, p), c in confusion.most_common()],
+        "latency_ms": {"p50": round(_percentile(latencies, 50), 3), "p99": round(_percentile(latencies, 99), 3)},
+    }
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    report = evaluate(_engine(), Path(args.path))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    print(f"{report['n']} messages  accuracy {report['accuracy']:.3f}  "
+          f"department accuracy {report['department_accuracy']}  "
+          f"latency p50 {report['latency_ms']['p50']} ms  p99 {report['latency_ms']['p99']} ms")
+    if report["confusion"]:
+        print("\nworst confusions (gold -> predicted: count)")
+        for c in report["confusion"][:20]:
+            print(f"  {c['label']} -> {c['predicted']}: {c['count']}")
+    print("\nper label (worst F1 first)")
+    for label, m in sorted(report["per_label"].items(), key=lambda kv: kv[1]["f1"]):
+        print(f"  {label:28s} P {m['precision']:.2f}  R {m['recall']:.2f}  F1 {m['f1']:.2f}  n={m['support']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bot.nlu.model import ensure_model
+    from bot.settings import get_settings
+
+    s = get_settings()
+    t0 = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:5.1f}s] {msg}", flush=True)
+
+    if args.force:
+        import shutil
+
+        shutil.rmtree(s.pcrm_model_dir, ignore_errors=True)
+    path = ensure_model(s.pcrm_nlu_dir / "nlu", s.pcrm_model_dir, progress)
+    print(f"model ready: {path} ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from bot.messages import Message
+
+    engine = _engine()
+    sender = args.sender
+    print("pcrm chat — Ctrl-D to quit. 번호를 입력하면 버튼을 고릅니다.")
+    buttons: list[Any] = []
+    while True:
+        try:
+            text = input("> ")
+        except EOFError:
+            print()
+            return 0
+        if text.strip().isdigit() and buttons and 1 <= int(text) <= len(buttons):
+            text = buttons[int(text) - 1].payload
+        turn = engine.handle(Message(channel="cli", sender_id=sender, text=text))
+        buttons = []
+        for reply in turn.replies:
+            print(reply.text)
+            for b in reply.buttons:
+                buttons.append(b)
+                print(f"  {len(buttons)}. {b.title}")
+        if turn.routing.action in ("handoff", "paused"):
+            print(f"  [{turn.routing.action} → {turn.routing.department}]")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers > 1:
+        uvicorn.run("bot.app:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level)
+    else:
+        from bot.app import create_app
+
+        uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from crm_store.db import resolve_url, upgrade
+
+    url = resolve_url()
+    upgrade(url)
+    print(f"database at head: {url.split('@')[-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("route", help="classify one message")
+    r.add_argument("text")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_route)
+
+    e = sub.add_parser("evaluate", help="accuracy and latency on a JSONL set")
+    e.add_argument("path")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("chat", help="talk to the bot in the terminal")
+    c.add_argument("--sender", default="terminal")
+    c.set_defaults(func=cmd_chat)
+
+    t = sub.add_parser("train", help="train and cache the NLU model")
+    t.add_argument("--force", action="store_true", help="retrain even if a model is cached")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("serve", help="run the web app")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("db", help="database schema")
+    dsub = d.add_subparsers(dest="db_command", required=True)
+    up = dsub.add_parser("upgrade", help="migrate to the latest schema")
+    up.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,124 @@
+"""What the policy may do during one turn: say things, run actions, route, record events.
+
+Keeping these verbs in one small class is what lets the policy stay a readable
+list of rules, and lets the engine collect replies and events in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from bot.dialogue.state import DialogueState
+from bot.knowledge import Knowledge
+from bot.messages import Button, Event, Message, Reply, Routing
+from bot.nlu.model import Parse
+from bot.routing import priority_for
+
+ActionRunner = Callable[["TurnContext", str], Coroutine[Any, Any, None]]
+
+
+class TurnContext:
+    """One turn in progress. The policy mutates ``state`` and calls the verbs below."""
+
+    def __init__(self, message: Message, state: DialogueState, parse: Parse, knowledge: Knowledge,
+                 clarify_below: float, office_open: Callable[[], bool], emergency_min: float = 0.3) -> None:
+        self.message = message
+        self.state = state
+        self.parse = parse
+        self.knowledge = knowledge
+        self.lang = parse.lang
+        self.text = parse.normalized
+        self.entities = parse.entities
+        self.ranking = parse.ranking
+        self.forced_label: str | None = None
+        self.label = parse.label
+        self.confidence = parse.confidence
+        if self.text.startswith("/") and self.text[1:] in knowledge.labels:
+            # A quick-reply button carries its intent, as Rasa's "/intent" payloads do.
+            self.forced_label = self.label = self.text[1:]
+            self.confidence = 1.0
+        self._clarify_below = clarify_below
+        self._emergency_min = emergency_min
+        self._office_open = office_open
+        self.replies: list[Reply] = []
+        self.events: list[Event] = []
+        self.routing = Routing("answer")
+        self.pending_actions: list[str] = []
+        self.paused = False
+
+    # --- facts -------------------------------------------------------------------------------
+    @property
+    def is_empty(self) -> bool:
+        return not self.text and not self.message.attachments
+
+    @property
+    def is_emergency(self) -> bool:
+        """Emergency label with at least a modest confidence (keyword hits come in at 0.9)."""
+        return self.label == "conv.emergency" and self.confidence >= self._emergency_min
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.forced_label is None and self.confidence < self._clarify_below
+
+    def office_open(self) -> bool:
+        return self._office_open()
+
+    def priority(self, department: str) -> int:
+        return priority_for(self.label, department)
+
+    def message_location(self) -> dict[str, Any] | None:
+        """Slots from a shared location or typed coordinates, if the message has them."""
+        att = self.message.attachment("location")
+        if att and att.lat is not None and att.long is not None:
+            text = att.address or f"{att.lat:.6f}, {att.long:.6f}"
+            return {"location": text, "lat": att.lat, "long": att.long}
+        for e in self.entities:
+            if e["entity"] == "coordinates":
+                v = e["value"]
+                return {"location": f"{v['lat']}, {v['long']}", "lat": v["lat"], "long": v["long"]}
+        return None
+
+    def summary(self) -> str:
+        """A line or two for the agent who takes over: what the resident wanted and said."""
+        k = self.knowledge
+        intents = [k.label_name(i, "ko") for i in self.state.recent_intents[-3:]]
+        parts = [f"최근 의도: {', '.join(intents)}" if intents else ""]
+        form = self.state.active_form
+        if form:
+            filled = {s: v for s, v in self.state.slots.items()
+                      if s in ("location", "description", "when") and v}
+            parts.append(f"작성 중 민원: {k.label_name(form, 'ko')} {filled}")
+        parts.append(f"마지막 메시지: {self.parse.text[:200]}")
+        return " / ".join(p for p in parts if p)
+
+    # --- verbs -------------------------------------------------------------------------------
+    def say(self, key: str, buttons: list[Button] | None = None, hints: dict[str, Any] | None = None,
+            **values: Any) -> None:
+        """Queue the response ``key`` in the conversation's language."""
+        self.replies.append(Reply(self.knowledge.render(key, self.lang, **values), buttons or [], hints or {}))
+
+    def button(self, title_key: str, payload: str) -> Button:
+        return Button(self.knowledge.render(title_key, self.lang), payload)
+
+    def yes_no(self) -> list[Button]:
+        return [self.button("btn_yes", self.knowledge.render("btn_yes", self.lang)),
+                self.button("btn_no", self.knowledge.render("btn_no", self.lang))]
+
+    def run_action(self, name: str) -> None:
+        """Run a rasa_sdk action now (the engine supplies the runner)."""
+        self._runner(self, name)
+
+    def route(self, action: str, **kw: Any) -> None:
+        self.routing = Routing(action, **kw)
+
+    def event(self, type_: str, **data: Any) -> None:
+        self.events.append(Event(type_, data))
+
+    def pause(self) -> None:
+        """The conversation belongs to an agent: no bot reply, the message goes to them."""
+        self.paused = True
+        self.route("paused", department=self.state.handoff_department)
+        self.event("paused", department=self.state.handoff_department)
+
+    _runner: Callable[[TurnContext, str], None]

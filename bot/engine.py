@@ -1,0 +1,211 @@
+"""The dialogue engine: ``Engine.handle(Message) -> Turn``.
+
+One engine serves every channel. A turn is: load the conversation state, run
+NLU, let the policy decide (running rasa_sdk actions for answers, requests,
+status and hand-off), save the state, return replies, events and the routing
+decision. If anything in NLU or an action fails, the resident gets an apology
+and a hand-off, never silence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timezone
+from typing import Any
+
+from rasa_sdk.executor import ActionExecutor
+
+import actions
+from actions import backend as action_backend
+from bot.dialogue import policy
+from bot.dialogue.context import TurnContext
+from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
+from bot.knowledge import Knowledge
+from bot.messages import Event, Message, Reply, Routing, Turn
+from bot.nlu.language import detect
+from bot.nlu.model import NLU, Parse, ensure_model
+from bot.nlu.normalize import clean
+from bot.routing import BusinessHours
+from bot.service_requests import InMemoryRequestStore, RequestStore
+from bot.settings import Settings, get_settings
+
+log = logging.getLogger("pcrm.engine")
+
+Parser = Callable[[str, str | None], Parse]
+
+
+def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that does not really wait (our actions don't) without an event loop.
+
+    rasa_sdk's executor is ``async`` for the sake of its HTTP server; in-process
+    our actions finish on the first step, so the turn stays synchronous and never
+    touches the caller's event loop (FastAPI's).
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("an in-process action awaited I/O; run such actions on a rasa_sdk action server")
+
+
+class Engine:
+    """The one dialogue engine. Thread-safe; one instance per process."""
+
+    def __init__(self, *, knowledge: Knowledge | None = None, nlu: NLU | Parser | None = None,
+                 states: StateStore | None = None, requests: RequestStore | None = None,
+                 settings: Settings | None = None, clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings or get_settings()
+        config = self.settings.config()
+        self.knowledge = knowledge or Knowledge(self.settings.pcrm_nlu_dir, config)
+        self._nlu = nlu
+        self._nlu_lock = threading.Lock()
+        self.states = states or InMemoryStateStore()
+        self.requests = requests or InMemoryRequestStore()
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.hours = BusinessHours(config)
+        nlu_cfg = config.get("nlu") or {}
+        self.clarify_below = float(nlu_cfg.get("clarify_below", 0.45))
+        self.emergency_override = bool(nlu_cfg.get("emergency_override", True))
+        self.emergency_min = float(nlu_cfg.get("emergency_min_confidence", 0.3))
+        self.max_chars = self.settings.pcrm_max_message_chars
+        self.executor = ActionExecutor()
+        self.executor.register_package(actions)
+        action_backend.configure(self.knowledge, self.requests)
+
+    # --- NLU ---------------------------------------------------------------------------------
+    @property
+    def nlu(self) -> NLU | Parser:
+        """The NLU, trained on first use if the cache has no model for the current data."""
+        if self._nlu is None:
+            with self._nlu_lock:
+                if self._nlu is None:
+                    path = ensure_model(self.settings.pcrm_nlu_dir / "nlu", self.settings.pcrm_model_dir)
+                    self._nlu = NLU(path)
+        return self._nlu
+
+    def parse(self, text: str, lang_hint: str | None = None) -> Parse:
+        """NLU only (``pcrm route``), with the emergency override applied."""
+        nlu = self.nlu
+        result = nlu.parse(text, lang_hint) if isinstance(nlu, NLU) else nlu(text, lang_hint)
+        if self.emergency_override and result.label != policy.EMERGENCY_LABEL \
+                and policy.looks_like_emergency(result.normalized):
+            result.ranking.insert(0, (policy.EMERGENCY_LABEL, max(result.confidence, 0.9)))
+            result.label, result.confidence = policy.EMERGENCY_LABEL, max(result.confidence, 0.9)
+        return result
+
+    def route(self, text: str, lang_hint: str | None = None) -> dict[str, Any]:
+        """``pcrm route`` output: label, department, confidence, language, entities."""
+        p = self.parse(text, lang_hint)
+        return {"label": p.label, "department": self.knowledge.department_of(p.label),
+                "confidence": round(p.confidence, 4), "lang": p.lang, "entities": p.entities}
+
+    # --- turns -------------------------------------------------------------------------------
+    def handle(self, message: Message) -> Turn:
+        """Decide what to do with one inbound message."""
+        started = time.perf_counter()
+        state = self.states.load(message.conversation_key)
+        try:
+            turn = self._decide(message, state)
+        except Exception:  # noqa: BLE001 - any fault becomes an apology and a hand-off
+            log.exception("turn failed for %s", message.conversation_key)
+            turn = self._fail(message, state)
+        state.turns += 1
+        self.states.save(state)
+        turn.latency_ms = (time.perf_counter() - started) * 1000
+        return turn
+
+    def _decide(self, message: Message, state: DialogueState) -> Turn:
+        text = message.text or ""
+        too_long = len(text) > self.max_chars
+        if not text.strip() or too_long:
+            parse = Parse(text, "", state.lang if not text.strip() else detect(clean(text[:2000]), state.lang),
+                          "conv.out_of_scope", 0.0)
+        else:
+            parse = self.parse(text, message.lang or state.lang)
+        if state.turns == 0 and message.lang and not any("\uac00" <= c <= "\ud7a3" for c in parse.normalized):
+            parse.lang = message.lang
+        state.lang = parse.lang
+        ctx = TurnContext(message, state, parse, self.knowledge, self.clarify_below,
+                          lambda: self.hours.is_open(self.clock()), self.emergency_min)
+        ctx._runner = self._run_action
+        if too_long:
+            ctx.say("utter_too_long")
+        else:
+            policy.decide(ctx)
+        if not ctx.paused and parse.normalized:
+            state.remember_intent(ctx.label)
+        events = [Event("intent", {"label": ctx.label, "confidence": round(ctx.confidence, 4),
+                                   "lang": ctx.lang}),
+                  *([Event("entities", {"entities": parse.entities})] if parse.entities else []),
+                  *ctx.events]
+        return Turn(conversation_key=message.conversation_key, lang=ctx.lang, label=ctx.label,
+                    confidence=ctx.confidence, replies=ctx.replies, events=events,
+                    routing=ctx.routing, entities=parse.entities)
+
+    def _fail(self, message: Message, state: DialogueState) -> Turn:
+        """The apology-and-hand-off turn used when NLU or an action crashed."""
+        lang = state.lang or "ko"
+        state.reset()
+        state.handed_off = self.hours.is_open(self.clock())
+        state.handoff_department = state.last_department or "general"
+        if not state.handed_off:
+            state.awaiting = "after_hours_message"
+        dept = state.handoff_department
+        reply = Reply(self.knowledge.render("utter_error", lang))
+        return Turn(conversation_key=message.conversation_key, lang=lang, label="error", confidence=0.0,
+                    replies=[reply],
+                    events=[Event("error", {}), Event("handoff", {
+                        "department": dept, "priority": 10, "reason": "error",
+                        "summary": f"처리 중 오류 / 마지막 메시지: {message.text[:200]}",
+                        "after_hours": not state.handed_off})],
+                    routing=Routing("handoff", department=dept))
+
+    def _run_action(self, ctx: TurnContext, name: str) -> None:
+        """Run a rasa_sdk action through the executor and apply what it returns."""
+        slots = dict(ctx.state.slots)
+        slots["lang"] = ctx.lang
+        tracker = {
+            "sender_id": ctx.message.conversation_key, "slots": slots,
+            "latest_message": {"text": ctx.parse.text, "intent": {"name": ctx.label, "confidence": ctx.confidence},
+                               "entities": ctx.entities, "intent_ranking": []},
+            "events": [], "paused": False, "followup_action": None, "active_loop": {},
+            "latest_action_name": None,
+        }
+        result = _drive(self.executor.run({"next_action": name, "sender_id": ctx.message.conversation_key,
+                                           "tracker": tracker, "domain": {}, "version": "3.6.0"}))
+        for ev in result.events if result else []:
+            if ev.get("event") == "slot":
+                ctx.state.slots[ev["name"]] = ev["value"]
+        for msg in result.responses if result else []:
+            key = msg.get("response") or msg.get("template")
+            values = {k: v for k, v in msg.items() if k not in (
+                "response", "template", "text", "buttons", "elements", "custom", "image", "attachment")
+                and v is not None}
+            if key:
+                ctx.say(key, **values)
+            elif msg.get("text"):
+                ctx.replies.append(Reply(msg["text"]))
+
+    # --- console hooks -----------------------------------------------------------------------
+    def release(self, conversation_key: str, ask_rating: bool = True) -> list[Reply]:
+        """An agent closed the hand-off: the bot resumes, asking for a rating first."""
+        state = self.states.load(conversation_key)
+        state.handed_off = False
+        state.handoff_department = None
+        state.reset()
+        replies = []
+        if ask_rating:
+            state.awaiting = "rating"
+            replies.append(Reply(self.knowledge.render("utter_ask_rating", state.lang),
+                                 hints={"rating": True}))
+        self.states.save(state)
+        return replies
+
+    def forget(self, conversation_key: str) -> None:
+        """Drop the dialogue state (the resident deleted their data)."""
+        self.states.delete(conversation_key)
+

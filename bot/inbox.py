@@ -1,0 +1,198 @@
+"""The one path every inbound message takes: store → engine → store → live events.
+
+Adapters call :meth:`Inbox.receive`. The inbound message is committed before
+the engine runs (so it is never lost, and a retried delivery is recognised);
+the engine's turn and its consequences (hand-offs, feedback, erasure) are
+committed after. If the database is down, the resident still gets an answer
+and the records wait in a local spool file until it is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from bot.engine import Engine
+from bot.live import LiveEvents
+from bot.messages import Attachment, Message, Reply, Turn
+from crm_store import conversations, handoffs, interactions, residents
+from crm_store.masking import mask_pii
+from crm_store.models import Feedback, Handoff
+from crm_store.phones import is_phone_channel
+
+log = logging.getLogger("pcrm.inbox")
+
+
+class _RecentTurns:
+    """The last answers by delivery id, so a retried webhook gets the same reply."""
+
+    def __init__(self, size: int = 10000) -> None:
+        self._data: OrderedDict[str, list[Reply]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> list[Reply] | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def put(self, key: str, replies: list[Reply]) -> None:
+        with self._lock:
+            self._data[key] = replies
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
+class Inbox:
+    """Receives normalized messages from every channel."""
+
+    def __init__(self, engine: Engine, sessions: sessionmaker[Session], live: LiveEvents,
+                 spool_path: Path | None = None) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.live = live
+        self.spool_path = spool_path or Path("var/spool.jsonl")
+        self._recent = _RecentTurns()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    async def receive(self, message: Message) -> Turn:
+        """Store, decide, store. Messages of one conversation are handled strictly in order."""
+        turn, live_events = await run_in_threadpool(self._receive_sync, message)
+        for channel, payload in live_events:
+            await self.live.publish(channel, payload)
+        return turn
+
+    def _receive_sync(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
+        with self._lock_for(message.conversation_key):
+            return self._receive_locked(message)
+
+    def _receive_locked(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
+        dedup_key = f"{message.channel}:{message.message_id}"
+        ids: dict[str, Any] | None = None
+        try:
+            ids = self._store_inbound(message)
+        except Exception:  # noqa: BLE001 - the database may be down; the resident still gets an answer
+            log.exception("store unavailable; spooling inbound %s", mask_pii(message.conversation_key))
+            self._spool({"kind": "inbound", "message": _message_dict(message)})
+        if ids is not None and ids.get("duplicate"):
+            cached = self._recent.get(dedup_key)
+            return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0,
+                        replies=cached or []), []
+        turn = self.engine.handle(message)
+        self._recent.put(dedup_key, turn.replies)
+        live: list[tuple[str, dict[str, Any]]] = []
+        if ids is not None:
+            try:
+                live = self._store_turn(message, turn, ids)
+            except Exception:  # noqa: BLE001
+                log.exception("could not store turn of %s; spooling", mask_pii(message.conversation_key))
+                self._spool({"kind": "turn", "message": _message_dict(message),
+                             "replies": [r.text for r in turn.replies], "label": turn.label})
+        return turn, live
+
+    # --- store -------------------------------------------------------------------------------
+    def _store_inbound(self, message: Message) -> dict[str, Any]:
+        phone = message.sender_id if is_phone_channel(message.channel) else None
+        contact = message.attachment("contact")
+        with self.sessions.begin() as s:
+            if contact and contact.phone:
+                resident = residents.link_phone(s, message.channel, message.sender_id, contact.phone)
+            else:
+                resident = residents.identify(s, message.channel, message.sender_id, phone=phone)
+            conv = conversations.get_or_create(s, message.conversation_key, message.channel, resident)
+            row = interactions.record_inbound(s, message, conv, resident)
+            if row is None:
+                return {"duplicate": True}
+            s.flush()
+            return {"resident_id": resident.id, "conversation_id": conv.id, "inbound_id": row.id}
+
+    def _store_turn(self, message: Message, turn: Turn, ids: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        from crm_store.models import Conversation, Interaction, Resident
+
+        live: list[tuple[str, dict[str, Any]]] = []
+        with self.sessions.begin() as s:
+            conv = s.get(Conversation, ids["conversation_id"])
+            resident = s.get(Resident, ids["resident_id"])
+            inbound = s.get(Interaction, ids["inbound_id"])
+            assert conv is not None
+            interactions.record_turn(s, turn, conv, resident, inbound)
+            for ev in turn.events:
+                if ev.type == "handoff":
+                    h = handoffs.open_handoff(s, conv, resident, ev.data["department"], ev.data["priority"],
+                                              ev.data["reason"], ev.data.get("summary", ""))
+                    if ev.data.get("after_hours"):
+                        h.reason = f"callback:{ev.data['reason']}"
+                    live.append((f"dept:{h.department}", {"type": "handoff", "handoff_id": h.id,
+                                                          "department": h.department, "priority": h.priority}))
+                elif ev.type == "paused":
+                    open_h = s.query(Handoff).filter(Handoff.conversation_id == conv.id,
+                                                     Handoff.status != "closed").first()
+                    if open_h is not None:
+                        live.append((f"handoff:{open_h.id}", {"type": "message", "handoff_id": open_h.id,
+                                                              "text": message.text}))
+                        live.append((f"dept:{open_h.department}", {"type": "message", "handoff_id": open_h.id}))
+                elif ev.type == "feedback":
+                    last = s.query(Handoff).filter(Handoff.conversation_id == conv.id) \
+                        .order_by(Handoff.id.desc()).first()
+                    s.add(Feedback(conversation_id=conv.id, resident_id=conv.resident_id,
+                                   handoff_id=last.id if last else None, rating=int(ev.data["rating"])))
+                elif ev.type == "delete_data" and resident is not None:
+                    residents.delete_resident(s, resident.id)
+                    self.engine.forget(message.conversation_key)
+                elif ev.type == "request_opened" and resident is not None:
+                    tags = list(resident.needs_tags or [])
+                    code = ev.data.get("service_code")
+                    if code and code not in tags:
+                        resident.needs_tags = [*tags, code]
+            if turn.label.startswith(("faq.", "conv.request_status")) and resident is not None:
+                tags = list(resident.needs_tags or [])
+                if turn.label not in tags:
+                    resident.needs_tags = [*tags, turn.label]
+        return live
+
+    # --- spool -------------------------------------------------------------------------------
+    def _spool(self, record: dict[str, Any]) -> None:
+        """Keep what could not be written, one JSON line each, for :meth:`flush_spool`."""
+        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spool_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def flush_spool(self) -> int:
+        """Write spooled inbound messages to the store; returns how many were written."""
+        if not self.spool_path.exists():
+            return 0
+        lines = self.spool_path.read_text(encoding="utf-8").splitlines()
+        written, left = 0, []
+        for line in lines:
+            rec = json.loads(line)
+            if rec.get("kind") != "inbound":
+                continue
+            try:
+                self._store_inbound(_message_from(rec["message"]))
+                written += 1
+            except Exception:  # noqa: BLE001 - still down: keep it
+                left.append(line)
+        self.spool_path.write_text("".join(x + "\n" for x in left), encoding="utf-8")
+        return written
+
+
+def _message_dict(m: Message) -> dict[str, Any]:
+    return asdict(m)
+
+
+def _message_from(d: dict[str, Any]) -> Message:
+    atts = [Attachment(**a) for a in d.pop("attachments", [])]
+    return Message(**d, attachments=atts)
+

@@ -1,0 +1,86 @@
+"""Text clean-up before NLU: Unicode form, control characters, spoken numbers.
+
+Residents write with compatibility characters, stray control codes and (on the
+phone) numbers read out as words. Everything downstream sees one clean form.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_NLU_CHARS = 1000  # the classifier only needs the start of a very long message
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_SPACES = re.compile(r"\s+")
+
+_KO_DIGITS = {"공": "0", "영": "0", "빵": "0", "일": "1", "이": "2", "삼": "3", "사": "4", "오": "5",
+              "육": "6", "륙": "6", "칠": "7", "팔": "8", "구": "9"}
+_EN_DIGITS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+              "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_SEPARATORS_KO = {"다시", "에", "의", "하이픈", "대시", "-"}
+_SEPARATORS_EN = {"dash", "hyphen", "-"}
+_KO_WORD = re.compile(r"^[공영빵일이삼사오육륙칠팔구]+$")
+_MIN_SPOKEN_DIGITS = 4  # shorter runs are ordinary words (일이, 사이, 오이 ...)
+
+
+def clean(text: str) -> str:
+    """NFKC, no control or bidi-override characters, single spaces, trimmed."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _CONTROL.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def _digits_of(token: str) -> str | None:
+    low = token.lower()
+    if _KO_WORD.match(token):
+        return "".join(_KO_DIGITS[c] for c in token)
+    if low in _EN_DIGITS and low != "o":
+        return _EN_DIGITS[low]
+    if low.isdigit():
+        return low
+    return None
+
+
+def spoken_numbers_to_digits(text: str) -> str:
+    """Turn digit-by-digit speech into digits: "이공이육 다시 공공공 팔칠일" → "2026-000871".
+
+    Only runs of at least four spoken digits are rewritten, so that ordinary words
+    made of the same syllables ("일이 많아요", "사이") stay as they are. "다시" and
+    "dash" inside a run become a hyphen, as people say them in ticket numbers.
+    """
+    tokens = text.split(" ")
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        run: list[str] = []
+        j = i
+        spoken = 0
+        while j < len(tokens):
+            tok = tokens[j]
+            digits = _digits_of(tok)
+            if digits is not None:
+                if not tok.isdigit():
+                    spoken += len(digits)
+                run.append(digits)
+                j += 1
+                continue
+            if run and tok.lower() in (_SEPARATORS_KO | _SEPARATORS_EN) and j + 1 < len(tokens) \
+                    and _digits_of(tokens[j + 1]) is not None:
+                run.append("-")
+                j += 1
+                continue
+            break
+        total = sum(len(r) for r in run if r != "-")
+        if run and spoken > 0 and total >= _MIN_SPOKEN_DIGITS:
+            out.append("".join(run))
+            i = j
+        else:
+            out.append(tokens[i])
+            i += 1
+    return " ".join(out)
+
+
+def normalize(text: str) -> str:
+    """The form NLU works on: cleaned, spoken digits as digits, cut to a sane length."""
+    return spoken_numbers_to_digits(clean(text)[:MAX_NLU_CHARS])

@@ -1,0 +1,48 @@
+"""Settings: ``config.yml`` (the municipality) plus the environment (deployment).
+
+The municipality's facts live in ``config.yml`` so another city edits data, not
+code; secrets and URLs come from the environment, the way operators expect.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Environment variables (and a ``.env`` file, if present)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    pcrm_config: Path = ROOT / "config.yml"
+    pcrm_secret_key: str = "dev-insecure-change-me"
+    pcrm_public_url: str = "http://127.0.0.1:8000"
+    pcrm_nlu_dir: Path = ROOT / "nlu_data"
+    pcrm_model_dir: Path = ROOT / "var" / "model"
+    pcrm_max_message_chars: int = 5000
+    rasa_url: str | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The parsed ``config.yml``."""
+        return load_config(self.pcrm_config)
+
+
+@lru_cache(maxsize=8)
+def load_config(path: Path) -> dict[str, Any]:
+    """Parse a municipality config file once per process."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; tests change the env)."""
+    return Settings()

@@ -1,0 +1,68 @@
+"""Rasa-compatible REST channel: ``POST /webhooks/rest/webhook``.
+
+``{"sender": "...", "message": "..."}`` in, ``[{"recipient_id", "text", "buttons"?}]``
+out, exactly as Rasa's ``RestInput`` does, so existing clients and test scripts
+work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from bot.messages import Message, Turn
+from channels.base import ChannelAdapter
+
+
+class RestMessage(BaseModel):
+    """One message from a REST client."""
+
+    sender: str = Field(min_length=1, max_length=128, description="The client's id for the resident")
+    message: str = Field(max_length=20000, description="What the resident wrote")
+    metadata: dict[str, Any] | None = Field(default=None, description="Anything the client wants stored")
+    lang: str | None = Field(default=None, pattern="^(ko|en)$", description="Language hint")
+
+
+class RestButton(BaseModel):
+    title: str
+    payload: str
+
+
+class RestReply(BaseModel):
+    recipient_id: str
+    text: str
+    buttons: list[RestButton] | None = None
+
+
+def render(turn: Turn, recipient_id: str) -> list[dict[str, Any]]:
+    """Rasa's REST output: one object per reply, buttons only when there are some."""
+    out = []
+    for reply in turn.replies:
+        item: dict[str, Any] = {"recipient_id": recipient_id, "text": reply.text}
+        if reply.buttons:
+            item["buttons"] = [{"title": b.title, "payload": b.payload} for b in reply.buttons]
+        out.append(item)
+    return out
+
+
+class RestChannel(ChannelAdapter):
+    name = "rest"
+
+    def router(self) -> APIRouter:
+        r = APIRouter(tags=["channels"])
+
+        @r.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
+                summary="Send a message (Rasa REST channel format)")
+        async def webhook(body: RestMessage) -> list[dict[str, Any]]:
+            msg = Message(channel=self.name, sender_id=body.sender, text=body.message, lang=body.lang,  # type: ignore[arg-type]
+                          metadata=body.metadata or {})
+            turn = await self.inbox.receive(msg)
+            return render(turn, body.sender)
+
+        @r.get("/webhooks/rest/", summary="REST channel health (as Rasa answers)")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        return r
