@@ -1,0 +1,134 @@
+"""Engines, sessions and migrations.
+
+URL precedence: an explicit ``url`` argument, then ``DATABASE_URL``, then the
+local default ``sqlite:///var/pcrm.db`` (so ``make run`` needs no database server).
+``postgresql://`` URLs are rewritten to the psycopg 3 driver we ship.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+DEFAULT_URL = "sqlite:///var/pcrm.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def resolve_url(url: str | URL | None = None) -> str:
+    """The database URL to use, with the driver made explicit.
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://`` (SQLAlchemy
+    would otherwise look for psycopg2, which we do not install).
+    """
+    raw = url if url is not None else os.environ.get("DATABASE_URL") or DEFAULT_URL
+    parsed = make_url(raw)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _check_schema(schema: str) -> str:
+    """Schema names go into SQL and connection options: only plain identifiers."""
+    if not _SCHEMA_RE.match(schema):
+        raise ValueError(f"invalid schema name: {schema!r}")
+    return schema
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """WAL, foreign keys, a busy timeout, and real transactions on SQLite.
+
+    pysqlite opens transactions lazily and never around SAVEPOINTs; taking over
+    ``BEGIN`` (the recipe from the SQLAlchemy docs) makes ``begin_nested`` work,
+    which duplicate-delivery detection relies on.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str | URL | None = None, schema: str | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (see :func:`resolve_url`).
+
+    ``schema`` (PostgreSQL only) sets the connection's ``search_path`` so a test run
+    or a second municipality can live in its own schema of a shared database.
+    SQLite files get their directory created (``var/`` on a fresh checkout).
+    """
+    parsed = make_url(resolve_url(url))
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args.setdefault("check_same_thread", False)
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+        _sqlite_setup(engine)
+        return engine
+    if schema is not None:
+        if parsed.get_backend_name() != "postgresql":
+            raise ValueError("the schema option is for PostgreSQL only")
+        connect_args["options"] = f"-csearch_path={_check_schema(schema)}"
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, connect_args=connect_args, **kwargs)
+
+
+def make_session_factory(
+    url: str | URL | None = None, schema: str | None = None, engine: Engine | None = None
+) -> sessionmaker[Session]:
+    """A session factory on ``engine`` (or a new engine for ``url``/``schema``).
+
+    ``expire_on_commit=False`` lets a web request hand objects from one short
+    transaction (identify the resident, record the message) to the next (record the
+    bot's answer) without reloading them.
+    """
+    return sessionmaker(bind=engine or make_engine(url, schema), expire_on_commit=False)
+
+
+def alembic_config(url: str | URL | None = None, schema: str | None = None) -> Config:
+    """An Alembic ``Config`` built in code: no ``alembic.ini`` at the repo root needed.
+
+    ``script_location`` is this package's ``migrations`` directory, so it works from
+    an installed wheel; the URL and schema travel in ``config.attributes``.
+    """
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["url"] = resolve_url(url)
+    cfg.attributes["schema"] = schema
+    return cfg
+
+
+def upgrade(url: str | URL | None = None, schema: str | None = None, revision: str = "head") -> None:
+    """``alembic upgrade head`` for ``url`` (creating ``schema`` on PostgreSQL if needed)."""
+    from alembic import command
+
+    if schema is not None:
+        if make_url(resolve_url(url)).get_backend_name() != "postgresql":
+            raise ValueError("the schema option is for PostgreSQL only")
+        engine = make_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{_check_schema(schema)}"'))
+        finally:
+            engine.dispose()
+    command.upgrade(alembic_config(url, schema), revision)

@@ -1,0 +1,107 @@
+"""Hand-offs to people: open, the agent queue, claim and close.
+
+Claiming is a conditional ``UPDATE ... WHERE status = 'queued'`` so two agents
+clicking "take" on the same conversation cannot both get it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.dialogue.state import DialogueState
+from crm_store._session import attached
+from crm_store.models import PRIORITY_EMERGENCY, Conversation, Handoff, Resident
+from crm_store.timeutil import utcnow
+
+__all__ = ["PRIORITY_EMERGENCY", "claim", "close", "open_handoff", "queue"]
+
+
+def open_handoff(
+    session: Session,
+    conversation: Conversation,
+    resident: Resident | None,
+    department: str,
+    priority: int,
+    reason: str,
+    summary: str,
+) -> Handoff:
+    """Queue ``conversation`` for an agent of ``department``.
+
+    An already queued or claimed hand-off of the conversation is reused (and its
+    priority raised if this one is more urgent) rather than queued twice.
+    """
+    conv = attached(session, conversation)
+    conv.handed_off = True
+    conv.department = department
+    existing = session.scalars(
+        select(Handoff).where(Handoff.conversation_id == conv.id, Handoff.status != "closed")
+    ).first()
+    if existing is not None:
+        existing.priority = max(existing.priority, priority)
+        return existing
+    row = Handoff(
+        conversation_id=conv.id,
+        resident_id=resident.id if resident else conv.resident_id,
+        department=department,
+        priority=priority,
+        reason=reason,
+        summary=summary,
+        status="queued",
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def queue(session: Session, departments: Iterable[str] | None) -> list[Handoff]:
+    """Waiting hand-offs of ``departments`` (all when ``None``): most urgent, then oldest, first."""
+    stmt = select(Handoff).where(Handoff.status == "queued")
+    if departments is not None:
+        stmt = stmt.where(Handoff.department.in_(list(departments)))
+    stmt = stmt.order_by(Handoff.priority.desc(), Handoff.queued_at, Handoff.id)
+    return list(session.scalars(stmt))
+
+
+def claim(session: Session, handoff_id: int, agent_id: int) -> Handoff | None:
+    """Give a queued hand-off to ``agent_id``; ``None`` if someone else got it first."""
+    result = session.execute(
+        update(Handoff)
+        .where(Handoff.id == handoff_id, Handoff.status == "queued")
+        .values(status="claimed", agent_id=agent_id, claimed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = session.get_one(Handoff, handoff_id)
+    session.refresh(row)
+    return row
+
+
+def close(session: Session, handoff_id: int, resolution_code: str, agent_id: int | None = None) -> Handoff:
+    """Close a hand-off and give the conversation back to the bot.
+
+    The saved dialogue state is updated too (``handed_off`` off), otherwise the
+    engine would keep staying silent for a conversation nobody is handling.
+    """
+    row = session.get(Handoff, handoff_id)
+    if row is None:
+        raise LookupError(f"no hand-off {handoff_id}")
+    row.status = "closed"
+    row.closed_at = utcnow()
+    row.resolution_code = resolution_code
+    if agent_id is not None and row.agent_id is None:
+        row.agent_id = agent_id
+    conv = session.get_one(Conversation, row.conversation_id)
+    conv.handed_off = False
+    if conv.state:
+        state = DialogueState.from_json(conv.state)
+        state.handed_off = False
+        state.handoff_department = None
+        conv.state_version += 1
+        state.version = conv.state_version
+        conv.state = state.to_json()
+    session.flush()
+    return row

@@ -1,0 +1,292 @@
+"""SQLAlchemy models of the resident profile store.
+
+Design notes (the why):
+
+* One :class:`Resident` per person, many :class:`ChannelIdentity` rows per resident.
+  A phone number is itself an identity (channel ``"phone"``), which is how a Telegram
+  user who later gives their number is merged with the SMS sender of that number.
+* Timestamps are aware UTC (:class:`~crm_store.timeutil.UTCDateTime`) on every backend.
+* Constraint names follow a naming convention so Alembic batch mode (SQLite) can
+  alter them later.
+* Department codes are plain strings, not foreign keys: they are the catalog's codes,
+  valid even before the ``departments`` table is seeded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.ext.mutable import MutableList
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from crm_store.timeutil import UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Priority of emergencies in the hand-off queue (the queue is ordered by priority desc).
+PRIORITY_EMERGENCY = 100
+DELETED_TEXT = "[deleted]"
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata and type map."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _json_list() -> Any:
+    """A JSON list column whose in-place changes (``.append``) are tracked."""
+    return MutableList.as_mutable(JSON)
+
+
+class Resident(Base):
+    """A person we talk to, whatever the channel."""
+
+    __tablename__ = "residents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    preferred_lang: Mapped[str] = mapped_column(String(8), default="ko")
+    contact_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    age_band: Mapped[str | None] = mapped_column(String(16))
+    needs_tags: Mapped[list[str]] = mapped_column(_json_list(), default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+    # Set on the absorbed resident of a merge, so old references can be followed.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
+
+
+class ChannelIdentity(Base):
+    """ "This channel's id is that resident": (channel, external_id) → resident.
+
+    ``external_id`` is E.164 for phone channels.  ``reachable`` turns false when a
+    channel reports the address dead (blocked bot, undeliverable number).
+    """
+
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_channel_identities_channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(255))
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"), index=True)
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Conversation(Base):
+    """One conversation per channel identity; ``state`` is the DialogueState JSON."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    state: Mapped[str | None] = mapped_column(Text)
+    state_version: Mapped[int] = mapped_column(Integer, default=0)
+    handed_off: Mapped[bool] = mapped_column(Boolean, default=False)
+    department: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Interaction(Base):
+    """One message in or out, with what the NLU made of it.
+
+    ``message_id`` is the channel's delivery id; the unique (channel, direction,
+    message_id) makes a retried webhook delivery a no-op.  Outbound rows usually
+    have no delivery id (NULLs never collide).
+    """
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        UniqueConstraint("channel", "direction", "message_id", name="uq_interactions_delivery"),
+        CheckConstraint("direction IN ('in', 'out')", name="direction"),
+        Index("ix_interactions_created_at", "created_at"),
+        Index("ix_interactions_channel_created_at", "channel", "created_at"),
+        Index("ix_interactions_label", "label"),
+        Index("ix_interactions_conversation_id", "conversation_id"),
+        Index("ix_interactions_resident_id", "resident_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(3))
+    text: Mapped[str] = mapped_column(Text, default="")
+    label: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    lang: Mapped[str | None] = mapped_column(String(8))
+    entities: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    handled_by: Mapped[str] = mapped_column(String(64), default="bot")
+    message_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServiceRequest(Base):
+    """A 민원 in Open311 GeoReport v2 shape (field names are Open311's)."""
+
+    __tablename__ = "service_requests"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'closed')", name="status"),
+        CheckConstraint(
+            "sub_status IN ('received', 'assigned', 'in_progress', 'resolved', 'rejected')", name="sub_status"
+        ),
+        Index("ix_service_requests_requested_datetime", "requested_datetime"),
+        Index("ix_service_requests_agency_status", "agency_responsible", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_request_id: Mapped[str] = mapped_column(String(16), unique=True)
+    service_code: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    sub_status: Mapped[str] = mapped_column(String(16), default="received")
+    status_notes: Mapped[str | None] = mapped_column(Text)
+    agency_responsible: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    address_string: Mapped[str | None] = mapped_column(Text)
+    lat: Mapped[float | None] = mapped_column(Float)
+    long: Mapped[float | None] = mapped_column(Float)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    reported_when: Mapped[str | None] = mapped_column(String(128))
+    requested_datetime: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_datetime: Mapped[datetime] = mapped_column(default=utcnow)
+    expected_datetime: Mapped[datetime | None]
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    channel: Mapped[str] = mapped_column(String(32), default="rest")
+    lang: Mapped[str] = mapped_column(String(8), default="ko")
+    consent: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TicketCounter(Base):
+    """Last ticket sequence per year; one row locked per allocation keeps numbers gap-free."""
+
+    __tablename__ = "ticket_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Handoff(Base):
+    """A conversation waiting for, or handled by, a person."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'claimed', 'closed')", name="status"),
+        Index("ix_handoffs_queue", "status", "department", "priority", "queued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    department: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(8), default="queued")
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    resolution_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class Department(Base):
+    """A department of the municipality (codes are the catalog's)."""
+
+    __tablename__ = "departments"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name_ko: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str] = mapped_column(String(128))
+    phone: Mapped[str | None] = mapped_column(String(32))
+
+
+class Agent(Base):
+    """A call-center person who logs into the console."""
+
+    __tablename__ = "agents"
+    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    departments: Mapped[list[str]] = mapped_column(_json_list(), default=list)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Feedback(Base):
+    """A 1–5 rating a resident gave after a conversation or hand-off."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (CheckConstraint("rating BETWEEN 1 AND 5", name="rating"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id"))
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditLog(Base):
+    """Who did what to whom: PII reveals, merges, erasures."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    who: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class OtpCode(Base):
+    """A one-time code sent by SMS to prove a phone number; only its hash is kept."""
+
+    __tablename__ = "otp_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_key: Mapped[str] = mapped_column(String(300), index=True)
+    phone: Mapped[str] = mapped_column(String(32))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    consumed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def audit(who: str, action: str, target: str) -> AuditLog:
+    """A new audit row (add it to the session of the action it records)."""
+    return AuditLog(who=who, action=action, target=target)
