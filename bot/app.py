@@ -82,9 +82,21 @@ def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
     try:
         from channels.webchat import WebChatChannel
 
-        adapters.append(WebChatChannel(inbox, settings))
+        adapters.append(WebChatChannel(inbox, settings, live=inbox.live))
     except ImportError:  # pragma: no cover - channel not built yet
         log.debug("web chat channel not available")
+    try:
+        from channels.telegram import TelegramChannel
+
+        adapters.append(TelegramChannel(inbox, settings))
+    except ImportError:  # pragma: no cover - python-telegram-bot not installed
+        log.debug("telegram channel not available")
+    try:
+        from channels.kakao import KakaoChannel
+
+        adapters.append(KakaoChannel(inbox, settings))
+    except ImportError:  # pragma: no cover - channel not built yet
+        log.debug("kakao channel not available")
     return adapters
 
 

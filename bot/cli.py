@@ -171,6 +171,32 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.settings import get_settings
+    from channels.telegram import set_webhook
+
+    url = asyncio.run(set_webhook(get_settings()))
+    print(f"telegram webhook set: {url}")
+    return 0
+
+
+def cmd_telegram_poll(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.app import create_app
+    from channels.telegram import poll
+
+    app = create_app()
+    print("polling Telegram (getUpdates); Ctrl-C to stop")
+    try:
+        asyncio.run(poll(app.state.channels["telegram"]))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -204,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="db_command", required=True)
     up = dsub.add_parser("upgrade", help="migrate to the latest schema")
     up.set_defaults(func=cmd_db)
+
+    tg = sub.add_parser("telegram", help="Telegram bot")
+    tgsub = tg.add_subparsers(dest="telegram_command", required=True)
+    tgsub.add_parser("set-webhook", help="register PCRM_PUBLIC_URL/webhooks/telegram with the secret token") \
+        .set_defaults(func=cmd_telegram_set_webhook)
+    tgsub.add_parser("poll", help="long-poll getUpdates instead of a webhook (development)") \
+        .set_defaults(func=cmd_telegram_poll)
     return p
 
 

@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     pcrm_model_dir: Path = ROOT / "var" / "model"
     pcrm_max_message_chars: int = 5000
     rasa_url: str | None = None
+    telegram_bot_token: str | None = None
+    telegram_webhook_secret: str | None = None
+    telegram_api_base_url: str = "https://api.telegram.org"
+    kakao_skill_secret: str | None = None
+    # Twilio SMS and voice (channels/twilio_sms.py, channels/twilio_voice.py).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    #: Where the REST client sends API calls instead of https://api.twilio.com (a local fake, a proxy).
+    twilio_api_base_url: str | None = None
+    #: Secret of a Twilio webhook SharedKey, for webhooks whose Webhook Rule signs with one.
+    twilio_webhook_shared_key: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The parsed ``config.yml``."""

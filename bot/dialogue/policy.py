@@ -258,12 +258,21 @@ def fill_from_message(ctx: TurnContext, first_message: bool = False) -> None:
             slots["consent"] = True
         elif is_no(ctx.text):
             slots["consent"] = False
-    elif asked == "location" and not loc and "location" not in slots and ctx.text:
-        slots["location"] = ctx.text[:300]
+    elif asked == "location" and not loc and ctx.text:
+        # The answer to "where?" is the place as the resident put it, landmarks and all.
+        slots["location"] = _strip_polite(ctx.text)[:300]
     elif asked == "description" and ctx.text:
         slots["description"] = ctx.text[:500]
     elif asked == "when" and ctx.text and not slots.get("when"):
         slots["when"] = ctx.text[:100]
+
+
+_POLITE_TAIL = re.compile(r"\s*(이에요|예요|입니다|이요|요|이라고요|로 해주세요|으로 해주세요|로요|으로요)?[.!~]*$")
+
+
+def _strip_polite(text: str) -> str:
+    """"중앙로 12 앞이요" → "중앙로 12 앞": the value without the sentence ending."""
+    return _POLITE_TAIL.sub("", text).strip() or text
 
 
 def missing_slots(ctx: TurnContext) -> list[str]:
@@ -317,8 +326,7 @@ def continue_form(ctx: TurnContext) -> None:
     correction = _CORRECTION.match(text)
     if correction and (state.awaiting_confirm or is_no(text) or state.requested_slot != correction.group(1)):
         slot = _SLOT_WORDS.get(correction.group(1).lower())
-        value = correction.group(2).strip()
-        value = re.sub(r"(이에요|예요|입니다|이요|요|로 해주세요|으로 해주세요|로요|으로요)[.!]?$", "", value).strip() or value
+        value = _strip_polite(correction.group(2).strip())
         if slot:
             state.slots[slot] = value
             ctx.event("slot", name=slot, value=value)

@@ -31,9 +31,9 @@ from bot.nlu import tokenizer as _tokenizer  # noqa: F401 - registers pcrm.KiwiT
 from bot.nlu.language import detect
 from bot.nlu.normalize import normalize
 
-MODEL_VERSION = "3"
+MODEL_VERSION = "5"
 SPACY_WEIGHT = 0.45  # share of the spaCy vote in the ensemble (measured on bench/heldout.jsonl)
-EPOCHS = 12
+EPOCHS = 6
 
 
 @dataclass
@@ -63,26 +63,32 @@ def _build_spacy(labels: list[str], td: nlu_data.TrainingData) -> spacy.Language
     nlp = spacy.blank("ko", config={"nlp": {"tokenizer": {"@tokenizers": "pcrm.KiwiTokenizer.v1"}}})
     textcat = nlp.add_pipe("textcat", config={"model": {
         "@architectures": "spacy.TextCatBOW.v3", "exclusive_classes": True,
-        "ngram_size": 2, "no_output_layer": False, "length": 262144}})
+        "ngram_size": 2, "no_output_layer": False, "length": 2**18}})
     for label in labels:
         textcat.add_label(label)
-    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "ORTH"})
+    nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "ORTH"})
+    return nlp
+
+
+def _add_lookup_patterns(nlp: spacy.Language, td: nlu_data.TrainingData) -> None:
+    """Lookup tables become EntityRuler phrases (after ``initialize``, which would clear them)."""
     patterns = []
     for name, values in td.lookups.items():
-        label = "address" if name in ("dong", "landmark", "address") else name
+        label = "address" if name in ("dong", "landmark", "road", "address") else name
         patterns += [{"label": label, "pattern": v} for v in values if v.strip()]
-    ruler.add_patterns(patterns)
-    return nlp
+    nlp.get_pipe("entity_ruler").add_patterns(patterns)
 
 
 def _train_char_model(texts: list[str], labels: list[str]) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import make_pipeline
 
     model = make_pipeline(
         TfidfVectorizer(analyzer="char", ngram_range=(1, 4), sublinear_tf=True, min_df=1),
-        LogisticRegression(C=20.0, max_iter=3000),
+        # Logistic loss gives calibrated-enough probabilities for the ensemble; SGD trains in
+        # well under a second where LogisticRegression's lbfgs took ~20 s for equal accuracy.
+        SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=50, tol=1e-4, random_state=0),
     )
     model.fit([_char_text(t) for t in texts], labels)
     return model
@@ -106,6 +112,7 @@ def train(nlu_dir: Path, out_dir: Path, progress: Callable[[str], None] | None =
         doc = nlp.make_doc(text)
         examples.append(Example.from_dict(doc, {"cats": {lab: float(lab == label) for lab in labels}}))
     optimizer = nlp.initialize(lambda: examples)
+    _add_lookup_patterns(nlp, td)
     rng = random.Random(13)
     for epoch in range(EPOCHS):
         rng.shuffle(examples)

@@ -23,7 +23,7 @@ _kiwi_lock = threading.Lock()
 @lru_cache(maxsize=1)
 def kiwi() -> Kiwi:
     """One Kiwi per process: loading its model takes about a second."""
-    return Kiwi(num_workers=0)
+    return Kiwi()
 
 
 class KiwiTokenizer:
