@@ -1,0 +1,424 @@
+"""Web chat channel: a WebSocket for the embeddable widget, its history, its files and a demo page.
+
+Routes:
+
+* ``WS  /webchat/ws?session=<id>&lang=ko|en`` – the conversation.  Client frames
+  ``{"type": "message", "text": "...", "id"?: "..."}`` and
+  ``{"type": "location", "lat": .., "long": .., "address"?: "..."}``; server frames
+  ``{"type": "typing"}``, then one ``{"type": "bot", "text", "buttons", "hints"}`` per
+  reply, ``{"type": "agent", "text"}`` when a person answers from the console, and
+  ``{"type": "error", "reason"}`` for a frame it could not use (the socket stays open).
+* ``GET /webchat/history?session=<id>`` – the last 50 messages of that session's
+  conversation, so the widget can redraw after a reload.
+* ``GET /webchat/widget.js`` and ``/webchat/widget.css`` – the widget (one script tag).
+* ``GET /`` – a demo home page of the municipality with the widget on it.
+
+The session id is the browser's identity of the resident (``sender_id``), so the
+dialogue state (key ``webchat:<session>``) survives reconnects and reloads.  Pushes
+(agent answers, :meth:`WebChatChannel.send`) travel over the live topic
+``conv:webchat:<session>``; every socket of that session forwards them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import uuid
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Query, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from bot.messages import Attachment, Message, Reply
+from channels.base import ChannelAdapter, Inbox
+
+if TYPE_CHECKING:
+    from bot.live import LiveEvents
+    from bot.settings import Settings
+
+log = logging.getLogger("pcrm.webchat")
+
+STATIC = Path(__file__).resolve().parent / "static"
+SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SESSION_RULE = "session must be 8-64 characters of A-Z, a-z, 0-9, '_' or '-'"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+MAX_TEXT = 5000
+MAX_FRAME_CHARS = 64 * 1024
+HISTORY_LIMIT = 50
+CLOSE_BAD_REQUEST = 4400
+#: Payload types of the live topic that are forwarded to the browser.
+FORWARDED = {"agent", "bot"}
+
+
+def topic_of(session: str) -> str:
+    """Live topic of one web chat session."""
+    return f"conv:webchat:{session}"
+
+
+def bot_frame(reply: Reply, reply_to: str | None = None) -> dict[str, Any]:
+    """A reply as the widget draws it."""
+    frame: dict[str, Any] = {
+        "type": "bot",
+        "text": reply.text,
+        "buttons": [{"title": b.title, "payload": b.payload} for b in reply.buttons],
+        "hints": dict(reply.hints),
+    }
+    if reply_to:
+        frame["reply_to"] = reply_to
+    return frame
+
+
+def _push_frame(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A live-topic payload as a socket frame, keeping only the fields the widget knows."""
+    kind = payload.get("type")
+    if kind not in FORWARDED or not isinstance(payload.get("text"), str):
+        return None
+    frame: dict[str, Any] = {"type": kind, "text": payload["text"]}
+    if kind == "bot":
+        buttons = payload.get("buttons") or []
+        frame["buttons"] = [{"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
+                            for b in buttons if isinstance(b, dict)]
+        frame["hints"] = payload.get("hints") if isinstance(payload.get("hints"), dict) else {}
+    elif isinstance(payload.get("name"), str):
+        frame["name"] = payload["name"][:64]
+    return frame
+
+
+class FrameError(ValueError):
+    """A client frame the channel cannot use; its message goes back as the error reason."""
+
+
+def _number(value: Any, low: float, high: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise FrameError(f"{what} must be a number between {low:g} and {high:g}")
+    return float(value)
+
+
+class WebChatChannel(ChannelAdapter):
+    """The browser widget's channel."""
+
+    name = "webchat"
+
+    def __init__(self, inbox: Inbox, settings: Settings, live: LiveEvents | None = None) -> None:
+        super().__init__(inbox, settings)
+        self.live: LiveEvents | None = live if live is not None else getattr(inbox, "live", None)
+
+    # --- frames -> messages ------------------------------------------------------------------
+    def parse_frame(self, raw: str, session: str, lang: str | None) -> Message:
+        """One client frame as a :class:`Message`; :class:`FrameError` when it is malformed."""
+        if len(raw) > MAX_FRAME_CHARS:
+            raise FrameError("frame too large")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise FrameError("malformed JSON") from None
+        if not isinstance(data, dict):
+            raise FrameError("a frame must be a JSON object")
+        kind = data.get("type")
+        frame_lang = data.get("lang")
+        if frame_lang is not None:
+            if frame_lang not in ("ko", "en"):
+                raise FrameError("lang must be 'ko' or 'en'")
+            lang = frame_lang
+        client_id = data.get("id")
+        if client_id is not None and (not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id)):
+            raise FrameError("id must be 1-63 characters of A-Z, a-z, 0-9, '_' or '-'")
+        # Delivery ids are unique per channel, so a client's id is namespaced by its session.
+        message_id = f"{session}:{client_id}" if client_id else uuid.uuid4().hex
+        if kind == "message":
+            text = data.get("text")
+            if not isinstance(text, str):
+                raise FrameError("text must be a string")
+            if len(text) > MAX_TEXT:
+                raise FrameError(f"text longer than {MAX_TEXT} characters")
+            if not text.strip():
+                raise FrameError("text is empty")
+            return Message(channel=self.name, sender_id=session, text=text, lang=lang,  # type: ignore[arg-type]
+                           message_id=message_id)
+        if kind == "location":
+            lat = _number(data.get("lat"), -90, 90, "lat")
+            long = _number(data.get("long"), -180, 180, "long")
+            address = data.get("address")
+            if address is not None and (not isinstance(address, str) or len(address) > 300):
+                raise FrameError("address must be a string of at most 300 characters")
+            att = Attachment(kind="location", lat=lat, long=long, address=address or None)
+            return Message(channel=self.name, sender_id=session, text="", lang=lang,  # type: ignore[arg-type]
+                           attachments=[att], message_id=message_id)
+        raise FrameError("type must be 'message' or 'location'")
+
+    # --- pushes ------------------------------------------------------------------------------
+    async def send(self, recipient_id: str, replies: list[Reply]) -> bool:
+        """Push replies to every open socket of session ``recipient_id``."""
+        if self.live is None or not SESSION_RE.match(recipient_id or ""):
+            return False
+        for reply in replies:
+            await self.live.publish(topic_of(recipient_id), bot_frame(reply))
+        return True
+
+    # --- routes ------------------------------------------------------------------------------
+    def router(self) -> APIRouter:
+        r = APIRouter(tags=["webchat"])
+
+        @r.websocket("/webchat/ws")
+        async def socket(ws: WebSocket) -> None:
+            await self._serve_socket(ws)
+
+        @r.get("/webchat/history", summary="Last messages of a web chat session (for redraw after reload)")
+        async def history(request: Request, session: str = Query("", max_length=200)) -> JSONResponse:
+            headers = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
+            if not SESSION_RE.match(session):
+                return JSONResponse({"detail": SESSION_RULE}, status_code=400, headers=headers)
+            sessions = request.app.state.sessions
+            messages = await run_in_threadpool(_history, sessions, f"{self.name}:{session}")
+            return JSONResponse({"session": session, "messages": messages}, headers=headers)
+
+        @r.get("/webchat/widget.js", include_in_schema=False)
+        async def widget_js() -> FileResponse:
+            return FileResponse(STATIC / "widget.js", media_type="text/javascript; charset=utf-8",
+                                headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"})
+
+        @r.get("/webchat/widget.css", include_in_schema=False)
+        async def widget_css() -> FileResponse:
+            return FileResponse(STATIC / "widget.css", media_type="text/css; charset=utf-8",
+                                headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"})
+
+        @r.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def home(request: Request) -> HTMLResponse:
+            settings = getattr(request.app.state, "settings", None) or self.settings
+            return HTMLResponse(demo_page(settings.config()), headers={
+                "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "same-origin",
+            })
+
+        return r
+
+    async def _serve_socket(self, ws: WebSocket) -> None:
+        session = ws.query_params.get("session", "")
+        lang_param = ws.query_params.get("lang")
+        await ws.accept()
+        if not SESSION_RE.match(session):
+            await ws.close(code=CLOSE_BAD_REQUEST, reason=SESSION_RULE)
+            return
+        if lang_param not in (None, "", "ko", "en"):
+            await ws.close(code=CLOSE_BAD_REQUEST, reason="lang must be 'ko' or 'en'")
+            return
+        lang = lang_param or None
+        send_lock = asyncio.Lock()
+
+        async def emit(frame: dict[str, Any]) -> None:
+            async with send_lock:
+                if ws.client_state == WebSocketState.CONNECTED:
+                    await ws.send_text(json.dumps(frame, ensure_ascii=False))
+
+        subscription = self.live.subscribe(topic_of(session)) if self.live is not None \
+            else contextlib.nullcontext(None)
+        async with subscription as stream:
+            forwarder = asyncio.create_task(self._forward(stream, emit)) if stream is not None else None
+            try:
+                await self._read_loop(ws, session, lang, emit)
+            except WebSocketDisconnect:
+                pass
+            finally:
+                if forwarder is not None:
+                    forwarder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await forwarder
+
+    async def _forward(self, stream: Any, emit: Any) -> None:
+        """Live-topic payloads (agent answers, pushes) to this socket."""
+        try:
+            async for _topic, payload in stream:
+                frame = _push_frame(payload) if isinstance(payload, dict) else None
+                if frame is not None:
+                    await emit(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a dead socket or a broken bus ends only the forwarding
+            log.debug("web chat forwarding stopped", exc_info=True)
+
+    async def _read_loop(self, ws: WebSocket, session: str, lang: str | None, emit: Any) -> None:
+        while True:
+            event = await ws.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            raw = event.get("text")
+            if raw is None:
+                await emit({"type": "error", "reason": "binary frames are not supported; send JSON text"})
+                continue
+            try:
+                message = self.parse_frame(raw, session, lang)
+            except FrameError as exc:
+                await emit({"type": "error", "reason": str(exc)})
+                continue
+            if message.lang:
+                lang = message.lang
+            client_id = message.message_id.split(":", 1)[1] if ":" in message.message_id else None
+            await emit({"type": "typing", **({"id": client_id} if client_id else {})})
+            try:
+                turn = await self.inbox.receive(message)
+            except Exception:  # noqa: BLE001 - the engine already apologises; this is the last net
+                log.exception("web chat turn failed")
+                await emit({"type": "error", "reason": "internal error; please try again"})
+                continue
+            for reply in turn.replies:
+                await emit(bot_frame(reply, client_id))
+
+
+def _history(sessions: Any, key: str) -> list[dict[str, Any]]:
+    """The last :data:`HISTORY_LIMIT` interactions of conversation ``key``, oldest first."""
+    from crm_store.models import Conversation, Interaction
+
+    with sessions() as s:
+        conv_id = s.scalars(select(Conversation.id).where(Conversation.key == key)).one_or_none()
+        if conv_id is None:
+            return []
+        rows = s.scalars(select(Interaction).where(Interaction.conversation_id == conv_id)
+                         .order_by(Interaction.created_at.desc(), Interaction.id.desc())
+                         .limit(HISTORY_LIMIT)).all()
+        out = []
+        for row in reversed(rows):
+            if row.direction == "in":
+                author = "resident"
+            elif (row.handled_by or "").startswith("agent"):
+                author = "agent"
+            else:
+                author = "bot"
+            out.append({"direction": row.direction, "author": author, "text": row.text or "",
+                        "created_at": row.created_at.isoformat() if row.created_at else None})
+        return out
+
+
+# --- demo page -------------------------------------------------------------------------------
+
+def _pick(value: Any, lang: str = "ko") -> str:
+    if isinstance(value, dict):
+        return str(value.get(lang) or next(iter(value.values()), ""))
+    return "" if value is None else str(value)
+
+
+def demo_page(config: dict[str, Any]) -> str:
+    """The municipality's home page with the widget: the demo, and the page the browser tests audit."""
+    m = config.get("municipality") or {}
+    name = escape(_pick(m.get("name")) or "구청")
+    name_en = escape(_pick(m.get("name"), "en"))
+    address = escape(_pick(m.get("address")))
+    phone = _pick(m.get("phone"))
+    tel = escape(re.sub(r"[^0-9+]", "", phone))
+    website = _pick(m.get("website"))
+    site_link = (f'<a href="{escape(website)}" rel="noopener">{escape(website)}</a>'
+                 if website.startswith(("https://", "http://")) else "")
+    hours = config.get("business_hours") or {}
+    opens, closes = escape(str(hours.get("open", "09:00"))), escape(str(hours.get("close", "18:00")))
+    return f"""<!doctype html>
+<html lang="ko">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>{name} - 민원 안내와 온라인 상담</title>
+<style>
+  :root {{ color-scheme: light; }}
+  * {{ box-sizing: border-box; }}
+  body {{ margin: 0; font-family: "Pretendard", "Noto Sans KR", "Apple SD Gothic Neo", "Malgun Gothic",
+         system-ui, sans-serif; color: #1b1f24; background: #f6f7f9; line-height: 1.6; }}
+  a {{ color: #0b4fa3; }}
+  a:focus-visible, button:focus-visible {{ outline: 3px solid #f2a900; outline-offset: 2px; }}
+  .skip {{ position: absolute; left: 8px; top: -60px; background: #0b3d78; color: #fff; padding: 8px 14px;
+           border-radius: 4px; z-index: 10; }}
+  .skip:focus {{ top: 8px; }}
+  header.site {{ background: #0b3d78; color: #fff; }}
+  header.site .inner, main, footer .inner {{ max-width: 960px; margin: 0 auto; padding: 0 20px; }}
+  header.site .inner {{ display: flex; flex-wrap: wrap; align-items: center; justify-content: space-between;
+                        gap: 12px; padding-top: 14px; padding-bottom: 14px; }}
+  .brand {{ font-size: 1.25rem; font-weight: 700; color: #fff; text-decoration: none; }}
+  .brand span {{ display: block; font-size: .8rem; font-weight: 400; }}
+  nav ul {{ list-style: none; display: flex; flex-wrap: wrap; gap: 4px 18px; margin: 0; padding: 0; }}
+  nav a {{ color: #fff; text-decoration: none; font-weight: 600; }}
+  nav a:hover {{ text-decoration: underline; }}
+  .hero {{ background: #fff; border-radius: 12px; padding: 28px; margin: 28px 0;
+           border: 1px solid #d9dee5; }}
+  .hero h1 {{ margin: 0 0 8px; font-size: 1.9rem; color: #0b3d78; }}
+  .grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 18px; }}
+  section.card {{ background: #fff; border: 1px solid #d9dee5; border-radius: 12px; padding: 20px 22px; }}
+  section.card h2 {{ margin-top: 0; font-size: 1.2rem; color: #0b3d78; }}
+  dl {{ margin: 0; }} dt {{ font-weight: 700; }} dd {{ margin: 0 0 8px; }}
+  footer {{ margin-top: 36px; background: #e9edf2; padding: 22px 0 90px; font-size: .92rem; color: #2d333a; }}
+</style>
+</head>
+<body>
+<a class="skip" href="#main">본문 바로가기</a>
+<header class="site">
+  <div class="inner">
+    <a class="brand" href="/">{name}<span lang="en">{name_en}</span></a>
+    <nav aria-label="주 메뉴">
+      <ul>
+        <li><a href="#services">자주 찾는 민원</a></li>
+        <li><a href="#hours">민원실 운영 시간</a></li>
+        <li><a href="#visit">오시는 길</a></li>
+        <li><a href="#chat-help">온라인 상담</a></li>
+      </ul>
+    </nav>
+  </div>
+</header>
+<main id="main" tabindex="-1">
+  <div class="hero">
+    <h1>{name}</h1>
+    <p>구민 여러분의 불편을 빠르게 해결하겠습니다. 궁금한 점은 오른쪽 아래의
+       <strong>민원 상담</strong> 버튼을 눌러 언제든지 물어보세요.</p>
+  </div>
+  <div class="grid">
+    <section class="card" id="services" aria-labelledby="services-h">
+      <h2 id="services-h">자주 찾는 민원</h2>
+      <ul>
+        <li>생활쓰레기·대형폐기물 배출 안내</li>
+        <li>도로 파손(포트홀)·가로등 고장 신고</li>
+        <li>불법 주정차·소음 신고</li>
+        <li>주민등록 등본·각종 증명서 발급</li>
+        <li>접수한 민원 처리 상황 조회</li>
+      </ul>
+    </section>
+    <section class="card" id="hours" aria-labelledby="hours-h">
+      <h2 id="hours-h">민원실 운영 시간</h2>
+      <p>평일 {opens}–{closes} (토·일요일, 공휴일 휴무)</p>
+      <p>온라인 상담은 24시간 이용할 수 있으며, 운영 시간 외에는 다음 근무일에 담당자가 연락드립니다.</p>
+    </section>
+    <section class="card" id="visit" aria-labelledby="visit-h">
+      <h2 id="visit-h">오시는 길</h2>
+      <dl>
+        <dt>주소</dt><dd>{address}</dd>
+        <dt>대표 전화</dt><dd><a href="tel:{tel}">{escape(phone)}</a></dd>
+      </dl>
+    </section>
+    <section class="card" id="chat-help" aria-labelledby="chat-h">
+      <h2 id="chat-h">온라인 민원 상담</h2>
+      <p>상담봇이 자주 묻는 질문에 답하고, 도로 파손 같은 신고를 바로 접수해 접수 번호를 알려 드립니다.
+         필요하면 담당 공무원에게 연결해 드립니다. <span lang="en">English is available, too.</span></p>
+      <p>긴급한 상황(화재, 응급 환자, 범죄)은 <strong>119</strong> 또는 <strong>112</strong>로
+         먼저 전화하세요.</p>
+    </section>
+  </div>
+</main>
+<footer>
+  <div class="inner">
+    <p><strong>{name}</strong> · {address} · 대표 전화 <a href="tel:{tel}">{escape(phone)}</a></p>
+    <p>{site_link}</p>
+  </div>
+</footer>
+<script src="/webchat/widget.js" data-lang="ko" defer></script>
+</body>
+</html>
+"""

@@ -1,0 +1,197 @@
+"""The web chat widget in a real browser (Debian's headless Chromium) against the real app.
+
+Accessibility is checked with axe-core (``npm install`` puts it in ``node_modules``):
+no serious or critical violation on the home page, with the chat panel closed or open.
+Without Chromium or axe-core these tests skip, unless ``CI=true`` (then they fail).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import ROOT
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+TICKET = re.compile(r"\d{4}-\d{6}")
+TIMEOUT_MS = 60_000
+
+
+def _require(ok: bool, reason: str) -> None:
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _require(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    _require(AXE.exists(), f"axe-core not found at {AXE} (run `npm install` in the repository)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        _require(False, "the playwright Python package is not installed")
+        raise
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: str) -> Iterator[Any]:
+    """A fresh browser context (own localStorage, so its own chat session) on the home page."""
+    context = browser.new_context(base_url=live_server, bypass_csp=True, locale="ko-KR",
+                                  viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    pg.dialogs = []  # type: ignore[attr-defined]
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
+    pg.goto("/")
+    pg.get_by_role("button", name="민원 상담").wait_for()
+    try:
+        yield pg
+    finally:
+        assert pg.errors == [], f"JavaScript errors on the page: {pg.errors}"  # type: ignore[attr-defined]
+        context.close()
+
+
+def serious_violations(pg: Any) -> list[str]:
+    """axe-core violations of impact serious or critical, one readable line each."""
+    pg.add_script_tag(path=str(AXE))
+    result = pg.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
+            for v in result["violations"] if v.get("impact") in ("serious", "critical")]
+
+
+def open_with_keyboard(pg: Any) -> None:
+    """Tab to the launcher (it comes after the page's own links) and press Enter."""
+    for _ in range(40):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("() => !!document.activeElement?.classList.contains('pcrm-wc-launcher')"):
+            break
+    else:
+        pytest.fail("the chat launcher cannot be reached with Tab")
+    pg.keyboard.press("Enter")
+    pg.get_by_role("dialog", name="민원 상담").wait_for()
+
+
+def bot_texts(pg: Any) -> list[str]:
+    return pg.locator(".pcrm-wc-msg.pcrm-wc-bot .pcrm-wc-text").all_text_contents()
+
+
+def ask(pg: Any, text: str) -> str:
+    """Type a message, press Enter, and return the bot's new text once it stopped typing."""
+    before = len(bot_texts(pg))
+    box = pg.get_by_label("메시지 입력")
+    box.fill(text)
+    box.press("Enter")
+    return wait_reply(pg, before)
+
+
+def wait_reply(pg: Any, before: int) -> str:
+    pg.wait_for_function(
+        "n => document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-bot').length > n"
+        " && document.querySelector('.pcrm-wc-typing').hidden", arg=before, timeout=TIMEOUT_MS)
+    pg.wait_for_timeout(400)  # a turn may have several replies
+    return "\n".join(bot_texts(pg)[before:])
+
+
+def test_home_page_and_open_panel_pass_axe(page: Any) -> None:
+    assert page.evaluate("document.documentElement.lang") == "ko"
+    assert "한빛구청" in page.title()
+    assert page.get_by_role("heading", level=1).inner_text().strip() == "한빛구청"
+    assert page.get_by_text("02-2100-1000").first.is_visible()
+    assert page.get_by_role("link", name="본문 바로가기").count() == 1
+    closed = serious_violations(page)
+    assert closed == [], "\n".join(closed)
+
+    page.get_by_role("button", name="민원 상담").click()
+    dialog = page.get_by_role("dialog", name="민원 상담")
+    dialog.wait_for()
+    page.locator(".pcrm-wc-chip").first.wait_for()
+    log = page.get_by_role("log")
+    assert log.get_attribute("aria-live") == "polite"
+    assert page.locator(".pcrm-wc-typing").evaluate("e => e.closest('[aria-live]') !== null")
+    opened = serious_violations(page)
+    assert opened == [], "\n".join(opened)
+
+
+def test_keyboard_question_gets_an_answer(page: Any) -> None:
+    open_with_keyboard(page)
+    launcher = page.get_by_role("button", name="민원 상담")
+    assert launcher.get_attribute("aria-expanded") == "true"
+    assert page.evaluate("document.activeElement.id") == page.get_by_label("메시지 입력").get_attribute("id")
+
+    answer = ask(page, "민원실 몇 시까지 해요?")
+    assert re.search(r"18|시", answer), answer
+
+    page.keyboard.press("Escape")
+    assert page.get_by_role("dialog", name="민원 상담").is_hidden()
+    assert launcher.get_attribute("aria-expanded") == "false"
+    assert page.evaluate("document.activeElement.classList.contains('pcrm-wc-launcher')")
+
+
+def test_pothole_report_through_the_widget(page: Any) -> None:
+    open_with_keyboard(page)
+    asked = ask(page, "도로에 구멍이 났어요")
+    assert re.search(r"위치|주소|어디", asked), asked
+    ask(page, "한빛동 중앙로 12")
+    for _ in range(2):  # consent, then confirmation: answered with the quick-reply buttons
+        yes = page.locator(".pcrm-wc-quick").last.get_by_role("button", name="예", exact=True)
+        before = len(bot_texts(page))
+        yes.click()
+        done = wait_reply(page, before)
+    assert TICKET.search(done), done
+    assert page.get_by_role("log").get_by_text(TICKET).first.is_visible()
+
+
+def test_hostile_text_shows_as_text(page: Any) -> None:
+    open_with_keyboard(page)
+    hostile = "<img src=x onerror=alert(1)>"
+    ask(page, hostile)
+    mine = page.locator(".pcrm-wc-msg.pcrm-wc-resident .pcrm-wc-text").all_text_contents()
+    assert hostile in mine
+    assert page.locator("img").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_reload_redraws_the_conversation(page: Any) -> None:
+    open_with_keyboard(page)
+    ask(page, "민원실 몇 시까지 해요?")
+    page.reload()
+    page.get_by_role("dialog", name="민원 상담").wait_for()  # it was open: it opens again
+    page.wait_for_function("() => document.querySelectorAll('.pcrm-wc-resident').length >= 1")
+    assert "민원실 몇 시까지 해요?" in page.locator(".pcrm-wc-resident .pcrm-wc-text").all_text_contents()
+    assert len(bot_texts(page)) >= 1
+
+
+def test_language_toggle(page: Any) -> None:
+    open_with_keyboard(page)
+    page.get_by_role("button", name="Switch to English").click()
+    assert page.get_by_role("dialog", name="Resident help chat").is_visible()
+    answer = ask_en(page, "What time does the office close?")
+    assert re.search(r"18|6 ?pm|office|hours", answer, re.IGNORECASE), answer
+
+
+def ask_en(pg: Any, text: str) -> str:
+    before = len(bot_texts(pg))
+    box = pg.get_by_label("Your message")
+    box.fill(text)
+    box.press("Enter")
+    return wait_reply(pg, before)
