@@ -86,6 +86,18 @@ def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
     except ImportError:  # pragma: no cover - channel not built yet
         log.debug("web chat channel not available")
     try:
+        from channels.twilio_sms import TwilioSmsChannel
+
+        adapters.append(TwilioSmsChannel(inbox, settings))
+    except ImportError:  # pragma: no cover - twilio not installed
+        log.debug("twilio SMS channel not available")
+    try:
+        from channels.twilio_voice import TwilioVoiceChannel
+
+        adapters.append(TwilioVoiceChannel(inbox, settings))
+    except ImportError:  # pragma: no cover - twilio not installed
+        log.debug("twilio voice channel not available")
+    try:
         from channels.telegram import TelegramChannel
 
         adapters.append(TelegramChannel(inbox, settings))
@@ -142,6 +154,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         except Exception:  # noqa: BLE001
             db = "down"
         return {"status": "ok", "database": db}
+
+    from bot.open311 import router as open311_router; app.include_router(open311_router)  # noqa: E702, I001
+    from bot.transparency import router as transparency_router; app.include_router(transparency_router)  # noqa: E702, I001
+    from bot.supervisor import router as supervisor_router; app.include_router(supervisor_router)  # noqa: E702, I001
 
     for adapter in channel_adapters(inbox, settings):
         app.include_router(adapter.router())

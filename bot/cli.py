@@ -197,6 +197,27 @@ def cmd_telegram_poll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_open311_keys_add(args: argparse.Namespace) -> int:
+    from bot.open311 import add_key, keys_path
+    from bot.settings import get_settings
+
+    path = keys_path(get_settings())
+    key = add_key(path, args.name)
+    print(key)
+    print(f"open311 key {args.name!r} added; only its sha256 is kept in {path}. "
+          "Give the key to the client now: it cannot be shown again.", file=sys.stderr)
+    return 0
+
+
+def cmd_open311_keys_list(args: argparse.Namespace) -> int:
+    from bot.open311 import key_names, keys_path
+    from bot.settings import get_settings
+
+    for name in key_names(keys_path(get_settings())):
+        print(name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -237,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(func=cmd_telegram_set_webhook)
     tgsub.add_parser("poll", help="long-poll getUpdates instead of a webhook (development)") \
         .set_defaults(func=cmd_telegram_poll)
+
+    o3 = sub.add_parser("open311", help="Open311 GeoReport v2 API")
+    o3sub = o3.add_subparsers(dest="open311_command", required=True)
+    keys = o3sub.add_parser("keys", help="API keys for POST requests")
+    keysub = keys.add_subparsers(dest="keys_command", required=True)
+    kadd = keysub.add_parser("add", help="create a key (printed once; only its sha256 is stored)")
+    kadd.add_argument("name", help="who the key is for, e.g. the app's name")
+    kadd.set_defaults(func=cmd_open311_keys_add)
+    keysub.add_parser("list", help="names of the stored keys").set_defaults(func=cmd_open311_keys_list)
     return p
 
 

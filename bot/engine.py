@@ -13,13 +13,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from rasa_sdk.executor import ActionExecutor
-
-import actions
-from actions import backend as action_backend
 from bot.dialogue import policy
 from bot.dialogue.context import TurnContext
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
@@ -65,16 +61,31 @@ class Engine:
         self._nlu_lock = threading.Lock()
         self.states = states or InMemoryStateStore()
         self.requests = requests or InMemoryRequestStore()
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.hours = BusinessHours(config)
         nlu_cfg = config.get("nlu") or {}
         self.clarify_below = float(nlu_cfg.get("clarify_below", 0.45))
         self.emergency_override = bool(nlu_cfg.get("emergency_override", True))
         self.emergency_min = float(nlu_cfg.get("emergency_min_confidence", 0.3))
         self.max_chars = self.settings.pcrm_max_message_chars
-        self.executor = ActionExecutor()
-        self.executor.register_package(actions)
-        action_backend.configure(self.knowledge, self.requests)
+        self._executor: Any = None
+
+    @property
+    def executor(self) -> Any:
+        """rasa_sdk's ActionExecutor with our actions, built on first use.
+
+        Imported lazily: rasa_sdk pulls in Sanic, which `pcrm route` never needs and
+        which would add about a second to its cold start.
+        """
+        if self._executor is None:
+            from rasa_sdk.executor import ActionExecutor
+
+            import actions
+
+            executor = ActionExecutor()
+            executor.register_package(actions)
+            self._executor = executor
+        return self._executor
 
     # --- NLU ---------------------------------------------------------------------------------
     @property
@@ -166,6 +177,10 @@ class Engine:
 
     def _run_action(self, ctx: TurnContext, name: str) -> None:
         """Run a rasa_sdk action through the executor and apply what it returns."""
+        from actions import backend as action_backend
+
+        executor = self.executor
+        action_backend.configure(self.knowledge, self.requests)  # this engine's stores, even if tests make several
         slots = dict(ctx.state.slots)
         slots["lang"] = ctx.lang
         tracker = {
@@ -175,7 +190,7 @@ class Engine:
             "events": [], "paused": False, "followup_action": None, "active_loop": {},
             "latest_action_name": None,
         }
-        result = _drive(self.executor.run({"next_action": name, "sender_id": ctx.message.conversation_key,
+        result = _drive(executor.run({"next_action": name, "sender_id": ctx.message.conversation_key,
                                            "tracker": tracker, "domain": {}, "version": "3.6.0"}))
         for ev in result.events if result else []:
             if ev.get("event") == "slot":

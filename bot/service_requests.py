@@ -11,7 +11,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 TICKET_RE = re.compile(r"^(\d{4})-(\d{6})$")
 
@@ -54,8 +54,8 @@ class RequestRecord:
     sub_status: str = "received"
     description: str = ""
     address_string: str | None = None
-    requested_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    updated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     expected_at: datetime | None = None
     status_notes: str | None = None
     sender_key: str | None = None
@@ -87,7 +87,7 @@ class InMemoryRequestStore(RequestStore):
         self._lock = threading.Lock()
 
     def open(self, draft: RequestDraft) -> RequestRecord:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self._lock:
             seq = self._seq.get(now.year, 0) + 1
             self._seq[now.year] = seq

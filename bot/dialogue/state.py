@@ -53,7 +53,7 @@ class DialogueState:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "DialogueState":
+    def from_json(cls, raw: str | bytes) -> DialogueState:
         data = json.loads(raw)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)

@@ -56,13 +56,13 @@ class KiwiTokenizer:
     def to_bytes(self, **_: object) -> bytes:
         return b""
 
-    def from_bytes(self, _data: bytes, **_: object) -> "KiwiTokenizer":
+    def from_bytes(self, _data: bytes, **_: object) -> KiwiTokenizer:
         return self
 
     def to_disk(self, _path: object, **_: object) -> None:
         return None
 
-    def from_disk(self, _path: object, **_: object) -> "KiwiTokenizer":
+    def from_disk(self, _path: object, **_: object) -> KiwiTokenizer:
         return self
 
 

@@ -1,0 +1,761 @@
+"""The agent console: queues, the hand-off view, replies, notes, transfers, resolution, 민원 status.
+
+Pages (HTML, redirect to the login page without a session) and a JSON API under
+``/console/api`` (401 without a session, 403 when the role or department does not
+allow it, 403 on any POST without a valid CSRF token).  Live updates travel over
+``WS /console/ws``: the socket subscribes to ``dept:<code>`` for the agent's
+departments (every department for supervisors and admins) and, after the client
+sends ``{"type": "watch", "handoff_id": N}``, to ``handoff:<N>``.
+
+Design choices:
+
+* **Internal notes** are :class:`~crm_store.models.AuditLog` rows (``action="console.note"``,
+  ``target="handoff:<id>|<text>"``, at most :data:`MAX_NOTE` characters).  They are never
+  an :class:`Interaction`, so no channel, history endpoint or transcript can show them
+  to the resident.
+* **Agent replies** are stored with ``record_agent_reply`` and delivered through the
+  conversation's channel adapter; on web chat they are published on
+  ``conv:webchat:<session>`` as ``{"type": "agent"}`` frames (the widget shows them as a
+  person's answer).  Messages the system sends on the agent's behalf (the rating
+  question, 민원 status notices) are stored as ``handled_by="bot"`` rows.
+* **Phone numbers** are masked (``mask_phone``; message texts with ``mask_pii``) until the
+  agent asks to reveal them; every reveal writes an audit row.
+* Static files (``/console/static/*``) are public: they hold no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from bot.console import auth
+from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
+from bot.messages import Reply
+from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
+from crm_store import handoffs as handoff_store
+from crm_store import interactions
+from crm_store.masking import mask_phone, mask_pii
+from crm_store.models import (
+    AuditLog,
+    ChannelIdentity,
+    Conversation,
+    Handoff,
+    Interaction,
+    Resident,
+    ServiceRequest,
+    audit,
+)
+from crm_store.phones import PHONE_IDENTITY, is_phone_channel
+from crm_store.requests import SqlRequestStore
+from crm_store.timeutil import as_utc, utcnow
+
+log = logging.getLogger("pcrm.console")
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+STATIC_FILES = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
+       "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+MAX_REPLY = 2000
+MAX_NOTE = 200
+NOTE_ACTION = "console.note"
+RESOLUTION_CODES = {
+    "answered": "답변 완료",
+    "request_opened": "민원 접수",
+    "referred": "타 기관 안내",
+    "callback_done": "회신 완료",
+    "no_response": "주민 응답 없음",
+    "duplicate": "중복 문의",
+    "other": "기타",
+}
+STATUS_NAMES = {"received": "접수됨", "assigned": "담당자 배정", "in_progress": "처리 중",
+                "resolved": "처리 완료", "rejected": "반려"}
+#: Canned responses per department (Korean); every department also gets the general ones.
+CANNED: dict[str, list[str]] = {
+    "general": [
+        "안녕하세요, 한빛구청 민원상담실 상담원입니다. 무엇을 도와드릴까요?",
+        "확인 후 바로 안내해 드리겠습니다. 잠시만 기다려 주세요.",
+        "더 궁금하신 점이 있으시면 언제든지 말씀해 주세요. 감사합니다.",
+    ],
+    "waste": [
+        "불편을 드려 죄송합니다. 수거 업체에 바로 전달해 오늘 중으로 수거하도록 하겠습니다.",
+        "대형폐기물은 구청 홈페이지에서 신고 후 스티커를 붙여 배출해 주세요.",
+    ],
+    "roads": ["현장 확인 후 보수 일정을 안내해 드리겠습니다. 정확한 위치를 알려 주시겠어요?"],
+    "traffic": ["단속 요원을 현장에 보내겠습니다. 차량 번호와 위치를 알려 주세요."],
+    "tax": [
+        "납부 내역은 서울시 ETAX에서 확인하실 수 있습니다.",
+        "세무과 담당자가 확인 후 연락드리겠습니다. 연락 가능한 시간을 알려 주세요.",
+    ],
+    "civil": ["정부24(www.gov.kr)에서 온라인으로도 발급받으실 수 있습니다."],
+    "welfare": ["주소지 동 주민센터에서 상담받으실 수 있도록 연결해 드리겠습니다."],
+    "safety": ["위급한 상황이면 즉시 119 또는 112에 신고해 주세요. 현장에 담당자를 보내겠습니다."],
+}
+
+router = APIRouter(prefix="/console", tags=["console"])
+_templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
+                         autoescape=select_autoescape(["html", "xml"], default=True))
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _render(request: Request, name: str, status_code: int = 200, user: ConsoleUser | None = None,
+            **ctx: Any) -> HTMLResponse:
+    token, fresh = auth.csrf_token_for(request, user)
+    html = _templates.get_template(name).render(user=user, csrf_token=token, **ctx)
+    resp = HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
+    if fresh:
+        auth.set_cookie(resp, request, auth.CSRF_COOKIE, token)
+    return resp
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/console/login?next={quote(target)}", status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith("/console") and "//" not in value and "\\" not in value:
+        return value
+    return "/console"
+
+
+def _knowledge(request: Request) -> Any:
+    return request.app.state.engine.knowledge
+
+
+def _tz(request: Request) -> ZoneInfo:
+    config = request.app.state.settings.config()
+    return ZoneInfo((config.get("municipality") or {}).get("timezone", "Asia/Seoul"))
+
+
+def _departments(request: Request) -> list[dict[str, str]]:
+    k = _knowledge(request)
+    return [{"code": code, "name": k.department_name(code, "ko")} for code in k.departments]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return as_utc(value).isoformat() if value is not None else None
+
+
+def _load_handoff(s: Session, handoff_id: int, user: ConsoleUser) -> Handoff:
+    row = s.get(Handoff, handoff_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail="no such hand-off")
+    if not user.can_see(row.department):
+        raise HTTPException(status_code=403, detail="hand-off of another department")
+    return row
+
+
+def _check_actionable(row: Handoff, user: ConsoleUser) -> None:
+    if row.status == "closed":
+        raise HTTPException(status_code=409, detail="hand-off is closed")
+    if row.status == "claimed" and row.agent_id != user.id and not user.sees_all:
+        raise HTTPException(status_code=409, detail="claimed by another agent")
+
+
+def _author(row: Interaction) -> str:
+    if row.direction == "in":
+        return "resident"
+    if (row.handled_by or "").startswith("agent:"):
+        return "agent"
+    return "bot"
+
+
+def _queue_item(h: Handoff, conv: Conversation | None, user: ConsoleUser, k: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "id": h.id, "department": h.department, "department_name": k.department_name(h.department, "ko"),
+        "priority": h.priority, "reason": h.reason, "summary": mask_pii(h.summary or "")[:300],
+        "status": h.status, "channel": conv.channel if conv else None,
+        "queued_at": _iso(h.queued_at), "waiting_s": int((now - as_utc(h.queued_at)).total_seconds()),
+        "agent_id": h.agent_id, "mine": h.agent_id == user.id,
+    }
+
+
+def _queue(sessions: Any, user: ConsoleUser, k: Any) -> list[dict[str, Any]]:
+    stmt = (select(Handoff, Conversation).join(Conversation, Conversation.id == Handoff.conversation_id)
+            .where(Handoff.status != "closed"))
+    if not user.sees_all:
+        stmt = stmt.where(Handoff.department.in_(list(user.departments)))
+    stmt = stmt.order_by(Handoff.priority.desc(), Handoff.queued_at, Handoff.id)
+    now = utcnow()
+    with sessions() as s:
+        return [_queue_item(h, c, user, k, now) for h, c in s.execute(stmt)]
+
+
+def _phones(s: Session, resident_id: int | None) -> list[str]:
+    if resident_id is None:
+        return []
+    rows = s.scalars(select(ChannelIdentity).where(ChannelIdentity.resident_id == resident_id)
+                     .order_by(ChannelIdentity.id))
+    out: list[str] = []
+    for ident in rows:
+        if (ident.channel == PHONE_IDENTITY or is_phone_channel(ident.channel)) and ident.external_id not in out:
+            out.append(ident.external_id)
+    return out
+
+
+def _notes(s: Session, handoff_id: int) -> list[dict[str, Any]]:
+    prefix = f"handoff:{handoff_id}|"
+    rows = s.scalars(select(AuditLog).where(AuditLog.action == NOTE_ACTION, AuditLog.target.startswith(prefix))
+                     .order_by(AuditLog.created_at, AuditLog.id))
+    return [{"who": r.who, "at": _iso(r.created_at), "text": r.target[len(prefix):]} for r in rows]
+
+
+def _suggestions(engine: Any, text: str, lang: str) -> list[dict[str, str]]:
+    """Answers of the FAQ labels the NLU ranks for the resident's last message (best first)."""
+    if not text.strip():
+        return []
+    try:
+        parse = engine.parse(text, lang)
+    except Exception:  # noqa: BLE001 - suggestions are a convenience
+        log.warning("suggestions: parse failed", exc_info=True)
+        return []
+    k = engine.knowledge
+    ranking = list(parse.ranking or []) or [(parse.label, parse.confidence)]
+    out: list[dict[str, str]] = []
+    for label, score in ranking[:8]:
+        label = str(label)
+        if label not in k.faq or any(o["label"] == label for o in out):
+            continue
+        try:
+            answer = k.render(f"utter_{label.replace('.', '_')}", lang)
+        except KeyError:
+            continue
+        out.append({"label": label, "title": k.label_name(label, "ko"), "text": answer,
+                    "score": f"{float(score):.2f}"})
+        if len(out) == 3:
+            break
+    return out
+
+
+def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, Any]:
+    app = request.app
+    k = _knowledge(request)
+    tz = _tz(request)
+    with app.state.sessions() as s:
+        h = _load_handoff(s, handoff_id, user)
+        conv = s.get_one(Conversation, h.conversation_id)
+        resident = s.get(Resident, h.resident_id or conv.resident_id) if (h.resident_id or conv.resident_id) \
+            else None
+        rows = (interactions.history_for_resident(s, resident.id) if resident is not None
+                else interactions.transcript(s, conv.id))
+        timeline = [{"id": r.id, "at": _iso(r.created_at),
+                     "at_local": as_utc(r.created_at).astimezone(tz).strftime("%m-%d %H:%M"),
+                     "channel": r.channel, "direction": r.direction, "author": _author(r),
+                     "text": mask_pii(r.text or ""), "label": r.label,
+                     "this_conversation": r.conversation_id == conv.id} for r in rows]
+        last_in = next((r.text for r in reversed(rows) if r.direction == "in" and r.conversation_id == conv.id
+                        and (r.text or "").strip()), "")
+        reqs = []
+        if resident is not None:
+            req_rows = s.scalars(select(ServiceRequest).where(ServiceRequest.resident_id == resident.id)
+                                 .order_by(ServiceRequest.requested_datetime.desc(), ServiceRequest.id.desc()))
+            for r in req_rows:
+                svc = k.services.get(r.service_code)
+                reqs.append({"ticket": r.service_request_id, "service_code": r.service_code,
+                             "service_name": svc.name("ko") if svc else r.service_code,
+                             "department": r.agency_responsible, "sub_status": r.sub_status,
+                             "status_name": STATUS_NAMES.get(r.sub_status, r.sub_status),
+                             "status": r.status, "notes": r.status_notes or "",
+                             "address": mask_pii(r.address_string or ""),
+                             "expected": (as_utc(r.expected_datetime).astimezone(tz).strftime("%Y-%m-%d")
+                                          if r.expected_datetime else None),
+                             "requested": as_utc(r.requested_datetime).astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+                             "can_update": user.can_see(r.agency_responsible)
+                             and r.sub_status not in CLOSED_SUB_STATUSES})
+        phones = _phones(s, resident.id if resident else None)
+        channels = []
+        if resident is not None:
+            channels = sorted({i.channel for i in s.scalars(select(ChannelIdentity).where(
+                ChannelIdentity.resident_id == resident.id)) if i.channel != PHONE_IDENTITY})
+        lang = (resident.preferred_lang if resident else None) or "ko"
+        last_lang = next((r.lang for r in reversed(rows) if r.direction == "in" and r.lang), None)
+        lang = last_lang or lang
+        data = {
+            "handoff": {"id": h.id, "department": h.department,
+                        "department_name": k.department_name(h.department, "ko"),
+                        "priority": h.priority, "reason": h.reason, "summary": mask_pii(h.summary or ""),
+                        "status": h.status, "queued_at": _iso(h.queued_at), "claimed_at": _iso(h.claimed_at),
+                        "closed_at": _iso(h.closed_at), "agent_id": h.agent_id, "mine": h.agent_id == user.id,
+                        "resolution_code": h.resolution_code},
+            "conversation": {"id": conv.id, "channel": conv.channel},
+            "resident": None if resident is None else {
+                "id": resident.id, "preferred_lang": resident.preferred_lang, "lang": lang,
+                "phones": [mask_phone(p) for p in phones], "has_phone": bool(phones),
+                "channels": channels, "needs_tags": list(resident.needs_tags or []),
+                "contact_consent": resident.contact_consent, "sms_opt_out": resident.sms_opt_out,
+                "age_band": resident.age_band},
+            "timeline": timeline,
+            "requests": reqs,
+            "notes": _notes(s, h.id),
+        }
+    data["suggestions"] = _suggestions(app.state.engine, last_in, lang)
+    data["canned"] = [*CANNED.get(h.department, []), *CANNED["general"]] if h.department != "general" \
+        else list(CANNED["general"])
+    data["departments"] = _departments(request)
+    data["resolution_codes"] = [{"code": c, "name": n} for c, n in RESOLUTION_CODES.items()]
+    data["statuses"] = [{"code": c, "name": STATUS_NAMES[c]} for c in SUB_STATUSES]
+    return data
+
+
+async def _deliver(request: Request, conv_key: str, channel: str, replies: list[Reply],
+                   agent_name: str | None = None) -> bool:
+    """Send ``replies`` to the resident on their channel; agent answers on web chat as ``agent`` frames."""
+    app = request.app
+    sender_id = conv_key[len(channel) + 1:] if conv_key.startswith(f"{channel}:") else conv_key
+    if agent_name is not None and channel == "webchat":
+        for r in replies:
+            await app.state.live.publish(f"conv:webchat:{sender_id}",
+                                         {"type": "agent", "text": r.text, "name": agent_name})
+        return True
+    adapter = app.state.channels.get(channel)
+    if adapter is None:
+        return False
+    try:
+        return bool(await adapter.send(sender_id, replies))
+    except Exception:  # noqa: BLE001 - the message is stored; the agent sees "not delivered"
+        log.exception("delivery on %s failed", channel)
+        return False
+
+
+def _record_out(sessions: Any, conversation_id: int, texts: list[str], handled_by: str = "bot",
+                lang: str | None = None) -> None:
+    with sessions.begin() as s:
+        conv = s.get_one(Conversation, conversation_id)
+        for text in texts:
+            s.add(Interaction(conversation_id=conv.id, resident_id=conv.resident_id, channel=conv.channel,
+                              direction="out", text=text, lang=lang, entities=[], handled_by=handled_by))
+
+
+async def _publish(request: Request, topics: list[str], payload: dict[str, Any]) -> None:
+    for t in topics:
+        await request.app.state.live.publish(t, payload)
+
+
+# --- request bodies ------------------------------------------------------------------------------
+
+class TextBody(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_REPLY)
+
+
+class NoteBody(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_NOTE)
+
+
+class TransferBody(BaseModel):
+    department: str = Field(min_length=1, max_length=32)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class ResolveBody(BaseModel):
+    resolution_code: str = Field(min_length=1, max_length=64)
+
+
+class StatusBody(BaseModel):
+    status: str
+    note: str | None = Field(default=None, max_length=1000)
+    expected: str | None = Field(default=None, max_length=40, description="ISO date or datetime")
+
+
+# --- login / logout ----------------------------------------------------------------------------
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+async def login_page(request: Request, next: str | None = None) -> Response:  # noqa: A002
+    user = await run_in_threadpool(auth.current_user, request)
+    if user is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _render(request, "login.html", next=_safe_next(next), error=None, title="상담원 로그인")
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request, username: str = Form("", max_length=64), password: str = Form("", max_length=256),
+                csrf_token: str = Form(""), next: str = Form("/console")) -> Response:  # noqa: A002
+    auth.check_csrf(request, None, csrf_token)
+    agent = await run_in_threadpool(auth.authenticate, request.app.state.sessions, username, password)
+    if agent is None:
+        return _render(request, "login.html", status_code=401, next=_safe_next(next), username=username,
+                       error="아이디 또는 비밀번호가 올바르지 않습니다.", title="상담원 로그인")
+    resp = RedirectResponse(_safe_next(next), status_code=303)
+    user = auth._user(agent)
+    auth.set_cookie(resp, request, auth.SESSION_COOKIE, auth.session_cookie_value(request, agent))
+    auth.set_cookie(resp, request, auth.CSRF_COOKIE, auth.new_csrf_token(request, user))
+    with request.app.state.sessions.begin() as s:
+        s.add(audit(agent.username, "console.login", f"agent:{agent.id}"))
+    return resp
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout(request: Request, csrf_token: str = Form("")) -> Response:
+    user = await run_in_threadpool(auth.current_user, request)
+    auth.check_csrf(request, user, csrf_token)
+    resp = RedirectResponse("/console/login", status_code=303)
+    resp.delete_cookie(auth.SESSION_COOKIE, path="/console")
+    resp.delete_cookie(auth.CSRF_COOKIE, path="/console")
+    return resp
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+@router.get("", response_class=HTMLResponse, include_in_schema=False)
+async def queue_page(request: Request) -> Response:
+    user = await run_in_threadpool(auth.current_user, request)
+    if user is None:
+        return _login_redirect(request)
+    items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
+    return _render(request, "queue.html", user=user, items=items, title="상담 대기열")
+
+
+@router.get("/handoffs/{handoff_id}", response_class=HTMLResponse, include_in_schema=False)
+async def handoff_page(request: Request, handoff_id: int) -> Response:
+    user = await run_in_threadpool(auth.current_user, request)
+    if user is None:
+        return _login_redirect(request)
+    try:
+        data = await run_in_threadpool(_detail, request, handoff_id, user)
+    except HTTPException as exc:
+        return _render(request, "error.html", status_code=exc.status_code, user=user, title="접근할 수 없음",
+                       message="이 상담을 볼 권한이 없습니다." if exc.status_code == 403 else "상담을 찾을 수 없습니다.")
+    return _render(request, "handoff.html", user=user, d=data, title=f"상담 #{handoff_id}")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static(name: str) -> FileResponse:
+    if name not in STATIC_FILES:
+        raise HTTPException(status_code=404)
+    return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
+
+
+# --- JSON API ----------------------------------------------------------------------------------
+
+@router.get("/api/me", summary="The logged-in agent")
+async def me(user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "role": user.role, "departments": list(user.departments),
+            "display_name": user.name}
+
+
+@router.get("/api/queue", summary="Open hand-offs of the agent's departments, most urgent and oldest first")
+async def api_queue(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+    items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
+    return {"items": items}
+
+
+@router.get("/api/handoffs/{handoff_id}", summary="One hand-off: summary, resident, timeline, suggestions")
+async def api_handoff(request: Request, handoff_id: int, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+    return await run_in_threadpool(_detail, request, handoff_id, user)
+
+
+@router.post("/api/handoffs/{handoff_id}/claim", summary="Take a queued hand-off")
+async def api_claim(request: Request, handoff_id: int,
+                    user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    def run() -> Handoff:
+        with request.app.state.sessions.begin() as s:
+            row = _load_handoff(s, handoff_id, user)
+            if row.status == "claimed" and row.agent_id == user.id:
+                return row
+            claimed = handoff_store.claim(s, handoff_id, user.id)
+            if claimed is None:
+                raise HTTPException(status_code=409, detail="already claimed or closed")
+            s.add(audit(user.username, "console.claim", f"handoff:{handoff_id}"))
+            s.expunge(claimed)
+            return claimed
+
+    row = await run_in_threadpool(run)
+    payload = {"type": "claimed", "handoff_id": handoff_id, "agent": user.name, "agent_id": user.id}
+    await _publish(request, [f"dept:{row.department}", f"handoff:{handoff_id}"], payload)
+    return {"ok": True, "status": "claimed", "agent_id": user.id}
+
+
+@router.post("/api/handoffs/{handoff_id}/reply", summary="Answer the resident on their channel")
+async def api_reply(request: Request, handoff_id: int, body: TextBody,
+                    user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    text = body.text.strip()
+    if not text:
+        raise HTTPException(status_code=422, detail="empty reply")
+
+    def run() -> tuple[str, str, str, int]:
+        with request.app.state.sessions.begin() as s:
+            row = _load_handoff(s, handoff_id, user)
+            _check_actionable(row, user)
+            if row.status == "queued":  # answering a waiting resident takes the hand-off
+                if handoff_store.claim(s, handoff_id, user.id) is None:
+                    raise HTTPException(status_code=409, detail="claimed by another agent")
+            conv = s.get_one(Conversation, row.conversation_id)
+            out = interactions.record_agent_reply(s, conv, user.id, text)
+            return conv.key, conv.channel, row.department, out.id
+
+    key, channel, dept, interaction_id = await run_in_threadpool(run)
+    delivered = await _deliver(request, key, channel, [Reply(text)], agent_name=user.name)
+    await _publish(request, [f"handoff:{handoff_id}"],
+                   {"type": "agent", "handoff_id": handoff_id, "text": text, "name": user.name})
+    await _publish(request, [f"dept:{dept}"], {"type": "updated", "handoff_id": handoff_id})
+    return {"ok": True, "delivered": delivered, "interaction_id": interaction_id}
+
+
+@router.post("/api/handoffs/{handoff_id}/note", summary="Internal note (never shown to the resident)")
+async def api_note(request: Request, handoff_id: int, body: NoteBody,
+                   user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    text = body.text.strip()
+
+    def run() -> None:
+        with request.app.state.sessions.begin() as s:
+            _load_handoff(s, handoff_id, user)
+            s.add(AuditLog(who=user.username, action=NOTE_ACTION, target=f"handoff:{handoff_id}|{text}"[:255]))
+
+    await run_in_threadpool(run)
+    await _publish(request, [f"handoff:{handoff_id}"],
+                   {"type": "note", "handoff_id": handoff_id, "who": user.username, "text": text})
+    return {"ok": True}
+
+
+@router.post("/api/handoffs/{handoff_id}/transfer", summary="Move the hand-off to another department's queue")
+async def api_transfer(request: Request, handoff_id: int, body: TransferBody,
+                       user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    if body.department not in _knowledge(request).departments:
+        raise HTTPException(status_code=422, detail="unknown department")
+
+    def run() -> tuple[str, int]:
+        with request.app.state.sessions.begin() as s:
+            row = _load_handoff(s, handoff_id, user)
+            _check_actionable(row, user)
+            old = row.department
+            if old == body.department:
+                raise HTTPException(status_code=409, detail="already in that department")
+            row.department = body.department
+            row.status, row.agent_id, row.claimed_at = "queued", None, None
+            conv = s.get_one(Conversation, row.conversation_id)
+            conv.department = body.department
+            s.add(audit(user.username, "console.transfer",
+                        f"handoff:{handoff_id}|{old}->{body.department}|{body.reason}"[:255]))
+            return old, row.priority
+
+    old, priority = await run_in_threadpool(run)
+    await _publish(request, [f"dept:{old}", f"handoff:{handoff_id}"],
+                   {"type": "transferred", "handoff_id": handoff_id, "department": body.department})
+    await _publish(request, [f"dept:{body.department}"],
+                   {"type": "handoff", "handoff_id": handoff_id, "department": body.department,
+                    "priority": priority})
+    return {"ok": True, "department": body.department}
+
+
+async def _close(request: Request, handoff_id: int, user: ConsoleUser, code: str, ask_rating: bool) -> dict[str, Any]:
+    def run() -> tuple[str, str, int, str]:
+        with request.app.state.sessions.begin() as s:
+            row = _load_handoff(s, handoff_id, user)
+            _check_actionable(row, user)
+            handoff_store.close(s, handoff_id, code, agent_id=user.id)
+            conv = s.get_one(Conversation, row.conversation_id)
+            s.add(audit(user.username, "console.resolve" if ask_rating else "console.handback",
+                        f"handoff:{handoff_id}|{code}"))
+            return conv.key, conv.channel, conv.id, row.department
+
+    key, channel, conv_id, dept = await run_in_threadpool(run)
+    engine = request.app.state.engine
+    replies: list[Reply] = await run_in_threadpool(engine.release, key, ask_rating)
+    delivered = True
+    if replies:
+        await run_in_threadpool(_record_out, request.app.state.sessions, conv_id, [r.text for r in replies])
+        delivered = await _deliver(request, key, channel, replies)
+    payload = {"type": "closed", "handoff_id": handoff_id, "resolution_code": code}
+    await _publish(request, [f"dept:{dept}", f"handoff:{handoff_id}"], payload)
+    return {"ok": True, "status": "closed", "resolution_code": code, "delivered": delivered,
+            "sent": [r.text for r in replies]}
+
+
+@router.post("/api/handoffs/{handoff_id}/resolve", summary="Close with a resolution code; the bot asks for a rating")
+async def api_resolve(request: Request, handoff_id: int, body: ResolveBody,
+                      user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    if body.resolution_code not in RESOLUTION_CODES:
+        raise HTTPException(status_code=422, detail=f"resolution_code must be one of {list(RESOLUTION_CODES)}")
+    return await _close(request, handoff_id, user, body.resolution_code, ask_rating=True)
+
+
+@router.post("/api/handoffs/{handoff_id}/handback", summary="Give the conversation back to the bot (no rating)")
+async def api_handback(request: Request, handoff_id: int,
+                       user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    return await _close(request, handoff_id, user, "handback", ask_rating=False)
+
+
+@router.post("/api/handoffs/{handoff_id}/reveal", summary="Show the resident's phone number (audited)")
+async def api_reveal(request: Request, handoff_id: int,
+                     user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    def run() -> list[str]:
+        with request.app.state.sessions.begin() as s:
+            row = _load_handoff(s, handoff_id, user)
+            conv = s.get_one(Conversation, row.conversation_id)
+            rid = row.resident_id or conv.resident_id
+            phones = _phones(s, rid)
+            s.add(audit(user.username, "console.reveal_phone", f"resident:{rid}|handoff:{handoff_id}"))
+            return phones
+
+    return {"phones": await run_in_threadpool(run)}
+
+
+_ORDER = {"received": 0, "assigned": 1, "in_progress": 2, "resolved": 3, "rejected": 3}
+
+
+def _parse_expected(value: str | None, tz: ZoneInfo) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(datetime.fromisoformat(value).date(), time(18, 0), tzinfo=tz)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(status_code=422, detail="expected must be an ISO date (YYYY-MM-DD)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+@router.post("/api/requests/{ticket}/status", summary="Move a service request along; the resident is told")
+async def api_request_status(request: Request, ticket: str, body: StatusBody,
+                             user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    if body.status not in SUB_STATUSES:
+        raise HTTPException(status_code=422, detail=f"status must be one of {list(SUB_STATUSES)}")
+    note = (body.note or "").strip() or None
+    if body.status in CLOSED_SUB_STATUSES and not note:
+        raise HTTPException(status_code=422, detail="resolving or rejecting needs a note")
+    tz = _tz(request)
+    expected = _parse_expected(body.expected, tz)
+    if expected is not None and expected < utcnow() - timedelta(days=1):
+        raise HTTPException(status_code=422, detail="expected date is in the past")
+    sessions = request.app.state.sessions
+
+    def check() -> None:
+        with sessions() as s:
+            row = s.scalars(select(ServiceRequest).where(ServiceRequest.service_request_id == ticket)).first()
+            if row is None:
+                raise HTTPException(status_code=404, detail="no such request")
+            if not user.can_see(row.agency_responsible):
+                raise HTTPException(status_code=403, detail="request of another department")
+            if row.sub_status in CLOSED_SUB_STATUSES or _ORDER[body.status] <= _ORDER[row.sub_status]:
+                raise HTTPException(status_code=409, detail=f"cannot move from {row.sub_status} to {body.status}")
+
+    await run_in_threadpool(check)
+    rec = await run_in_threadpool(SqlRequestStore(sessions).update_status, ticket, body.status, note, expected)
+    if rec is None:
+        raise HTTPException(status_code=404, detail="no such request")
+    k = _knowledge(request)
+
+    def notice() -> tuple[str | None, str | None, int | None, str]:
+        with sessions.begin() as s:
+            row = s.scalars(select(ServiceRequest).where(ServiceRequest.service_request_id == ticket)).one()
+            lang = row.lang or "ko"
+            svc = k.services.get(row.service_code)
+            text = k.render("utter_status", lang, ticket=row.service_request_id,
+                            service=svc.name(lang) if svc else row.service_code,
+                            status=k.render(f"status_{row.sub_status}", lang),
+                            department=k.department_name(row.agency_responsible, lang),
+                            updated=as_utc(row.updated_datetime).astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+                            expected=(as_utc(row.expected_datetime).astimezone(tz).strftime("%Y-%m-%d")
+                                      if row.expected_datetime else "-"))
+            if note:
+                text += ("\n- Note: " if lang == "en" else "\n- 안내: ") + note
+            s.add(audit(user.username, "console.request_status", f"request:{ticket}|{body.status}"))
+            conv = s.get(Conversation, row.conversation_id) if row.conversation_id else None
+            if conv is None:
+                return None, None, None, text
+            s.add(Interaction(conversation_id=conv.id, resident_id=conv.resident_id, channel=conv.channel,
+                              direction="out", text=text, lang=lang, entities=[], handled_by="bot"))
+            return conv.key, conv.channel, conv.id, text
+
+    key, channel, _conv_id, text = await run_in_threadpool(notice)
+    delivered = await _deliver(request, key, channel, [Reply(text)]) if key and channel else False
+    return {"ok": True, "ticket": ticket, "sub_status": rec.sub_status, "status": rec.status,
+            "notified": delivered, "text": text}
+
+
+# --- live updates ------------------------------------------------------------------------------
+
+def _same_origin(ws: WebSocket) -> bool:
+    origin = ws.headers.get("origin")
+    if not origin:
+        return True  # non-browser clients; the session cookie still has to be valid
+    return urlsplit(origin).netloc == ws.headers.get("host", "")
+
+
+@router.websocket("/ws")
+async def console_socket(ws: WebSocket) -> None:
+    user = await run_in_threadpool(auth.user_from_cookies, ws, ws.cookies.get(auth.SESSION_COOKIE))
+    if user is None or not _same_origin(ws):
+        await ws.close(code=4401 if user is None else 4403)
+        return
+    await ws.accept()
+    live = ws.app.state.live
+    lock = asyncio.Lock()
+    k = ws.app.state.engine.knowledge
+    depts = list(k.departments) if user.sees_all else list(user.departments)
+
+    async def emit(frame: dict[str, Any]) -> None:
+        async with lock:
+            if ws.client_state == WebSocketState.CONNECTED:
+                await ws.send_text(json.dumps(frame, ensure_ascii=False))
+
+    async def pump(topics: list[str]) -> None:
+        try:
+            async with live.subscribe(*topics) as stream:
+                await emit({"type": "ready", "topics": topics})
+                async for topic, payload in stream:
+                    if not isinstance(payload, dict):
+                        continue
+                    frame = dict(payload)
+                    if isinstance(frame.get("text"), str) and frame.get("type") == "message":
+                        frame["text"] = mask_pii(frame["text"])
+                    frame["topic"] = topic
+                    await emit(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a closed socket ends the pump
+            log.debug("console pump stopped", exc_info=True)
+
+    def can_watch(handoff_id: int) -> bool:
+        with ws.app.state.sessions() as s:
+            row = s.get(Handoff, handoff_id)
+            return row is not None and user.can_see(row.department)
+
+    tasks = [asyncio.create_task(pump([f"dept:{d}" for d in depts]))] if depts else []
+    watch: asyncio.Task[None] | None = None
+    try:
+        while True:
+            raw = await ws.receive_text()
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                await emit({"type": "error", "reason": "malformed JSON"})
+                continue
+            if not isinstance(msg, dict) or msg.get("type") != "watch" or not isinstance(msg.get("handoff_id"), int):
+                await emit({"type": "error", "reason": "expected {\"type\": \"watch\", \"handoff_id\": N}"})
+                continue
+            hid = msg["handoff_id"]
+            if not await run_in_threadpool(can_watch, hid):
+                await emit({"type": "error", "reason": "forbidden", "handoff_id": hid})
+                continue
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
+            watch = asyncio.create_task(pump([f"handoff:{hid}"]))
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        for t in [*tasks, *([watch] if watch else [])]:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
