@@ -159,10 +159,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from bot.transparency import router as transparency_router; app.include_router(transparency_router)  # noqa: E702, I001
     from bot.supervisor import router as supervisor_router; app.include_router(supervisor_router)  # noqa: E702, I001
 
-    from bot.open311 import router as open311_router; app.include_router(open311_router)  # noqa: E702, I001
-    from bot.transparency import router as transparency_router; app.include_router(transparency_router)  # noqa: E702, I001
-    from bot.supervisor import router as supervisor_router; app.include_router(supervisor_router)  # noqa: E702, I001
-
     for adapter in channel_adapters(inbox, settings):
         app.include_router(adapter.router())
         app.state.channels[adapter.name] = adapter
