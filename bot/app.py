@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for adapter in channel_adapters(inbox, settings):
         app.include_router(adapter.router())
         app.state.channels[adapter.name] = adapter
+    from bot.console.routes import router as console_router; app.include_router(console_router)  # noqa: E702,I001
 
     app.add_middleware(BodyLimit)
     return app

@@ -218,6 +218,24 @@ def cmd_open311_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    from bot.console.auth import create_agent
+    from crm_store.db import make_session_factory, resolve_url, upgrade
+
+    password = args.password or getpass.getpass(f"password for {args.username}: ")
+    url = resolve_url()
+    upgrade(url)
+    try:
+        agent_id = create_agent(make_session_factory(url), args.username, password, args.role, args.department or [])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.username} added (id {agent_id}, role {args.role}, departments {args.department or []})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -267,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     kadd.add_argument("name", help="who the key is for, e.g. the app's name")
     kadd.set_defaults(func=cmd_open311_keys_add)
     keysub.add_parser("list", help="names of the stored keys").set_defaults(func=cmd_open311_keys_list)
+
+    us = sub.add_parser("users", help="console users (agents)")
+    ua = us.add_subparsers(dest="users_command", required=True).add_parser("add", help="add a console user")
+    ua.add_argument("username")
+    ua.add_argument("--role", choices=["agent", "supervisor", "admin"], default="agent")
+    ua.add_argument("--department", action="append", help="department code; repeat for several")
+    ua.add_argument("--password", help="prompted for when omitted")
+    ua.set_defaults(func=cmd_users_add)
     return p
 
 

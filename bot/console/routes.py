@@ -36,7 +36,7 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -432,8 +432,9 @@ async def handoff_page(request: Request, handoff_id: int) -> Response:
     try:
         data = await run_in_threadpool(_detail, request, handoff_id, user)
     except HTTPException as exc:
+        message = "이 상담을 볼 권한이 없습니다." if exc.status_code == 403 else "상담을 찾을 수 없습니다."
         return _render(request, "error.html", status_code=exc.status_code, user=user, title="접근할 수 없음",
-                       message="이 상담을 볼 권한이 없습니다." if exc.status_code == 403 else "상담을 찾을 수 없습니다.")
+                       message=message)
     return _render(request, "handoff.html", user=user, d=data, title=f"상담 #{handoff_id}")
 
 
