@@ -48,6 +48,7 @@ class FakeBotApi:
         self._failures: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1000)
+        self.updates: list[dict[str, Any]] = []  # what the next getUpdates returns
         self.app = Starlette(routes=[
             Route("/bot{token}/{method}", self.method, methods=["GET", "POST"]),
             Route("/file/bot{token}/{path:path}", self.file, methods=["GET"]),
@@ -114,6 +115,10 @@ class FakeBotApi:
             if isinstance(params.get("reply_markup"), dict) and "inline_keyboard" in params["reply_markup"]:
                 msg["reply_markup"] = params["reply_markup"]
             return msg
+        if method == "getUpdates":
+            with self._lock:
+                queued, self.updates = self.updates, []
+            return queued
         if method == "getFile":
             return {"file_id": params["file_id"], "file_unique_id": "u" + params["file_id"][-6:],
                     "file_size": 4, "file_path": f"photos/{params['file_id']}.jpg"}
@@ -344,3 +349,32 @@ def _update(adapter: Any, data: dict[str, Any]) -> Any:
     from telegram import Update
 
     return Update.de_json(data, adapter._bot)
+
+
+def test_cli_set_webhook_and_polling(live: ServerThread, fake: FakeBotApi) -> None:
+    import asyncio
+
+    from channels.telegram import TelegramChannel, poll, set_webhook
+
+    settings = live.app.state.settings  # type: ignore[attr-defined]
+    assert asyncio.run(set_webhook(settings)) == "https://pcrm.example.kr/webhooks/telegram"
+    hook = [c["params"] for c in fake.calls if c["method"] == "setWebhook"][-1]
+    assert hook["url"] == "https://pcrm.example.kr/webhooks/telegram" and hook["secret_token"] == SECRET
+
+    chat = 1010
+    fake.updates = [message_update(chat, "여권 발급 얼마나 걸려요?")]
+
+    async def run() -> None:
+        adapter = TelegramChannel(live.app.state.inbox, settings)  # type: ignore[attr-defined]
+        stop = asyncio.Event()
+        task = asyncio.create_task(poll(adapter, stop, timeout=0))
+        for _ in range(200):
+            if fake.sent(chat):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(run())
+    assert any(c["method"] == "deleteWebhook" for c in fake.calls)
+    assert "여권" in fake.sent(chat)[0]["text"]
