@@ -7,6 +7,7 @@ channel adapters); nothing else in the code base builds them, so tests and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.engine import Engine
 from bot.inbox import Inbox
 from bot.live import make_live_events
 from bot.settings import Settings, get_settings
+from bot.sms import LogOnlySmsSender
 from channels.base import ChannelAdapter
 from crm_store.db import make_session_factory, resolve_url, upgrade
 from crm_store.requests import SqlRequestStore
@@ -74,6 +77,18 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _flush_spool_forever(inbox: Inbox, every_s: float = 30.0) -> None:
+    """Retry what a database outage left in the spool, now and then every ``every_s`` seconds."""
+    while True:
+        try:
+            written = await run_in_threadpool(inbox.flush_spool)
+            if written:
+                log.warning("wrote %d spooled message(s) to the store", written)
+        except Exception:  # noqa: BLE001 - still down; try again later
+            log.exception("spool flush failed")
+        await asyncio.sleep(every_s)
+
+
 def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
     """Every enabled channel. Each import is local: a channel's dependencies load only if used."""
     from channels.rest import RestChannel
@@ -126,7 +141,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         _ = engine.nlu  # train or load the model before the first resident waits for it
-        yield
+        flusher = asyncio.create_task(_flush_spool_forever(inbox))
+        try:
+            yield
+        finally:
+            flusher.cancel()
 
     app = FastAPI(title="PCRM contact center", version="0.1.0", lifespan=lifespan,
                   description="One dialogue engine for voice, SMS, Telegram, KakaoTalk and web chat; "
@@ -162,6 +181,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for adapter in channel_adapters(inbox, settings):
         app.include_router(adapter.router())
         app.state.channels[adapter.name] = adapter
+    # The send-SMS interface (one-time codes): Twilio when configured, else a logger.
+    sms_adapter = app.state.channels.get("twilio_sms")
+    app.state.sms_sender = getattr(sms_adapter, "sender", None) or LogOnlySmsSender()
+    from bot.identity import router as identity_router
+
+    app.include_router(identity_router)
     from bot.console.routes import router as console_router; app.include_router(console_router)  # noqa: E702,I001
 
     app.add_middleware(BodyLimit)

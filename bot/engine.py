@@ -10,6 +10,7 @@ and a hand-off, never silence.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +30,7 @@ from bot.service_requests import InMemoryRequestStore, RequestStore
 from bot.settings import Settings, get_settings
 
 log = logging.getLogger("pcrm.engine")
+_WORDS = re.compile(r"[A-Za-z]{2,}")
 
 Parser = Callable[[str, str | None], Parse]
 
@@ -137,8 +139,7 @@ class Engine:
                           "conv.out_of_scope", 0.0)
         else:
             parse = self.parse(text, message.lang or state.lang)
-        if state.turns == 0 and message.lang and not any("\uac00" <= c <= "\ud7a3" for c in parse.normalized):
-            parse.lang = message.lang
+        parse.lang = self._conversation_lang(parse, message, state)
         state.lang = parse.lang
         ctx = TurnContext(message, state, parse, self.knowledge, self.clarify_below,
                           lambda: self.hours.is_open(self.clock()), self.emergency_min)
@@ -156,6 +157,23 @@ class Engine:
         return Turn(conversation_key=message.conversation_key, lang=ctx.lang, label=ctx.label,
                     confidence=ctx.confidence, replies=ctx.replies, events=events,
                     routing=ctx.routing, entities=parse.entities)
+
+    def _conversation_lang(self, parse: Parse, message: Message, state: DialogueState) -> str:
+        """The language to answer in: sticky, so "ok", a button payload or a URL does not flip it.
+
+        Any Hangul means Korean. A Korean conversation turns English only on a message
+        of at least two English words; a first message follows the channel's hint.
+        """
+        text = parse.normalized
+        if any("\uac00" <= c <= "\ud7a3" or "\u3131" <= c <= "\u318e" for c in text):
+            return "ko"
+        if text.startswith("/") or not text:
+            return state.lang if state.turns else (message.lang or state.lang)
+        if parse.lang == "en" and state.turns and state.lang == "ko":
+            return "en" if len(_WORDS.findall(text)) >= 2 else "ko"
+        if state.turns == 0 and message.lang and parse.lang != "en":
+            return message.lang
+        return parse.lang
 
     def _fail(self, message: Message, state: DialogueState) -> Turn:
         """The apology-and-hand-off turn used when NLU or an action crashed."""

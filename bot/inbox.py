@@ -91,6 +91,8 @@ class Inbox:
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0,
                         replies=cached or []), []
         turn = self.engine.handle(message)
+        if ids is not None and turn.event("show_data"):
+            turn.replies.append(self._my_data_reply(ids["resident_id"], turn.lang))
         self._recent.put(dedup_key, turn.replies)
         live: list[tuple[str, dict[str, Any]]] = []
         if ids is not None:
@@ -122,6 +124,7 @@ class Inbox:
         from crm_store.models import Conversation, Interaction, Resident
 
         live: list[tuple[str, dict[str, Any]]] = []
+        forget = False
         with self.sessions.begin() as s:
             conv = s.get(Conversation, ids["conversation_id"])
             resident = s.get(Resident, ids["resident_id"])
@@ -150,7 +153,7 @@ class Inbox:
                                    handoff_id=last.id if last else None, rating=int(ev.data["rating"])))
                 elif ev.type == "delete_data" and resident is not None:
                     residents.delete_resident(s, resident.id)
-                    self.engine.forget(message.conversation_key)
+                    forget = True
                 elif ev.type == "request_opened" and resident is not None:
                     tags = list(resident.needs_tags or [])
                     code = ev.data.get("service_code")
@@ -160,7 +163,19 @@ class Inbox:
                 tags = list(resident.needs_tags or [])
                 if turn.label not in tags:
                     resident.needs_tags = [*tags, turn.label]
+        if forget:  # after the commit: the state store may write to the same database
+            self.engine.forget(message.conversation_key)
         return live
+
+    def _my_data_reply(self, resident_id: int, lang: str) -> Reply:
+        """"내 정보 보기": what we hold, summarised (the full export is a staff CLI away)."""
+        with self.sessions() as s:
+            data = residents.export_resident(s, resident_id)
+        channels = sorted({i["channel"] for i in data["identities"] if i["channel"] != "phone"})
+        requests = ", ".join(f"{r['service_request_id']} ({r['sub_status']})" for r in data["service_requests"])
+        text = self.engine.knowledge.render("utter_my_data", lang, channels=", ".join(channels) or "-",
+                                            messages=len(data["interactions"]), requests=requests or "-")
+        return Reply(text)
 
     # --- spool -------------------------------------------------------------------------------
     def _spool(self, record: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,8 +11,8 @@ from bot.engine import Engine
 from bot.messages import Attachment, Message
 from bot.service_requests import InMemoryRequestStore, RequestRecord
 
-OPEN = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)     # Thursday 11:00 KST
-CLOSED = datetime(2026, 11, 26, 14, 0, tzinfo=timezone.utc)  # Thursday 23:00 KST
+OPEN = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)     # Thursday 11:00 KST
+CLOSED = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)  # Thursday 23:00 KST
 TICKET = re.compile(r"\d{4}-\d{6}")
 
 
@@ -235,3 +235,29 @@ def test_nlu_crash_becomes_apology_and_handoff(shared_nlu, clock):
     t = engine.handle(Message("rest", "x", "안녕하세요"))
     assert t.event("error") and t.event("handoff")
     assert t.replies[0].text == engine.knowledge.render("utter_error", "ko")
+
+
+def test_handoff_reply_names_the_routed_department(engine, clock):
+    chat = Chat(engine)
+    chat.say("대형폐기물 수수료 얼마예요?")
+    t = chat.say("상담원 연결해 주세요")
+    assert engine.knowledge.department_name("waste", "ko") in t.text
+    clock.now = CLOSED
+    t = Chat(engine, sender="late").say("상담원 연결해 주세요")
+    assert t.text == engine.knowledge.render("utter_handoff_after_hours", "ko",
+                                             department=engine.knowledge.department_name("general", "ko"),
+                                             open_hours="09:00–18:00")
+
+
+def test_button_payload_and_ok_keep_the_conversation_language(engine):
+    chat = Chat(engine)
+    chat.say("안녕하세요")
+    assert chat.say("/faq.passport").lang == "ko"
+    assert chat.say("ok").lang == "ko"
+    assert chat.say("<img src=x onerror=alert(1)>").lang == "ko"
+    assert chat.say("How much is a passport?").lang == "en"
+
+
+def test_attachment_without_words_gets_a_prompt(engine):
+    t = Chat(engine, channel="telegram").say("", attachments=[Attachment("photo", file_id="F1")])
+    assert t.text == engine.knowledge.render("utter_attachment_received", "ko")

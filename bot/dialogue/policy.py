@@ -30,6 +30,7 @@ _NO = re.compile(r"^(아니|아뇨|아니요|아니오|싫어|안 ?돼|no|nope|n
 _CANCEL = re.compile(r"^(취소|그만|안 ?할래|됐어요|신고 ?취소|접수 ?취소|cancel|stop it|never ?mind|forget it)", re.IGNORECASE)
 _RESTART = re.compile(r"^(처음으로|처음부터|다시 ?시작|리셋|restart|start over|reset|/start)(?![a-z])", re.IGNORECASE)
 _DELETE = re.compile(r"(내|제|개인)\s*(정보|데이터|기록).{0,6}(삭제|지워)|delete my (data|information|info)", re.IGNORECASE)
+_SHOW_DATA = re.compile(r"(내|제)\s*(개인)?\s*(정보|데이터|기록)\s*(보기|보여|확인|조회|열람)|(show|see|view) my (data|information|info)", re.IGNORECASE)
 _TO_EN = re.compile(r"^(english|영어로?|in english|speak english)(?![a-z가-힣])", re.IGNORECASE)
 _TO_KO = re.compile(r"^(korean|한국어로?|한국말로?)(?![a-z가-힣])", re.IGNORECASE)
 _RATING = re.compile(r"^\s*([1-5])\s*(점|stars?|/\s*5)?\s*$", re.IGNORECASE)
@@ -76,6 +77,13 @@ def decide(ctx: TurnContext) -> None:
     if ctx.is_empty:
         ctx.say("utter_empty")
         return
+    if not text and not state.active_form:
+        # A photo, location or contact with no words, outside a form.
+        if ctx.message.attachment("contact"):
+            ctx.say("utter_contact_linked")
+        else:
+            ctx.say("utter_attachment_received")
+        return
 
     if ctx.is_emergency:
         emergency(ctx)
@@ -90,6 +98,11 @@ def decide(ctx: TurnContext) -> None:
         state.lang = ctx.lang = "en" if _TO_EN.match(text) else "ko"
         ctx.event("language", lang=state.lang)
         ctx.say("utter_greet")
+        return
+    if _SHOW_DATA.search(text):
+        # The inbox, which holds the store, fills in the reply (see bot/inbox.py).
+        ctx.route("answer")
+        ctx.event("show_data")
         return
     if _DELETE.search(text):
         state.reset()
@@ -368,11 +381,12 @@ def handoff(ctx: TurnContext, department: str, reason: str, announce: bool = Tru
     """Give the conversation to a person; after hours, take a message for a call-back."""
     state = ctx.state
     is_open = ctx.office_open()
-    state.slots["handoff_department"] = department
-    state.slots["office_open"] = is_open
     summary = ctx.summary()
     form = state.active_form
     state.reset()
+    # The action reads these two slots: set them after the reset, not before.
+    state.slots["handoff_department"] = department
+    state.slots["office_open"] = is_open
     if announce or not is_open:
         ctx.run_action("action_handoff")
     state.handed_off = is_open
