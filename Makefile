@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install dev train migrate lint bench clean browser-deps
+.PHONY: run test install dev train migrate lint bench clean browser-deps rasa-env compare-rasa
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,13 @@ lint: dev
 bench: install
 	$(BIN)/python bench/nlu_latency.py
 	$(BIN)/pcrm evaluate bench/heldout.jsonl
+
+## Optional: Rasa Open Source 3.6.21 in a Python 3.10 venv (var/rasa-venv) for the interop tests and the comparison.
+rasa-env:
+	bash bench/rasa_env.sh
+
+compare-rasa: install rasa-env
+	$(BIN)/python bench/compare_rasa.py
 
 clean:
 	rm -rf $(VENV) var node_modules

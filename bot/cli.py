@@ -236,6 +236,16 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_rasa(args: argparse.Namespace) -> int:
+    from bot.rasa_export import export
+    from bot.settings import get_settings
+
+    s = get_settings()
+    files = export(Path(args.dir), s.pcrm_nlu_dir, s.config(), epochs=args.epochs, action_url=args.action_url)
+    print(f"Rasa project written to {args.dir}: " + ", ".join(str(f.relative_to(args.dir)) for f in files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -285,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     kadd.add_argument("name", help="who the key is for, e.g. the app's name")
     kadd.set_defaults(func=cmd_open311_keys_add)
     keysub.add_parser("list", help="names of the stored keys").set_defaults(func=cmd_open311_keys_list)
+
+    ex = sub.add_parser("export", help="export our data for other tools")
+    exr = ex.add_subparsers(dest="export_command", required=True).add_parser(
+        "rasa", help="a complete Rasa Open Source 3.x project (config, domain, data, endpoints)")
+    exr.add_argument("dir")
+    exr.add_argument("--epochs", type=int, default=100, help="DIETClassifier epochs")
+    exr.add_argument("--action-url", default="http://localhost:5055/webhook", help="action server webhook")
+    exr.set_defaults(func=cmd_export_rasa)
 
     us = sub.add_parser("users", help="console users (agents)")
     ua = us.add_subparsers(dest="users_command", required=True).add_parser("add", help="add a console user")
