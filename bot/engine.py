@@ -96,9 +96,19 @@ class Engine:
         if self._nlu is None:
             with self._nlu_lock:
                 if self._nlu is None:
-                    path = ensure_model(self.settings.pcrm_nlu_dir / "nlu", self.settings.pcrm_model_dir)
-                    self._nlu = NLU(path)
+                    if self.engine_kind == "rasa":  # NLU from a Rasa server's /model/parse
+                        from bot.nlu.rasa_backend import RasaNLU
+
+                        self._nlu = RasaNLU(self.settings.rasa_url or "")
+                    else:
+                        path = ensure_model(self.settings.pcrm_nlu_dir / "nlu", self.settings.pcrm_model_dir)
+                        self._nlu = NLU(path)
         return self._nlu
+
+    @property
+    def engine_kind(self) -> str:
+        """``builtin`` or ``rasa``: ``PCRM_ENGINE`` if set, else ``engine`` in config.yml."""
+        return (self.settings.pcrm_engine or self.settings.config().get("engine") or "builtin").lower()
 
     def parse(self, text: str, lang_hint: str | None = None) -> Parse:
         """NLU only (``pcrm route``), with the emergency override applied."""

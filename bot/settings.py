@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     pcrm_nlu_dir: Path = ROOT / "nlu_data"
     pcrm_model_dir: Path = ROOT / "var" / "model"
     pcrm_max_message_chars: int = 5000
+    #: NLU engine, overriding ``engine`` in config.yml: ``builtin`` or ``rasa`` (then ``RASA_URL``).
+    pcrm_engine: str | None = None
     rasa_url: str | None = None
     telegram_bot_token: str | None = None
     telegram_webhook_secret: str | None = None
