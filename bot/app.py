@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,9 +19,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.dedup import make_dedup
+from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.engine import Engine
 from bot.inbox import Inbox
 from bot.live import make_live_events
+from bot.locks import make_conversation_lock
+from bot.ratelimit import RateLimited, make_rate_limiter
 from bot.settings import Settings, get_settings
 from bot.sms import LogOnlySmsSender
 from channels.base import ChannelAdapter
@@ -75,6 +80,26 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class WorkerHeader:
+    """``X-PCRM-Worker: <pid>`` on every response and WebSocket handshake (which worker answered)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = (b"x-pcrm-worker", str(os.getpid()).encode())
+
+        async def tagged(msg: Any) -> None:
+            if msg["type"] in ("http.response.start", "websocket.accept"):
+                msg = {**msg, "headers": [*(msg.get("headers") or []), header]}
+            await send(msg)
+
+        await self.app(scope, receive, tagged)
 
 
 async def _flush_spool_forever(inbox: Inbox, every_s: float = 30.0) -> None:
@@ -133,15 +158,23 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     url = resolve_url(settings.database_url)
     upgrade(url)  # idempotent: a fresh SQLite file gets its schema on first start
     sessions = make_session_factory(url)
-    engine = engine or Engine(settings=settings, states=SqlStateStore(sessions),
-                              requests=SqlRequestStore(sessions))
-    live = make_live_events(settings.redis_url)
-    inbox = Inbox(engine, sessions, live, spool_path=settings.pcrm_model_dir.parent / "spool.jsonl")
+    redis_url, prefix = settings.redis_url, settings.pcrm_redis_prefix
+    if engine is None:
+        states: Any = SqlStateStore(sessions)
+        if redis_url:  # a cache in front; SQL stays the source of truth
+            states = RedisCachedStateStore(states, redis_url, prefix=prefix)
+        engine = Engine(settings=settings, states=states, requests=SqlRequestStore(sessions))
+    live = make_live_events(redis_url, prefix)
+    inbox = Inbox(engine, sessions, live,
+                  spool_path=settings.pcrm_spool_path or settings.pcrm_model_dir.parent / "spool.jsonl",
+                  lock=make_conversation_lock(redis_url, url, prefix),
+                  dedup=make_dedup(redis_url, prefix),
+                  limiter=make_rate_limiter(redis_url, settings.config(), prefix))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         _ = engine.nlu  # train or load the model before the first resident waits for it
-        flusher = asyncio.create_task(_flush_spool_forever(inbox))
+        flusher = asyncio.create_task(_flush_spool_forever(inbox, settings.pcrm_spool_flush_s))
         try:
             yield
         finally:
@@ -161,6 +194,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": "malformed request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_req: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse({"detail": "too many messages; please try again later", "scope": exc.scope},
+                            status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and store check")
     def healthz() -> dict[str, Any]:
@@ -190,4 +228,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from bot.console.routes import router as console_router; app.include_router(console_router)  # noqa: E702,I001
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(WorkerHeader)
     return app

@@ -153,8 +153,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     if args.workers > 1:
+        # Each worker builds its app from the environment (create_app() reads Settings()).
+        # Loading the NLU model holds the GIL for seconds: a generous health-check timeout
+        # keeps the supervisor from taking a worker that is still starting for a hung one.
         uvicorn.run("bot.app:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
+                    workers=args.workers, log_level=args.log_level, timeout_worker_healthcheck=60)
     else:
         from bot.app import create_app
 

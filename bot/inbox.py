@@ -9,77 +9,74 @@ and the records wait in a local spool file until it is back.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-import threading
-from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from bot.dedup import DedupStore, InProcessDedup
 from bot.engine import Engine
 from bot.live import LiveEvents
+from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
 from crm_store import conversations, handoffs, interactions, residents
 from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff
 from crm_store.phones import is_phone_channel
 
+if TYPE_CHECKING:
+    from bot.ratelimit import RateLimiter
+
 log = logging.getLogger("pcrm.inbox")
-
-
-class _RecentTurns:
-    """The last answers by delivery id, so a retried webhook gets the same reply."""
-
-    def __init__(self, size: int = 10000) -> None:
-        self._data: OrderedDict[str, list[Reply]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> list[Reply] | None:
-        with self._lock:
-            return self._data.get(key)
-
-    def put(self, key: str, replies: list[Reply]) -> None:
-        with self._lock:
-            self._data[key] = replies
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
 
 
 class Inbox:
     """Receives normalized messages from every channel."""
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session], live: LiveEvents,
-                 spool_path: Path | None = None) -> None:
+                 spool_path: Path | None = None, lock: ConversationLock | None = None,
+                 dedup: DedupStore | None = None, limiter: RateLimiter | None = None) -> None:
         self.engine = engine
         self.sessions = sessions
         self.live = live
         self.spool_path = spool_path or Path("var/spool.jsonl")
-        self._recent = _RecentTurns()
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock_for(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+        #: One conversation at a time (in-process, or across workers: Redis, the database).
+        self.lock = lock or InProcessLock()
+        #: The first answer of each delivery id (answers a retried webhook the same).
+        self.dedup = dedup or InProcessDedup()
+        #: Per-sender and per-channel limits (None: unlimited).
+        self.limiter = limiter
 
     async def receive(self, message: Message) -> Turn:
-        """Store, decide, store. Messages of one conversation are handled strictly in order."""
+        """Store, decide, store. Messages of one conversation are handled strictly in order.
+
+        Raises :class:`bot.ratelimit.RateLimited` when the sender or the channel is over its limit.
+        """
         turn, live_events = await run_in_threadpool(self._receive_sync, message)
         for channel, payload in live_events:
-            await self.live.publish(channel, payload)
+            try:
+                await self.live.publish(channel, payload)
+            except Exception:  # noqa: BLE001 - a bus outage must not cost the resident the answer
+                log.warning("live event to %s not published", channel, exc_info=True)
         return turn
 
     def _receive_sync(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
-        with self._lock_for(message.conversation_key):
+        if self.limiter is not None:
+            self.limiter.check(message.channel, message.sender_id)
+        with self.lock.hold(message.conversation_key):
             return self._receive_locked(message)
 
     def _receive_locked(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
         dedup_key = f"{message.channel}:{message.message_id}"
+        answered = self.dedup.get(dedup_key)
+        if answered is not None:  # a retry (maybe answered by another worker): the same answer
+            return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0, replies=answered), []
         ids: dict[str, Any] | None = None
         try:
             ids = self._store_inbound(message)
@@ -87,13 +84,21 @@ class Inbox:
             log.exception("store unavailable; spooling inbound %s", mask_pii(message.conversation_key))
             self._spool({"kind": "inbound", "message": _message_dict(message)})
         if ids is not None and ids.get("duplicate"):
-            cached = self._recent.get(dedup_key)
+            cached = self.dedup.get(dedup_key)
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0,
                         replies=cached or []), []
-        turn = self.engine.handle(message)
+        try:
+            turn = self.engine.handle(message)
+        except Exception:  # noqa: BLE001 - e.g. the state store is down too: still answer
+            if ids is not None:
+                raise
+            log.exception("engine failed while the store is down")
+            lang = message.lang or "ko"
+            turn = Turn(message.conversation_key, lang, "error", 0.0,
+                        replies=[Reply(self.engine.knowledge.render("utter_error", lang))])
         if ids is not None and turn.event("show_data"):
             turn.replies.append(self._my_data_reply(ids["resident_id"], turn.lang))
-        self._recent.put(dedup_key, turn.replies)
+        self.dedup.put(dedup_key, turn.replies)
         live: list[tuple[str, dict[str, Any]]] = []
         if ids is not None:
             try:
@@ -178,28 +183,55 @@ class Inbox:
         return Reply(text)
 
     # --- spool -------------------------------------------------------------------------------
+    @contextmanager
+    def _spool_file(self) -> Any:
+        """The spool, locked against the other threads and workers (``flock``)."""
+        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spool_path, "a+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield fh
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def _spool(self, record: dict[str, Any]) -> None:
         """Keep what could not be written, one JSON line each, for :meth:`flush_spool`."""
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.spool_path, "a", encoding="utf-8") as fh:
+        with self._spool_file() as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
 
     def flush_spool(self) -> int:
-        """Write spooled inbound messages to the store; returns how many were written."""
+        """Write spooled inbound messages to the store; returns how many were written.
+
+        Also writes back dialogue states that a Redis state cache kept during the outage.
+        """
+        flush_dirty = getattr(self.engine.states, "flush_dirty", None)
+        if flush_dirty is not None:
+            try:
+                flush_dirty(self.lock.hold)
+            except Exception:  # noqa: BLE001 - still down: next time
+                log.warning("dialogue states kept in Redis not written back yet", exc_info=True)
         if not self.spool_path.exists():
             return 0
-        lines = self.spool_path.read_text(encoding="utf-8").splitlines()
-        written, left = 0, []
-        for line in lines:
-            rec = json.loads(line)
-            if rec.get("kind") != "inbound":
-                continue
-            try:
-                self._store_inbound(_message_from(rec["message"]))
-                written += 1
-            except Exception:  # noqa: BLE001 - still down: keep it
-                left.append(line)
-        self.spool_path.write_text("".join(x + "\n" for x in left), encoding="utf-8")
+        with self._spool_file() as fh:
+            fh.seek(0)
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+            if not lines:
+                return 0
+            written, left = 0, []
+            for line in lines:
+                rec = json.loads(line)
+                if rec.get("kind") != "inbound":
+                    continue
+                try:
+                    self._store_inbound(_message_from(rec["message"]))
+                    written += 1
+                except Exception:  # noqa: BLE001 - still down: keep it
+                    left.append(line)
+            fh.seek(0)
+            fh.truncate()
+            fh.write("".join(x + "\n" for x in left))
+            fh.flush()
         return written
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+
+log = logging.getLogger("pcrm.live")
 
 
 class LiveEvents(ABC):
@@ -58,13 +61,17 @@ class RedisLiveEvents(LiveEvents):
     """Redis pub/sub, so a message handled by one worker reaches a console on another."""
 
     def __init__(self, url: str, prefix: str = "pcrm:live:") -> None:
-        import redis.asyncio as aioredis
+        from bot.redisconn import async_client
 
-        self._redis = aioredis.from_url(url)
+        self._redis = async_client(url)
         self._prefix = prefix
 
     async def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        await self._redis.publish(self._prefix + topic, json.dumps(payload, ensure_ascii=False))
+        """Publish; a Redis outage is logged, never raised (live events are best effort)."""
+        try:
+            await self._redis.publish(self._prefix + topic, json.dumps(payload, ensure_ascii=False))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("live event to %s lost: redis unavailable (%s)", topic, type(exc).__name__)
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[AsyncIterator[tuple[str, dict[str, Any]]]]:
@@ -85,5 +92,6 @@ class RedisLiveEvents(LiveEvents):
             await pubsub.aclose()
 
 
-def make_live_events(redis_url: str | None) -> LiveEvents:
-    return RedisLiveEvents(redis_url) if redis_url else InProcessLiveEvents()
+def make_live_events(redis_url: str | None, prefix: str = "pcrm:") -> LiveEvents:
+    """Redis pub/sub when ``REDIS_URL`` is set (events cross workers), else in-process queues."""
+    return RedisLiveEvents(redis_url, prefix=prefix + "live:") if redis_url else InProcessLiveEvents()

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     redis_url: str | None = None
+    #: Prefix of every Redis key and pub/sub channel (two deployments, or test runs, may share a Redis).
+    pcrm_redis_prefix: str = "pcrm:"
+    #: Seconds between retries of what a database outage left in the spool.
+    pcrm_spool_flush_s: float = 30.0
+    #: Where that spool lives (default: ``var/spool.jsonl`` next to the model cache).
+    pcrm_spool_path: Path | None = None
     pcrm_config: Path = ROOT / "config.yml"
     pcrm_secret_key: str = "dev-insecure-change-me"
     pcrm_public_url: str = "http://127.0.0.1:8000"

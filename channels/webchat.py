@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from bot.messages import Attachment, Message, Reply
+from bot.ratelimit import RateLimited
 from channels.base import ChannelAdapter, Inbox
 
 if TYPE_CHECKING:
@@ -270,6 +271,10 @@ class WebChatChannel(ChannelAdapter):
             await emit({"type": "typing", **({"id": client_id} if client_id else {})})
             try:
                 turn = await self.inbox.receive(message)
+            except RateLimited:  # a polite "잠시 후 다시" instead of a 429
+                text = self.inbox.engine.knowledge.render("utter_rate_limited", lang or "ko")  # type: ignore[attr-defined]
+                await emit(bot_frame(Reply(text, hints={"rate_limited": True}), client_id))
+                continue
             except Exception:  # noqa: BLE001 - the engine already apologises; this is the last net
                 log.exception("web chat turn failed")
                 await emit({"type": "error", "reason": "internal error; please try again"})

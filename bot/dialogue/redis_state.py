@@ -1,0 +1,150 @@
+"""A Redis cache in front of the SQL state store (read-through, write-through).
+
+The SQL store stays the source of truth: every save goes to SQL first, then to
+Redis, so a worker killed in the middle of a form loses nothing and any other
+worker continues it.  Loads are served from Redis when the entry is there (one
+round trip instead of a query), else from SQL and cached for ``ttl_s`` seconds.
+
+Faults:
+
+* Redis down: loads and saves go to SQL alone (a :class:`~bot.redisconn.Breaker`
+  skips Redis for a moment, then tries again).  Keys whose cache entry could not be
+  updated or deleted are remembered and deleted once Redis answers again, before
+  anything is read from it, so a stale entry is never served.
+* SQL down: a save is kept in Redis and marked dirty, so the conversation goes on
+  (the resident still gets answers); :meth:`RedisCachedStateStore.flush_dirty`
+  writes dirty states to SQL when it is back (the spool flusher calls it).  If
+  Redis is down too, the save fails as it would without the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from bot.dialogue.state import DialogueState, StateStore
+from bot.redisconn import REDIS_DOWN, Breaker, sync_client
+
+log = logging.getLogger("pcrm.state.redis")
+
+
+class RedisCachedStateStore(StateStore):
+    """:class:`StateStore` = ``backing`` (SQL) with a Redis cache in front."""
+
+    def __init__(self, backing: StateStore, url: str, prefix: str = "pcrm:", ttl_s: int = 3600,
+                 client: Any = None) -> None:
+        self.backing = backing
+        self._redis = client or sync_client(url)
+        self.prefix = prefix + "state:"
+        self.dirty_key = prefix + "state-dirty"
+        self.ttl_s = ttl_s
+        self.breaker = Breaker("dialogue state cache")
+        self._stale: set[str] = set()
+        self._stale_lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    # --- Redis, carefully ------------------------------------------------------------------
+    def _redis_call(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """(True, result) or (False, None) when Redis is down or skipped."""
+        if not self.breaker.closed:
+            return False, None
+        try:
+            if self._stale:
+                self._heal()
+            result = fn()
+        except REDIS_DOWN as exc:
+            self.breaker.failed(exc)
+            return False, None
+        self.breaker.succeeded()
+        return True, result
+
+    def _heal(self) -> None:
+        """Delete entries that may be stale (an update to them failed while Redis was down)."""
+        with self._stale_lock:
+            keys = list(self._stale)
+        if keys:
+            self._redis.delete(*[self.prefix + k for k in keys])
+            with self._stale_lock:
+                self._stale.difference_update(keys)
+            log.warning("dropped %d possibly stale state cache entr(ies)", len(keys))
+
+    def _mark_stale(self, key: str) -> None:
+        with self._stale_lock:
+            self._stale.add(key)
+
+    # --- StateStore ------------------------------------------------------------------------
+    def load(self, key: str) -> DialogueState:
+        ok, raw = self._redis_call(lambda: self._redis.get(self.prefix + key))
+        if ok and raw is not None:
+            self.hits += 1
+            return DialogueState.from_json(raw)
+        self.misses += 1
+        state = self.backing.load(key)
+        if ok:
+            self._redis_call(lambda: self._redis.set(self.prefix + key, state.to_json(), ex=self.ttl_s, nx=True))
+        return state
+
+    def save(self, state: DialogueState) -> None:
+        loaded = state.version
+        try:
+            self.backing.save(state)
+        except Exception as exc:  # noqa: BLE001 - the database is down: keep it in Redis, dirty
+            state.version = loaded + 1
+            raw = state.to_json()
+
+            def keep() -> None:
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.set(self.prefix + state.key, raw)  # no TTL until written back
+                pipe.sadd(self.dirty_key, state.key)
+                pipe.execute()
+
+            ok, _ = self._redis_call(keep)
+            if not ok:
+                state.version = loaded
+                raise
+            log.warning("state store unavailable (%s); state of a conversation kept in Redis until it returns",
+                        type(exc).__name__)
+            return
+        raw = state.to_json()
+        ok, _ = self._redis_call(lambda: self._redis.set(self.prefix + state.key, raw, ex=self.ttl_s))
+        if not ok:
+            self._mark_stale(state.key)
+
+    def delete(self, key: str) -> None:
+        self.backing.delete(key)
+
+        def drop() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self.prefix + key)
+            pipe.srem(self.dirty_key, key)
+            pipe.execute()
+
+        ok, _ = self._redis_call(drop)
+        if not ok:
+            self._mark_stale(key)
+
+    # --- write-back ------------------------------------------------------------------------
+    def flush_dirty(self, lock: Callable[[str], AbstractContextManager[Any]] | None = None) -> int:
+        """Write states kept in Redis during a database outage to SQL; returns how many."""
+        ok, keys = self._redis_call(lambda: self._redis.smembers(self.dirty_key))
+        if not ok or not keys:
+            return 0
+        written = 0
+        for raw_key in keys:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            with (lock or (lambda _k: nullcontext()))(key):
+                ok, raw = self._redis_call(lambda k=key: self._redis.get(self.prefix + k))
+                if not ok:
+                    return written
+                if raw is not None:
+                    state = DialogueState.from_json(raw)
+                    state.version = self.backing.load(key).version  # SQL's version; this save wins
+                    self.backing.save(state)  # raises while the database is still down
+                    self._redis_call(lambda s=state: self._redis.set(self.prefix + s.key, s.to_json(),
+                                                                     ex=self.ttl_s))
+                self._redis_call(lambda k=key: self._redis.srem(self.dirty_key, k))
+                written += 1
+        return written
