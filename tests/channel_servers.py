@@ -1,4 +1,4 @@
-"""Real HTTP servers on 127.0.0.1 for channel tests: uvicorn in a thread.
+"""Real HTTP servers on 127.0.0.1 for tests: uvicorn in a thread.
 
 ``ServerThread(app)`` serves any ASGI app on a free loopback port; ``call(coro)``
 runs a coroutine on the server's own event loop (where the app's HTTP clients
@@ -18,23 +18,35 @@ import uvicorn
 
 
 class ServerThread:
-    def __init__(self, app: Any, startup_timeout: float = 180.0) -> None:
+    """One ASGI app under uvicorn on a free loopback port, in a daemon thread.
+
+    The port is bound at construction, so ``url`` is known before the app exists
+    (apps that sign or build links need their public URL): ``ServerThread()``
+    then ``start(app)`` works as well as ``ServerThread(app).start()``.
+    """
+
+    def __init__(self, app: Any = None, startup_timeout: float = 900.0) -> None:
         self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto"))
+        self.server: uvicorn.Server | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._timeout = startup_timeout
+        self._timeout = startup_timeout  # the first start may train the NLU model
 
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
+        assert self.server is not None
         self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
 
-    def start(self) -> ServerThread:
+    def start(self, app: Any = None) -> ServerThread:
+        self.app = app if app is not None else self.app
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="auto",
+                                                    timeout_graceful_shutdown=3))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # pytest owns signals
         self._thread.start()
         deadline = time.monotonic() + self._timeout
         while not self.server.started:
@@ -48,6 +60,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        if self.server is not None:
+            self.server.should_exit = True
         self._thread.join(timeout=10)
         self.sock.close()

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_store.db import make_session_factory, upgrade
 from crm_store.models import Base
 
-pytest_plugins = ["tests.fixtures_server"]
+pytest_plugins = ["tests.fixtures_server", "tests.fixtures_browser"]
 
 POSTGRES_URL = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -13,60 +13,27 @@ always open, so the hand-off is queued rather than turned into a call-back.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.console.auth import create_agent
 from bot.settings import ROOT, Settings
+from tests.channel_servers import ServerThread
+from tests.fixtures_browser import serious_violations
 from tests.fixtures_server import LiveServer
 from tests.test_console_api import always_open_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 TIMEOUT_MS = 60_000
 PASSWORD = "browser-agent-password"
-
-
-def _require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    _require(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    _require(AXE.exists(), f"axe-core not found at {AXE} (run `npm install` in the repository)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        _require(False, "the playwright Python package is not installed")
-        raise
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The whole app under uvicorn on a free port, office always open, with one waste agent."""
-    import uvicorn
 
     from bot.app import create_app
 
@@ -75,35 +42,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
                         pcrm_config=always_open_config(tmp), pcrm_model_dir=ROOT / "var" / "model")
     app = create_app(settings)
     create_agent(app.state.sessions, "waste-agent", PASSWORD, "agent", ["waste"], "김청소")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=3)
-    srv = uvicorn.Server(config)
-    srv.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign]
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    async def serve() -> None:
-        loops.append(asyncio.get_running_loop())
-        await srv.serve(sockets=[sock])
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 900
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            srv.should_exit = True
-            sock.close()
-            pytest.fail("the console test server did not start")
-        time.sleep(0.05)
+    server = ServerThread(app).start()
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", app=app, loop=loops[0])
+        yield server
     finally:
-        srv.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+        server.stop()
 
 
 def new_page(browser: Any, base_url: str) -> tuple[Any, Any]:
@@ -116,14 +59,6 @@ def new_page(browser: Any, base_url: str) -> tuple[Any, Any]:
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
     pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
     return context, pg
-
-
-def serious_violations(pg: Any) -> list[str]:
-    """axe-core violations of impact serious or critical, one readable line each."""
-    pg.add_script_tag(path=str(AXE))
-    result = pg.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
-            for v in result["violations"] if v.get("impact") in ("serious", "critical")]
 
 
 def bot_texts(pg: Any) -> list[str]:

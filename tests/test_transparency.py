@@ -7,11 +7,9 @@ Chromium and runs axe-core; it skips without Chromium or axe-core unless ``CI=tr
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,18 +21,7 @@ from bot.settings import ROOT, Settings
 from crm_store.models import Conversation, Feedback, Handoff
 from crm_store.requests import SqlRequestStore
 from crm_store.timeutil import utcnow
-
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-
-
-def _require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+from tests.fixtures_browser import serious_violations
 
 
 def _open(store: SqlRequestStore, clock: list[datetime], at: datetime, code: str, dept: str, hours: float) -> str:
@@ -135,23 +122,6 @@ def test_html_shows_the_numbers(seeded: TestClient) -> None:
     assert _cells(en.text, "general") == ["General Inquiry Desk", "0", "–", "–", "2.00 (n=1)"]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    _require(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM}")
-    _require(AXE.exists(), f"axe-core not found at {AXE} (run `npm install`)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        _require(False, "the playwright Python package is not installed")
-        raise
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize("lang", ["ko", "en"])
 def test_browser_shows_numbers_and_is_accessible(seeded: TestClient, browser: Any, lang: str) -> None:
@@ -165,10 +135,6 @@ def test_browser_shows_numbers_and_is_accessible(seeded: TestClient, browser: An
         assert cells[1:4] == ["4", "20.0", "67%"]
         assert pg.locator("table caption").count() == 1
         assert pg.title()
-        pg.add_script_tag(path=str(AXE))
-        result = pg.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-        serious = [f"{v['id']} ({v['impact']}): {v['help']}" for v in result["violations"]
-                   if v.get("impact") in ("serious", "critical")]
-        assert serious == []
+        assert serious_violations(pg) == []
     finally:
         context.close()

@@ -7,48 +7,18 @@ Without Chromium or axe-core these tests skip, unless ``CI=true`` (then they fai
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.settings import ROOT
+from tests.fixtures_browser import serious_violations
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 TICKET = re.compile(r"\d{4}-\d{6}")
 TIMEOUT_MS = 60_000
-
-
-def _require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    _require(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    _require(AXE.exists(), f"axe-core not found at {AXE} (run `npm install` in the repository)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        _require(False, "the playwright Python package is not installed")
-        raise
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
@@ -69,14 +39,6 @@ def page(browser: Any, live_server: str) -> Iterator[Any]:
     finally:
         assert pg.errors == [], f"JavaScript errors on the page: {pg.errors}"  # type: ignore[attr-defined]
         context.close()
-
-
-def serious_violations(pg: Any) -> list[str]:
-    """axe-core violations of impact serious or critical, one readable line each."""
-    pg.add_script_tag(path=str(AXE))
-    result = pg.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
-            for v in result["violations"] if v.get("impact") in ("serious", "critical")]
 
 
 def open_with_keyboard(pg: Any) -> None:

@@ -11,12 +11,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import socket
 import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from bot.settings import ROOT, Settings
+from tests.channel_servers import ServerThread
 
 TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
@@ -105,7 +103,6 @@ class TwilioApp:
     """The real app on a loopback port, configured for Twilio."""
 
     def __init__(self, tmp: Path, api_url: str | None = None) -> None:
-        import uvicorn
 
         from bot.app import create_app
         from bot.engine import Engine
@@ -113,10 +110,9 @@ class TwilioApp:
         from crm_store.requests import SqlRequestStore
         from crm_store.state_store import SqlStateStore
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        # The public URL must be known before the app is built (signatures cover it).
+        self.server = ServerThread()
+        self.url = self.server.url
         db_url = f"sqlite:///{tmp / 'pcrm.db'}"
         self.settings = Settings(
             database_url=db_url, redis_url=None, pcrm_public_url=self.url, pcrm_model_dir=ROOT / "var" / "model",
@@ -129,28 +125,12 @@ class TwilioApp:
                         requests=SqlRequestStore(self.sessions), clock=lambda: self.now)
         self.app = create_app(self.settings, engine=engine)
         self.engine = engine
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 900  # the first start may train the model
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the app did not start")
-            time.sleep(0.05)
+        self.server.start(self.app)
         self.http = httpx.Client(base_url=self.url, timeout=60)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         """Run a coroutine on the server's event loop (as code inside the app would)."""
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.server.call(coro, timeout)
 
     def signature(self, path: str, params: dict[str, str], token: str = TOKEN) -> str:
         return RequestValidator(token).compute_signature(self.url + path, params)
@@ -170,7 +150,5 @@ class TwilioApp:
 
     def close(self) -> None:
         self.http.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
+        self.server.stop()
         self.sessions.kw["bind"].dispose()

@@ -1,0 +1,58 @@
+"""Headless Chromium for page tests, and the axe-core accessibility check they share.
+
+``browser``: Debian's Chromium driven by Playwright (never a downloaded browser).
+:func:`serious_violations`: axe-core findings of impact serious or critical.
+Without Chromium, Playwright or axe-core (``npm install``) the tests skip with the
+reason, except under ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip (or, under CI=true, fail) when a tool the test needs is missing."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in the
+    main thread while it lives, which would break ``asyncio.run`` in later test modules."""
+    require(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    require(AXE.exists(), f"axe-core not found at {AXE} (run `npm install` in the repository)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        require(False, "the playwright Python package is not installed")
+        raise
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def serious_violations(page: Any) -> list[str]:
+    """axe-core violations of impact serious or critical, one readable line each."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
