@@ -183,7 +183,12 @@ class PcrmServe:
             except (OSError, IndexError):
                 continue
             if int(fields[1]) == self.proc.pid and fields[0] not in ("Z", "X"):
-                out.append(int(stat.parent.name))
+                try:
+                    cmdline = (stat.parent / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"resource_tracker" not in cmdline:  # multiprocessing's helper, not a worker
+                    out.append(int(stat.parent.name))
         return sorted(out)
 
     def log(self) -> str:
