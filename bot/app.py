@@ -221,7 +221,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.channels[adapter.name] = adapter
     # The send-SMS interface (one-time codes): Twilio when configured, else a logger.
     sms_adapter = app.state.channels.get("twilio_sms")
-    app.state.sms_sender = getattr(sms_adapter, "sender", None) or LogOnlySmsSender()
+    app.state.sms_sender = inbox.sms_sender = getattr(sms_adapter, "sender", None) or LogOnlySmsSender()
     from bot.identity import router as identity_router
 
     app.include_router(identity_router)

@@ -25,6 +25,7 @@ from bot.engine import Engine
 from bot.live import LiveEvents
 from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
+from bot.sms import SmsSender
 from crm_store import conversations, handoffs, interactions, residents
 from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff
@@ -46,6 +47,8 @@ class Inbox:
         self.sessions = sessions
         self.live = live
         self.spool_path = spool_path or Path("var/spool.jsonl")
+        #: The send-SMS interface for one-time codes; create_app sets it once channels exist.
+        self.sms_sender: SmsSender | None = None
         #: One conversation at a time (in-process, or across workers: Redis, the database).
         self.lock = lock or InProcessLock()
         #: The first answer of each delivery id (answers a retried webhook the same).
@@ -98,6 +101,8 @@ class Inbox:
                         replies=[Reply(self.engine.knowledge.render("utter_error", lang))])
         if ids is not None and turn.event("show_data"):
             turn.replies.append(self._my_data_reply(ids["resident_id"], turn.lang))
+        if turn.event("otp_request") or turn.event("otp_verify"):
+            turn.replies.append(self._phone_link_reply(message, turn))
         self.dedup.put(dedup_key, turn.replies)
         live: list[tuple[str, dict[str, Any]]] = []
         if ids is not None:
@@ -171,6 +176,44 @@ class Inbox:
         if forget:  # after the commit: the state store may write to the same database
             self.engine.forget(message.conversation_key)
         return live
+
+    def _phone_link_reply(self, message: Message, turn: Turn) -> Reply:
+        """Issue and text a one-time code, or check one and link the phone ("전화번호 연결").
+
+        Runs in the worker thread of :meth:`receive`; the SMS sender is async, so it is
+        called on the event loop through ``anyio.from_thread``.
+        """
+        from anyio import from_thread
+
+        from crm_store import otp
+        from crm_store.masking import mask_phone
+        from crm_store.phones import normalize_phone
+
+        k, lang = self.engine.knowledge, turn.lang
+        secret = self.engine.settings.pcrm_secret_key
+        key = message.conversation_key
+        ev = turn.event("otp_request") or turn.event("otp_verify")
+        assert ev is not None
+        try:
+            phone = normalize_phone(str(ev.data.get("phone") or ""))
+        except ValueError:
+            return Reply(k.render("utter_otp_failed", lang))
+        if ev.type == "otp_request":
+            with self.sessions.begin() as s:
+                code = otp.issue(s, key, phone, secret=secret)
+            city = (k.config.get("municipality") or {}).get("name", {}).get(lang, "")
+            text = (f"[{city}] 인증번호 {code} (5분 안에 입력해 주세요)" if lang == "ko"
+                    else f"[{city}] Your code is {code}. It expires in 5 minutes.")
+            sender = self.sms_sender
+            sent = bool(sender and from_thread.run(sender.send_sms, phone, text))
+            if not sent:
+                return Reply(k.render("utter_otp_not_sent", lang))
+            return Reply(k.render("utter_otp_sent", lang, phone=mask_phone(phone)))
+        with self.sessions.begin() as s:
+            if not otp.verify(s, key, phone, str(ev.data.get("code")), secret=secret):
+                return Reply(k.render("utter_otp_failed", lang))
+            residents.link_phone(s, message.channel, message.sender_id, phone)
+        return Reply(k.render("utter_phone_linked", lang))
 
     def _my_data_reply(self, resident_id: int, lang: str) -> Reply:
         """"내 정보 보기": what we hold, summarised (the full export is a staff CLI away)."""

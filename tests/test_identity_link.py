@@ -72,3 +72,28 @@ def test_resident_sees_then_deletes_own_data(twilio_app):
         texts = [t for (t,) in s.execute(select(Interaction.text).where(Interaction.direction == "in"))]
         assert "쓰레기 언제 버려요?" not in texts
         assert s.scalar(select(func.count()).select_from(Resident).where(Resident.deleted_at.is_not(None))) >= 1
+
+
+def test_phone_link_by_conversation_works_on_any_channel(twilio_app):
+    """"전화번호 연결" in the chat itself: the code goes out by SMS, the resident types it back."""
+    app, api = twilio_app
+    app.post("/webhooks/twilio/sms", {"From": "+821098765432", "To": "+15005550006", "Body": "가로등 고장이요",
+                                      "MessageSid": sid("SM"), "AccountSid": "AC" + "0" * 32})
+    say = lambda text: app.http.post("/webhooks/rest/webhook", json={"sender": "kim-web", "message": text}).json()  # noqa: E731
+    assert "번호" in say("전화번호 연결하고 싶어요")[-1]["text"]
+    sent = say("010-9876-5432")[-1]["text"]
+    assert "****" in sent and "5432" in sent  # the number is shown masked
+    code = re.search(r"\d{6}", api.requests[-1]["form"]["Body"]).group(0)
+    assert say(code)[-1]["text"] == app.engine.knowledge.render("utter_phone_linked", "ko")
+    with app.sessions() as s:
+        owners = {i.channel: i.resident_id for i in s.scalars(select(ChannelIdentity))}
+    assert owners["rest"] == owners["twilio_sms"]
+
+
+def test_wrong_code_is_refused(twilio_app):
+    app, api = twilio_app
+    say = lambda text: app.http.post("/webhooks/rest/webhook", json={"sender": "lee-web", "message": text}).json()  # noqa: E731
+    say("휴대폰 번호 인증 010-1111-2222")
+    code = re.search(r"\d{6}", api.requests[-1]["form"]["Body"]).group(0)
+    wrong = "123456" if code != "123456" else "654321"
+    assert say(wrong)[-1]["text"] == app.engine.knowledge.render("utter_otp_failed", "ko")

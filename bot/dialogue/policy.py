@@ -31,6 +31,8 @@ _CANCEL = re.compile(r"^(취소|그만|안 ?할래|됐어요|신고 ?취소|접�
 _RESTART = re.compile(r"^(처음으로|처음부터|다시 ?시작|리셋|restart|start over|reset|/start)(?![a-z])", re.IGNORECASE)
 _DELETE = re.compile(r"(내|제|개인)\s*(정보|데이터|기록).{0,6}(삭제|지워)|delete my (data|information|info)", re.IGNORECASE)
 _SHOW_DATA = re.compile(r"(내|제)\s*(개인)?\s*(정보|데이터|기록)\s*(보기|보여|확인|조회|열람)|(show|see|view) my (data|information|info)", re.IGNORECASE)
+_LINK_PHONE = re.compile(r"(전화\s*번호|휴대\s*폰|핸드폰|휴대전화)\s*(번호)?\s*(연결|인증|등록)|(link|verify) my (phone|number)", re.IGNORECASE)
+_OTP_CODE = re.compile(r"^\s*(\d{6})\s*$")
 _TO_EN = re.compile(r"^(english|영어로?|in english|speak english)(?![a-z가-힣])", re.IGNORECASE)
 _TO_KO = re.compile(r"^(korean|한국어로?|한국말로?)(?![a-z가-힣])", re.IGNORECASE)
 _RATING = re.compile(r"^\s*([1-5])\s*(점|stars?|/\s*5)?\s*$", re.IGNORECASE)
@@ -104,6 +106,9 @@ def decide(ctx: TurnContext) -> None:
         ctx.route("answer")
         ctx.event("show_data")
         return
+    if _LINK_PHONE.search(text) and not state.active_form:
+        ask_phone_link(ctx)
+        return
     if _DELETE.search(text):
         state.reset()
         state.awaiting = "delete_confirm"
@@ -155,6 +160,23 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         ctx.event("callback_message", text=text, department=state.handoff_department or "general")
         ctx.say("utter_after_hours_message_taken")
         return True
+    if awaiting == "otp_phone":
+        state.awaiting = None
+        phone = first(ctx.entities, "phone")
+        if phone:
+            request_code(ctx, phone)
+            return True
+        return False
+    if awaiting == "otp_code":
+        state.awaiting = None
+        m = _OTP_CODE.match(text)
+        if m:
+            # The inbox checks the code against the store and answers (see bot/inbox.py).
+            ctx.route("answer")
+            ctx.event("otp_verify", phone=state.slots.pop("otp_phone", None), code=m.group(1))
+            return True
+        state.slots.pop("otp_phone", None)
+        return False
     if awaiting == "ticket":
         ticket = first(ctx.entities, "ticket")
         state.awaiting = None
@@ -167,6 +189,25 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         return False
     state.awaiting = None
     return False
+
+
+def ask_phone_link(ctx: TurnContext) -> None:
+    """"전화번호 연결": prove a phone number with a code by SMS, so channels become one resident."""
+    phone = first(ctx.entities, "phone")
+    if phone:
+        request_code(ctx, phone)
+    else:
+        ctx.state.awaiting = "otp_phone"
+        ctx.route("answer")
+        ctx.say("utter_ask_phone")
+
+
+def request_code(ctx: TurnContext, phone: str) -> None:
+    """The inbox issues and texts the code, then tells the resident (see bot/inbox.py)."""
+    ctx.state.awaiting = "otp_code"
+    ctx.state.slots["otp_phone"] = phone
+    ctx.route("answer")
+    ctx.event("otp_request", phone=phone)
 
 
 def respond_to_intent(ctx: TurnContext) -> None:
