@@ -1,15 +1,19 @@
-"""Supervisor dashboard: KPIs over a date range and a searchable interaction log.
+"""Supervisor dashboard: KPIs over a date range, PCRM analytics and a searchable interaction log.
 
-``GET /supervisor`` (HTML), ``GET /supervisor/kpis.json`` (the same figures as JSON) and
-``GET /supervisor/interactions.csv`` (the filtered log as CSV). Supervisors and admins only.
+``GET /supervisor`` (HTML), ``GET /supervisor/kpis.json`` (the same figures as JSON, the analytics
+of :mod:`bot.analytics` under ``analytics``), ``GET /supervisor/interactions.csv`` (the filtered log
+as CSV), ``GET /supervisor/unrecognised.yml`` (not-understood messages as Rasa NLU training data)
+and ``GET /supervisor/conversations/{id}`` (one whole transcript). Supervisors and admins only.
 
-Who: the console's session (``bot.console.auth.current_user``) when its cookie reaches this
-path, otherwise HTTP Basic checked against the ``agents`` table with the console's argon2
-``authenticate``. The console cookie is scoped to ``/console``, so in a browser it is HTTP Basic
-that usually applies here. Anonymous → 401 (with ``WWW-Authenticate: Basic``), an agent → 403.
+Who: the console's session (``bot.console.auth.current_user``; its cookie has path ``/``, so a
+supervisor who logged in at ``/console/login`` opens this page in the browser), otherwise HTTP
+Basic checked against the ``agents`` table with the console's argon2 ``authenticate``.
+Anonymous → 401 (with ``WWW-Authenticate: Basic``; a browser asking for HTML is sent to the
+console login instead), an agent → 403.
 
 Range: ``from`` and ``to`` are dates (``YYYY-MM-DD``) in municipality time, both inclusive;
-default the last 7 days, at most 366 days.
+default the last 7 days, at most 366 days. ``period`` (``day``/``week``) and ``group``
+(``channel``/``department``) choose how the analytics are split.
 
 KPIs (everything in the range):
 
@@ -22,8 +26,10 @@ KPIs (everything in the range):
 * top labels: the 10 most frequent NLU labels of inbound messages;
 * low-confidence messages: the 20 latest inbound messages with confidence < 0.45.
 
-Interaction log: filters ``channel``, ``label``, ``direction`` (in/out), ``q`` (text contains,
-case-insensitive), newest first, 50 a page; ``before_id`` continues after the last row shown
+Interaction log: filters ``channel``, ``label``, ``department`` (labels of that catalog
+department), ``direction`` (in/out), ``handled`` (``bot``/``agent``), ``lang``, ``resident`` (id),
+``q`` (text contains, case-insensitive ``ILIKE``: a pg_trgm GIN index serves it on PostgreSQL),
+newest first, 50 a page; ``before_id`` continues after the last row shown
 (keyset pagination: stable while new messages arrive). Message text is shown and exported with
 phone and resident registration numbers masked (``crm_store.masking.mask_pii``).
 """
@@ -44,12 +50,20 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import analytics, charts
 from crm_store.masking import mask_pii
-from crm_store.models import Feedback, Handoff, Interaction
+from crm_store.models import Conversation, Feedback, Handoff, Interaction
 from crm_store.timeutil import as_utc
 
 router = APIRouter(prefix="/supervisor", tags=["supervisor"])
@@ -114,6 +128,15 @@ def _denied(err: Denied) -> Response:
     return JSONResponse({"detail": err.detail}, status_code=err.status, headers=headers)
 
 
+def _denied_page(request: Request, err: Denied) -> Response:
+    """Like :func:`_denied`, but a browser without credentials is sent to the console login."""
+    if err.status == 401 and "text/html" in request.headers.get("accept", "") \
+            and "authorization" not in request.headers:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303)
+    return _denied(err)
+
+
 # ---------------------------------------------------------------------------- parameters
 
 def _tz(request: Request) -> ZoneInfo:
@@ -135,11 +158,21 @@ class Filters:
     direction: str | None = None
     q: str | None = None
     before_id: int | None = None
+    period: str = "day"
+    group: str = "channel"
+    lang: str | None = None
+    handled: str | None = None
+    resident: int | None = None
+    department_labels: tuple[str, ...] | None = None
+    department: str | None = None
 
     def query(self, **override: Any) -> str:
         params: dict[str, Any] = {"from": self.start_day.isoformat(), "to": self.end_day.isoformat(),
                                   "channel": self.channel, "label": self.label, "direction": self.direction,
-                                  "q": self.q}
+                                  "q": self.q, "period": None if self.period == "day" else self.period,
+                                  "group": None if self.group == "channel" else self.group, "lang": self.lang,
+                                  "handled": self.handled, "resident": self.resident,
+                                  "department": self.department}
         params.update(override)
         return urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
@@ -166,13 +199,37 @@ def parse_filters(request: Request) -> Filters:
     before = q.get("before_id") or None
     if before is not None and (not before.isdigit() or len(before) > 18):
         raise Denied(400, "before_id must be a number")
+    period = q.get("period") or "day"
+    group = q.get("group") or "channel"
+    handled = q.get("handled") or None
+    resident = q.get("resident") or None
+    if period not in analytics.PERIODS:
+        raise Denied(400, "period must be day or week")
+    if group not in analytics.GROUPS:
+        raise Denied(400, "group must be channel or department")
+    if handled not in (None, "bot", "agent"):
+        raise Denied(400, "handled must be bot or agent")
+    if resident is not None and (not resident.isdigit() or len(resident) > 18):
+        raise Denied(400, "resident must be a number")
+    department = (q.get("department") or "").strip()[:32] or None
+    dept_labels = None
+    if department:
+        knowledge = request.app.state.engine.knowledge
+        dept_labels = tuple(label for label in knowledge.labels if knowledge.department_of(label) == department)
 
     def short(name: str, limit: int = 200) -> str | None:
         value = (q.get(name) or "").strip()
         return value[:limit] or None
 
     return Filters(start_day, end_day, start, end, channel=short("channel", 32), label=short("label", 64),
-                   direction=direction, q=short("q"), before_id=int(before) if before else None)
+                   direction=direction, q=short("q"), before_id=int(before) if before else None,
+                   period=period, group=group, lang=short("lang", 8), handled=handled,
+                   resident=int(resident) if resident else None, department_labels=dept_labels,
+                   department=department)
+
+
+def window(request: Request, f: Filters) -> analytics.Window:
+    return analytics.Window(f.start_day, f.end_day, f.start, f.end, _tz(request))
 
 
 # ---------------------------------------------------------------------------- figures
@@ -243,8 +300,20 @@ def _search_stmt(f: Filters) -> Any:
         stmt = stmt.where(Interaction.label == f.label)
     if f.direction:
         stmt = stmt.where(Interaction.direction == f.direction)
+    if f.lang:
+        stmt = stmt.where(Interaction.lang == f.lang)
+    if f.handled == "bot":
+        stmt = stmt.where(Interaction.handled_by == "bot")
+    elif f.handled == "agent":
+        stmt = stmt.where(Interaction.handled_by.like("agent:%"))
+    if f.resident is not None:
+        stmt = stmt.where(Interaction.resident_id == f.resident)
+    if f.department_labels is not None:
+        stmt = stmt.where(Interaction.label.in_(f.department_labels or ("-",)))
     if f.q:
-        stmt = stmt.where(func.lower(Interaction.text).contains(f.q.lower(), autoescape=True))
+        # ILIKE (lower() LIKE lower() on SQLite): on PostgreSQL the pg_trgm GIN index of migration 0002 applies.
+        escaped = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Interaction.text.ilike(f"%{escaped}%", escape="\\"))
     return stmt.order_by(Interaction.id.desc())
 
 
@@ -302,14 +371,53 @@ def _csv_lines(sessions: sessionmaker[Session], f: Filters) -> Iterator[str]:
 
 # ---------------------------------------------------------------------------- routes
 
-@router.get("/kpis.json", summary="Supervisor KPIs over a date range")
+def _analytics(request: Request, f: Filters) -> dict[str, Any]:
+    return analytics.report(request.app.state.sessions, request.app.state.engine.knowledge, window(request, f),
+                            period=f.period, group=f.group)
+
+
+@router.get("/kpis.json", summary="Supervisor KPIs and PCRM analytics over a date range")
 def kpis_json(request: Request) -> Response:
     try:
         viewer(request)
         f = parse_filters(request)
     except Denied as err:
         return _denied(err)
-    return JSONResponse(kpis(request.app.state.sessions, f))
+    return JSONResponse({**kpis(request.app.state.sessions, f), "analytics": _analytics(request, f)})
+
+
+@router.get("/unrecognised.yml", summary="Not-understood messages as Rasa NLU training data (PII masked)")
+def unrecognised_yml(request: Request) -> Response:
+    try:
+        who = viewer(request)
+        f = parse_filters(request)
+    except Denied as err:
+        return _denied(err)
+    from crm_store.models import audit
+
+    rows = analytics.unrecognised(request.app.state.sessions, window(request, f), limit=5000)
+    with request.app.state.sessions.begin() as s:
+        s.add(audit(who.username, "supervisor.export_unrecognised", f.query()[:255]))
+    name = f"unrecognised-{f.start_day.isoformat()}-{f.end_day.isoformat()}.yml"
+    return PlainTextResponse(analytics.nlu_yaml(rows), media_type="application/x-yaml; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/conversations/{conversation_id}", response_class=HTMLResponse, summary="One conversation's transcript")
+def conversation_page(request: Request, conversation_id: int) -> Response:
+    try:
+        viewer(request)
+    except Denied as err:
+        return _denied_page(request, err)
+    from crm_store.interactions import transcript
+
+    with request.app.state.sessions() as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None:
+            return JSONResponse({"detail": "no such conversation"}, status_code=404)
+        rows = [_row(i) for i in transcript(s, conversation_id)]
+        channel = conv.channel
+    return HTMLResponse(render_transcript(conversation_id, channel, rows))
 
 
 @router.get("/interactions.json", summary="Interaction log page (keyset pagination with before_id)")
@@ -345,9 +453,13 @@ def dashboard(request: Request) -> Response:
         who = viewer(request)
         f = parse_filters(request)
     except Denied as err:
-        return _denied(err)
+        return _denied_page(request, err)
     sessions = request.app.state.sessions
-    return HTMLResponse(render(who, f, kpis(sessions, f), *search(sessions, f)))
+    knowledge = request.app.state.engine.knowledge
+    k = kpis(sessions, f)
+    k["analytics"] = _analytics(request, f)
+    k["unrecognised"] = analytics.unrecognised(sessions, window(request, f), limit=20)
+    return HTMLResponse(render(who, f, k, *search(sessions, f), knowledge=knowledge))
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -367,6 +479,10 @@ thead th{background:#eef1f5}
 form{display:flex;flex-wrap:wrap;gap:.6rem;align-items:end}
 label{display:flex;flex-direction:column;font-size:.9rem}
 input,select,button{font:inherit;padding:.25rem .4rem}
+header nav{padding:.5rem 1.5rem;border-bottom:1px solid #8a8a8a}
+.scroll{overflow-x:auto}
+figure.chart{margin:.8rem 0}figure.chart svg{max-width:100%;height:auto}
+figcaption{font-size:.9rem;color:#333}
 """
 
 
@@ -378,63 +494,216 @@ def _num(v: float | None, unit: str = "") -> str:
     return "–" if v is None else f"{v:g}{unit}"
 
 
-def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]], next_before: int | None) -> str:
+_GROUP_NAMES = {"channel": "채널 / Channel", "department": "부서 / Department", "lang": "언어 / Language",
+                "age_band": "연령대 / Age band"}
+_FLAG_NAMES = {"waits_longer": "더 오래 기다림 / waits longer", "handed_off_more": "상담원 연결 많음 / handed off more"}
+_KPI_HEAD = ("받은 메시지 / Msgs in", "대화 / Convs", "연결률 / Hand-off", "봇 해결 / Containment",
+             "첫 접촉 해결 / FCR", "대기 평균 / Wait mean (min)", "대기 p90 / Wait p90 (min)", "포기 / Abandoned",
+             "민원 / Requests", "처리 시간 / Resolve (h)", "SLA 위반 / SLA breaches", "만족도 / CSAT")
+
+
+def _kpi_cells(m: dict[str, Any]) -> list[str]:
+    wait = m["wait_before_claim_minutes"]
+    return [str(m["messages_in"]), str(m["conversations"]), _pct(m["handoff_rate"]), _pct(m["bot_containment"]),
+            _pct(m["fcr"]["rate"]), _num(wait["mean"]), _num(wait["p90"]),
+            f"{m['abandoned']} ({_pct(m['abandonment_rate'])})", str(m["requests"]),
+            _num(m["resolve_hours"]["mean"]), str(m["sla_breaches"]["total"]),
+            f"{_num(m['csat']['mean'])} (n={m['csat']['n']})"]
+
+
+def _table(table_id: str, caption: str, head: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
     e = html.escape
+    th = "".join(f'<th scope="col">{e(h)}</th>' for h in head)
+    body = "".join("<tr>" + f'<th scope="row">{e(r[0])}</th>' + "".join(f"<td>{e(c)}</td>" for c in r[1:]) + "</tr>"
+                   for r in rows)
+    return (f'<div class="scroll"><table id="{table_id}"><caption>{e(caption)}</caption><thead><tr>{th}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]], next_before: int | None,
+           knowledge: Any = None) -> str:
+    e = html.escape
+    a = k["analytics"]
+    o = a["overall"]
     wait = k["wait_before_claim_minutes"]
+    group_name = _GROUP_NAMES[f.group]
     cards = [
         ("받은 메시지 / Messages in", str(k["messages_in"])),
         ("대화 / Conversations", str(k["conversations"])),
         ("봇 자체 해결률 / Bot containment", _pct(k["bot_containment"])),
         ("상담원 연결률 / Hand-off rate", _pct(k["handoff_rate"])),
+        ("첫 접촉 해결률 / First-contact resolution", _pct(o["fcr"]["rate"])),
         ("연결 대기 평균 / Mean wait (min)", _num(wait["mean"])),
         ("연결 대기 p90 / p90 wait (min)", _num(wait["p90"])),
         ("대기 중 / Waiting now", str(k["handoffs_waiting"])),
+        ("포기 / Abandoned", f"{o['abandoned']} ({_pct(o['abandonment_rate'])})"),
+        ("SLA 위반 / SLA breaches", f"{o['sla_breaches']['total']} (연결 {o['sla_breaches']['handoffs']} · "
+                                    f"민원 {o['sla_breaches']['requests']})"),
+        ("민원 처리 평균 / Mean time to resolve (h)", _num(o["resolve_hours"]["mean"])),
         ("만족도 / CSAT", f"{_num(k['csat']['mean'])} (n={k['csat']['n']})"),
     ]
-    cards_html = "".join(f"<li>{e(t)}<strong>{e(v)}</strong></li>" for t, v in cards)
+    cards_html = "".join(f'<li data-kpi="{i}">{e(t)}<strong>{e(v)}</strong></li>' for i, (t, v) in enumerate(cards))
     volume = "".join(f'<tr><th scope="row">{e(ch)}</th><td>{n}</td></tr>' for ch, n in k["volume_by_channel"].items())
     labels = "".join(f'<tr><th scope="row">{e(x["label"])}</th><td>{x["count"]}</td></tr>' for x in k["top_labels"])
+
+    # trend and groups
+    periods = [r["period"] for r in a["series"]]
+    trend = charts.line_chart(
+        "기간별 추이 / Trend per " + ("day" if f.period == "day" else "week"), periods,
+        {"받은 메시지 / messages in": [r["messages_in"] for r in a["series"]],
+         "상담원 연결 / hand-offs": [r["handoffs"] for r in a["series"]],
+         "SLA 위반 / SLA breaches": [r["sla_breaches"]["total"] for r in a["series"]]})
+    series_table = _table("series", "기간별 지표 / KPIs per " + f.period, ("기간 / Period", *_KPI_HEAD),
+                          [[r["period"], *_kpi_cells(r)] for r in a["series"]])
+    group_lines = {g: list(vals.values()) for g, vals in list(a["volume_by_group"].items())[:6]}
+    group_trend = charts.line_chart(f"{group_name}별 받은 메시지 / Messages in per {f.group}", periods, group_lines)
+    group_bars = charts.bar_chart(
+        f"{group_name}별 상담원 연결률 / Hand-off rate per {f.group} (%)",
+        [(g["group"], None if g["handoff_rate"] is None else round(g["handoff_rate"] * 100, 1)) for g in a["groups"]],
+        unit="%")
+    groups_table = _table("groups", f"{group_name}별 지표 / KPIs per {f.group}", (group_name, *_KPI_HEAD),
+                          [[g["group"], *_kpi_cells(g)] for g in a["groups"]])
+    label_bars = charts.bar_chart("많이 나온 라벨 / Top labels", [(x["label"], x["count"]) for x in k["top_labels"]])
+
+    # needs
+    rising = a["rising_needs"][:10]
+    need_bars = charts.bar_chart("늘어난 필요 / Rising needs (residents this period)",
+                                 [(f"{r['name']}", r["current"]) for r in rising])
+    needs_table = _table(
+        "needs", f"필요별 주민 / Residents by need (이전 기간 / previous: {a['previous_window']['from']} – "
+                 f"{a['previous_window']['to']})",
+        ("필요 / Need", "코드 / Code", "주민 (전체) / Residents (all time)", "이번 기간 / This period",
+         "이전 기간 / Previous", "변화 / Change", "증가 / Rising"),
+        [[r["name"], r["need"], str(r["residents"]), str(r["current"]), str(r["previous"]),
+          "신규 / new" if r["change_pct"] is None and r["current"] else
+          ("–" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"),
+          "▲ 증가 / rising" if r["rising"] else ""] for r in a["needs"]])
+
+    # equity
+    eq = a["equity"]
+    eq_parts = []
+    for dim, rows in eq["groups"].items():
+        name = _GROUP_NAMES[dim]
+        flagged = [r["group"] for r in rows if r["flags"]]
+        eq_parts.append(charts.bar_chart(
+            f"{name}별 연결 대기 평균 / Mean wait before claim per {dim} (min)",
+            [(r["group"], r["wait_before_claim_minutes"]["mean"]) for r in rows], unit="", flagged=flagged))
+        eq_parts.append(_table(
+            f"equity-{dim}", f"{name}별 형평성 / Equity by {dim}",
+            (name, "대화 / Convs", "연결률 / Hand-off", "대기 평균 / Wait mean (min)", "대기 p90 / Wait p90 (min)",
+             "처리 시간 / Resolve (h)", "만족도 / CSAT", "표시 / Flags"),
+            [[r["group"], str(r["conversations"]), _pct(r["handoff_rate"]),
+              _num(r["wait_before_claim_minutes"]["mean"]), _num(r["wait_before_claim_minutes"]["p90"]),
+              _num(r["resolve_hours"]["mean"]), f"{_num(r['csat']['mean'])} (n={r['csat']['n']})",
+              ", ".join(_FLAG_NAMES[x] for x in r["flags"]) or ("" if r["judged"] else "표본 부족 / too few")]
+             for r in rows]))
 
     def rows(items: list[dict[str, Any]]) -> str:
         return "".join(
             f'<tr><td>{r["id"]}</td><td>{e(r["created_at"])}</td><td>{e(r["channel"])}</td>'
             f'<td>{e(r["direction"])}</td><td>{e(r["label"] or "")}</td><td>{_num(r["confidence"])}</td>'
-            f'<td>{e(r["handled_by"] or "")}</td><td>{e(r["text"])}</td></tr>' for r in items)
+            f'<td>{e(r["handled_by"] or "")}</td><td><a href="/supervisor/conversations/{r["conversation_id"]}">'
+            f'{r["conversation_id"]}</a></td><td>{e(r["text"])}</td></tr>' for r in items)
 
     head = ('<thead><tr><th scope="col">id</th><th scope="col">시각 (UTC)</th><th scope="col">채널</th>'
             '<th scope="col">방향</th><th scope="col">라벨</th><th scope="col">신뢰도</th>'
-            '<th scope="col">처리</th><th scope="col">내용 (마스킹)</th></tr></thead>')
+            '<th scope="col">처리</th><th scope="col">대화</th><th scope="col">내용 (마스킹)</th></tr></thead>')
+    unrec = "".join(
+        f'<tr><td>{r["id"]}</td><td>{e(r["created_at"])}</td><td>{e(r["channel"])}</td><td>{e(r["label"])}</td>'
+        f'<td>{_num(r["confidence"])}</td><td>{e(r["text"])}</td></tr>' for r in k["unrecognised"])
     more = (f'<p><a href="/supervisor?{e(f.query(before_id=next_before))}#log">다음 / Older</a></p>'
             if next_before is not None else "")
-    dir_opts = "".join(f'<option value="{v}"{" selected" if f.direction == v else ""}>{t}</option>'
-                       for v, t in (("", "전체 / all"), ("in", "in"), ("out", "out")))
+
+    def options(current: str | None, choices: tuple[tuple[str, str], ...]) -> str:
+        return "".join(f'<option value="{v}"{" selected" if (current or "") == v else ""}>{t}</option>'
+                       for v, t in choices)
+
+    dir_opts = options(f.direction, (("", "전체 / all"), ("in", "in"), ("out", "out")))
+    handled_opts = options(f.handled, (("", "전체 / all"), ("bot", "봇 / bot"), ("agent", "상담원 / agent")))
+    period_opts = options(f.period, (("day", "일별 / by day"), ("week", "주별 / by week")))
+    group_opts = options(f.group, (("channel", "채널별 / by channel"), ("department", "부서별 / by department")))
     return f"""<!doctype html>
 <html lang="ko">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>상황판 · Supervisor dashboard</title><style>{_CSS}</style></head>
-<body><main>
+<body><header><nav aria-label="바로가기 / Sections"><a href="#kpis">지표</a> · <a href="#trend">추이</a> ·
+<a href="#groups">{e(group_name)}</a> · <a href="#needs">필요</a> · <a href="#equity">형평성</a> ·
+<a href="#unrecognised">미인식</a> · <a href="#log">기록</a> · <a href="/console">상담 콘솔 / Console</a></nav></header>
+<main>
 <h1>상황판 · Supervisor dashboard</h1>
 <p>{e(who.username)} ({e(who.role)}) · {e(f.start_day.isoformat())} – {e(f.end_day.isoformat())}</p>
-<form method="get" action="/supervisor" aria-label="기간 / Range">
+<form method="get" action="/supervisor" aria-label="기간과 필터 / Range and filters">
 <label>시작 / From<input type="date" name="from" value="{e(f.start_day.isoformat())}"></label>
 <label>끝 / To<input type="date" name="to" value="{e(f.end_day.isoformat())}"></label>
+<label>단위 / Period<select name="period">{period_opts}</select></label>
+<label>나누기 / Group by<select name="group">{group_opts}</select></label>
 <label>채널 / Channel<input name="channel" value="{e(f.channel or "")}"></label>
+<label>부서 / Department<input name="department" value="{e(f.department or "")}"></label>
 <label>라벨 / Label<input name="label" value="{e(f.label or "")}"></label>
 <label>방향 / Direction<select name="direction">{dir_opts}</select></label>
+<label>처리 / Handled by<select name="handled">{handled_opts}</select></label>
+<label>언어 / Language<input name="lang" value="{e(f.lang or "")}" size="4"></label>
 <label>내용 / Text contains<input name="q" value="{e(f.q or "")}"></label>
 <button type="submit">보기 / Show</button>
 </form>
-<h2>지표 / KPIs</h2>
+<h2 id="kpis">지표 / KPIs</h2>
 <ul class="cards">{cards_html}</ul>
+<h2 id="trend">추이 / Trend</h2>
+{trend}
+{series_table}
+<h2 id="groups">{e(group_name)}별 / Per {e(f.group)}</h2>
+{group_trend}
+{group_bars}
+{groups_table}
 <table><caption>채널별 받은 메시지 / Messages in by channel</caption>
 <thead><tr><th scope="col">채널</th><th scope="col">건수</th></tr></thead><tbody>{volume}</tbody></table>
+{label_bars}
 <table><caption>많이 나온 라벨 / Top labels</caption>
 <thead><tr><th scope="col">라벨</th><th scope="col">건수</th></tr></thead><tbody>{labels}</tbody></table>
+<h2 id="needs">주민의 필요 / Residents' needs</h2>
+<p>주민을 가치가 아니라 필요(문의·민원 이력과 필요 태그)로 묶습니다. /
+Residents are grouped by what they need (their history and needs tags), never by value.</p>
+{need_bars}
+{needs_table}
+<h2 id="equity">형평성 / Equity</h2>
+<p>전체보다 {eq["flag_ratio"]:g}배 넘게 오래 기다리거나 상담원 연결이 많은 집단을 표시합니다
+(대화 {eq["min_group"]}건 이상). /
+Groups (at least {eq["min_group"]} conversations) waiting or handed off more than {eq["flag_ratio"]:g}× the overall
+are flagged. 전체 / overall: 대기 평균 {_num(o["wait_before_claim_minutes"]["mean"])} 분,
+연결률 {_pct(o["handoff_rate"])}.</p>
+{"".join(eq_parts)}
+<h2 id="unrecognised">이해하지 못한 메시지 / Unrecognised and low-confidence messages</h2>
+<p><a href="/supervisor/unrecognised.yml?{e(f.query())}">Rasa NLU 학습 자료로 내보내기 / Export as Rasa NLU YAML</a></p>
+<div class="scroll"><table id="unrec"><caption>신뢰도 {LOW_CONFIDENCE} 미만 또는 범위 밖 / Confidence under
+{LOW_CONFIDENCE} or out of scope (최근 20건 / latest 20)</caption>
+<thead><tr><th scope="col">id</th><th scope="col">시각 (UTC)</th><th scope="col">채널</th><th scope="col">예측 라벨</th>
+<th scope="col">신뢰도</th><th scope="col">내용 (마스킹)</th></tr></thead><tbody>{unrec}</tbody></table></div>
 <table><caption>신뢰도 {LOW_CONFIDENCE} 미만 메시지 / Low-confidence messages</caption>{head}
 <tbody>{rows(k["low_confidence"])}</tbody></table>
 <h2 id="log">대화 기록 / Interaction log</h2>
 <p><a href="/supervisor/interactions.csv?{e(f.query())}">CSV 내보내기 / Export CSV</a></p>
-<table><caption>대화 기록 (최신순) / Interactions, newest first</caption>{head}<tbody>{rows(page)}</tbody></table>
+<div class="scroll"><table><caption>대화 기록 (최신순) / Interactions, newest first</caption>{head}
+<tbody>{rows(page)}</tbody></table></div>
 {more}
+</main></body></html>
+"""
+
+
+def render_transcript(conversation_id: int, channel: str, rows: list[dict[str, Any]]) -> str:
+    e = html.escape
+    body = "".join(
+        f'<tr><td>{e(r["created_at"])}</td><td>'
+        f'{"주민 / resident" if r["direction"] == "in" else e(r["handled_by"] or "bot")}</td>'
+        f'<td>{e(r["label"] or "")}</td><td>{e(r["text"])}</td></tr>' for r in rows)
+    return f"""<!doctype html>
+<html lang="ko">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>대화 {conversation_id} · Transcript</title><style>{_CSS}</style></head>
+<body><main>
+<h1>대화 {conversation_id} 전체 기록 / Transcript ({e(channel)})</h1>
+<p><a href="/supervisor">상황판으로 / Back to the dashboard</a></p>
+<table><caption>{len(rows)}개 메시지, 오래된 순 (개인정보 마스킹) / messages, oldest first (masked)</caption>
+<thead><tr><th scope="col">시각 (UTC)</th><th scope="col">보낸 쪽 / From</th><th scope="col">라벨</th>
+<th scope="col">내용 / Text</th></tr></thead><tbody>{body}</tbody></table>
 </main></body></html>
 """

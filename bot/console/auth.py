@@ -3,7 +3,8 @@
 * Passwords: argon2id through ``argon2-cffi``'s :class:`PasswordHasher` (rehashed on
   login when the parameters change).
 * Session: our own signed cookie (``pcrm_console``), HMAC-SHA256 with
-  ``PCRM_SECRET_KEY``; HttpOnly, SameSite=Lax, Secure on https.  It carries the
+  ``PCRM_SECRET_KEY``; HttpOnly, SameSite=Lax, Secure on https; path ``/``, so the
+  supervisor dashboard (``/supervisor``) knows who logged in at ``/console/login``.  It carries the
   agent id, an expiry and a fingerprint of the password hash, so changing a
   password (or deactivating the agent) ends every session of that agent.
 * CSRF: a signed double-submit token.  The cookie ``pcrm_csrf`` holds
@@ -41,6 +42,8 @@ SESSION_COOKIE = "pcrm_console"
 CSRF_COOKIE = "pcrm_csrf"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL_S = 12 * 3600
+#: Cookie path: the whole site, so ``/supervisor`` sees the console login too.
+COOKIE_PATH = "/"
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
@@ -229,7 +232,7 @@ def check_csrf(request: Request, user: ConsoleUser | None, submitted: str | None
 
 def set_cookie(response: Any, request: Request, name: str, value: str, http_only: bool = True,
                max_age: int | None = SESSION_TTL_S) -> None:
-    response.set_cookie(name, value, max_age=max_age, path="/console", httponly=http_only, samesite="lax",
+    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, httponly=http_only, samesite="lax",
                         secure=request.url.scheme == "https")
 
 

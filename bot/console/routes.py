@@ -133,7 +133,7 @@ def _login_redirect(request: Request) -> RedirectResponse:
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/console") and "//" not in value and "\\" not in value:
+    if value and value.startswith(("/console", "/supervisor")) and "//" not in value and "\\" not in value:
         return value
     return "/console"
 
@@ -408,8 +408,9 @@ async def logout(request: Request, csrf_token: str = Form("")) -> Response:
     user = await run_in_threadpool(auth.current_user, request)
     auth.check_csrf(request, user, csrf_token)
     resp = RedirectResponse("/console/login", status_code=303)
-    resp.delete_cookie(auth.SESSION_COOKIE, path="/console")
-    resp.delete_cookie(auth.CSRF_COOKIE, path="/console")
+    for path in (auth.COOKIE_PATH, "/console"):  # "/console": cookies of older versions
+        resp.delete_cookie(auth.SESSION_COOKIE, path=path)
+        resp.delete_cookie(auth.CSRF_COOKIE, path=path)
     return resp
 
 
