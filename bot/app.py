@@ -154,6 +154,7 @@ def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the whole application from settings (environment + ``config.yml``)."""
+    from bot.logging_setup import install_pii_filter; install_pii_filter()  # noqa: E702, I001 - no personal data in logs
     settings = settings or get_settings()
     url = resolve_url(settings.database_url)
     upgrade(url)  # idempotent: a fresh SQLite file gets its schema on first start

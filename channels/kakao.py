@@ -189,7 +189,7 @@ class KakaoChannel(ChannelAdapter):
         action = body.get("action")
         action = action if isinstance(action, dict) else {}
         attachments = self._attachments(action)
-        text = utterance.strip()
+        text = utterance.replace("\x00", "").strip()  # PostgreSQL cannot store NUL
         if not text and attachments and attachments[0].address:
             text = attachments[0].address
         lang_raw = user_request.get("lang")

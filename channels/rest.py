@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from bot.messages import Message, Turn
 from channels.base import ChannelAdapter
@@ -23,6 +23,13 @@ class RestMessage(BaseModel):
     message: str = Field(max_length=20000, description="What the resident wrote")
     metadata: dict[str, Any] | None = Field(default=None, description="Anything the client wants stored")
     lang: str | None = Field(default=None, pattern="^(ko|en)$", description="Language hint")
+
+    @field_validator("message")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:  # PostgreSQL text cannot hold it; refused rather than silently changed
+            raise ValueError("message must not contain NUL (U+0000) characters")
+        return value
 
 
 class RestButton(BaseModel):

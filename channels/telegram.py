@@ -217,7 +217,7 @@ class TelegramChannel(ChannelAdapter):
         if tg_msg is None or chat is None:
             return None
         lang = user.language_code if user else None
-        text = tg_msg.text or tg_msg.caption or ""
+        text = (tg_msg.text or tg_msg.caption or "").replace("\x00", "")  # PostgreSQL cannot store NUL
         attachments: list[Attachment] = []
         if tg_msg.location is not None:
             loc = tg_msg.location

@@ -87,8 +87,9 @@ def check_signature(settings: Settings, request: Request, params: dict[str, Any]
 
 
 def first(params: dict[str, Any], key: str) -> str:
-    """One form value as a stripped string ('' when absent)."""
+    """One form value as a stripped string ('' when absent), without NUL characters (which no
+    SMS or transcript carries and PostgreSQL cannot store)."""
     value = params.get(key, "")
     if isinstance(value, list):
         value = value[0] if value else ""
-    return str(value).strip()
+    return str(value).replace("\x00", "").strip()

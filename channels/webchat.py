@@ -147,6 +147,8 @@ class WebChatChannel(ChannelAdapter):
                 raise FrameError(f"text longer than {MAX_TEXT} characters")
             if not text.strip():
                 raise FrameError("text is empty")
+            if "\x00" in text:  # PostgreSQL text cannot hold it
+                raise FrameError("text must not contain NUL (U+0000) characters")
             return Message(channel=self.name, sender_id=session, text=text, lang=lang,  # type: ignore[arg-type]
                            message_id=message_id)
         if kind == "location":
