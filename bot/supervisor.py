@@ -553,7 +553,7 @@ def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]
         {"받은 메시지 / messages in": [r["messages_in"] for r in a["series"]],
          "상담원 연결 / hand-offs": [r["handoffs"] for r in a["series"]],
          "SLA 위반 / SLA breaches": [r["sla_breaches"]["total"] for r in a["series"]]})
-    series_table = _table("series", "기간별 지표 / KPIs per " + f.period, ("기간 / Period", *_KPI_HEAD),
+    series_table = _table("series-table", "기간별 지표 / KPIs per " + f.period, ("기간 / Period", *_KPI_HEAD),
                           [[r["period"], *_kpi_cells(r)] for r in a["series"]])
     group_lines = {g: list(vals.values()) for g, vals in list(a["volume_by_group"].items())[:6]}
     group_trend = charts.line_chart(f"{group_name}별 받은 메시지 / Messages in per {f.group}", periods, group_lines)
@@ -561,7 +561,7 @@ def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]
         f"{group_name}별 상담원 연결률 / Hand-off rate per {f.group} (%)",
         [(g["group"], None if g["handoff_rate"] is None else round(g["handoff_rate"] * 100, 1)) for g in a["groups"]],
         unit="%")
-    groups_table = _table("groups", f"{group_name}별 지표 / KPIs per {f.group}", (group_name, *_KPI_HEAD),
+    groups_table = _table("groups-table", f"{group_name}별 지표 / KPIs per {f.group}", (group_name, *_KPI_HEAD),
                           [[g["group"], *_kpi_cells(g)] for g in a["groups"]])
     label_bars = charts.bar_chart("많이 나온 라벨 / Top labels", [(x["label"], x["count"]) for x in k["top_labels"]])
 
@@ -570,7 +570,7 @@ def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]
     need_bars = charts.bar_chart("늘어난 필요 / Rising needs (residents this period)",
                                  [(f"{r['name']}", r["current"]) for r in rising])
     needs_table = _table(
-        "needs", f"필요별 주민 / Residents by need (이전 기간 / previous: {a['previous_window']['from']} – "
+        "needs-table", f"필요별 주민 / Residents by need (이전 기간 / previous: {a['previous_window']['from']} – "
                  f"{a['previous_window']['to']})",
         ("필요 / Need", "코드 / Code", "주민 (전체) / Residents (all time)", "이번 기간 / This period",
          "이전 기간 / Previous", "변화 / Change", "증가 / Rising"),
@@ -589,7 +589,7 @@ def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]
             f"{name}별 연결 대기 평균 / Mean wait before claim per {dim} (min)",
             [(r["group"], r["wait_before_claim_minutes"]["mean"]) for r in rows], unit="", flagged=flagged))
         eq_parts.append(_table(
-            f"equity-{dim}", f"{name}별 형평성 / Equity by {dim}",
+            f"equity-{dim}-table", f"{name}별 형평성 / Equity by {dim}",
             (name, "대화 / Convs", "연결률 / Hand-off", "대기 평균 / Wait mean (min)", "대기 p90 / Wait p90 (min)",
              "처리 시간 / Resolve (h)", "만족도 / CSAT", "표시 / Flags"),
             [[r["group"], str(r["conversations"]), _pct(r["handoff_rate"]),
@@ -674,7 +674,7 @@ are flagged. 전체 / overall: 대기 평균 {_num(o["wait_before_claim_minutes"
 {"".join(eq_parts)}
 <h2 id="unrecognised">이해하지 못한 메시지 / Unrecognised and low-confidence messages</h2>
 <p><a href="/supervisor/unrecognised.yml?{e(f.query())}">Rasa NLU 학습 자료로 내보내기 / Export as Rasa NLU YAML</a></p>
-<div class="scroll"><table id="unrec"><caption>신뢰도 {LOW_CONFIDENCE} 미만 또는 범위 밖 / Confidence under
+<div class="scroll"><table id="unrecognised-table"><caption>신뢰도 {LOW_CONFIDENCE} 미만 또는 범위 밖 / Confidence under
 {LOW_CONFIDENCE} or out of scope (최근 20건 / latest 20)</caption>
 <thead><tr><th scope="col">id</th><th scope="col">시각 (UTC)</th><th scope="col">채널</th><th scope="col">예측 라벨</th>
 <th scope="col">신뢰도</th><th scope="col">내용 (마스킹)</th></tr></thead><tbody>{unrec}</tbody></table></div>

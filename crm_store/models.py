@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.ext.mutable import MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -132,6 +133,10 @@ class Interaction(Base):
         Index("ix_interactions_label", "label"),
         Index("ix_interactions_conversation_id", "conversation_id"),
         Index("ix_interactions_resident_id", "resident_id"),
+        # "Text contains" of the supervisor log: pg_trgm GIN on PostgreSQL (migration 0002); on
+        # SQLite an empty partial index (WHERE 0), i.e. nothing, so both backends match the models.
+        Index("ix_interactions_text_trgm", "text", postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"},
+              sqlite_where=sql_text("0")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
