@@ -249,6 +249,22 @@ def cmd_export_rasa(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reminders_run(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import date
+
+    from bot.app import create_app
+    from bot.reminders import run
+
+    today = date.fromisoformat(args.today) if args.today else None
+    done = asyncio.run(run(create_app(), today=today, dry_run=args.dry_run))
+    for r in done:
+        print(f"{r.status:12s} resident {r.resident_id}  {r.topic} due {r.due.isoformat()}  via {r.channel or '-'}")
+    sent = sum(r.status == "sent" for r in done)
+    print(f"{len(done)} reminder(s) due, {sent} sent" + (" (dry run: nothing sent)" if args.dry_run else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -306,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     exr.add_argument("--epochs", type=int, default=100, help="DIETClassifier epochs")
     exr.add_argument("--action-url", default="http://localhost:5055/webhook", help="action server webhook")
     exr.set_defaults(func=cmd_export_rasa)
+
+    rm = sub.add_parser("reminders", help="proactive reminders of due dates (config.yml deadlines)")
+    rr = rm.add_subparsers(dest="reminders_command", required=True).add_parser(
+        "run", help="send today's reminders to consenting residents who asked (idempotent)")
+    rr.add_argument("--today", help="YYYY-MM-DD (default: today in municipality time)")
+    rr.add_argument("--dry-run", action="store_true", help="list what would be sent; send and record nothing")
+    rr.set_defaults(func=cmd_reminders_run)
 
     us = sub.add_parser("users", help="console users (agents)")
     ua = us.add_subparsers(dest="users_command", required=True).add_parser("add", help="add a console user")
