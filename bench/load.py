@@ -256,8 +256,8 @@ class Resident:
         done = asyncio.Event()
         try:
             async with self._ws_lock:
-                if new_visit or self._ws is None:
-                    await self._ws_open()
+                if new_visit or self._ws is None or self._ws_reader is None or self._ws_reader.done():
+                    await self._ws_open()  # a new visit, or the widget reconnecting after a drop
                 self._msg_seq += 1
                 mid = f"m{self._msg_seq}"
                 self._pending[mid] = (rec, done)
@@ -318,6 +318,8 @@ async def run_closed(residents: list[Resident], duration: float, max_messages: i
     async def loop(r: Resident) -> None:
         while time.perf_counter() < stop and len(stats.records) < max_messages:
             await r.send_one(time.perf_counter())
+            if not stats.records[-1].ok:
+                await asyncio.sleep(0.5)  # a resident whose message failed waits before trying again
 
     await asyncio.gather(*(loop(r) for r in residents))
 
@@ -480,15 +482,15 @@ class Server:
 
 # --- one run -----------------------------------------------------------------------------------------
 
-def cpu_snapshot(server: Server) -> dict[str, float]:
+def cpu_snapshot(server: Server) -> dict[str, Any]:
     """CPU seconds so far: the server, PostgreSQL and Redis, this process, and the whole machine."""
     import psutil
 
-    snap = {"server": server.cpu_seconds(), "db": 0.0, "me": 0.0}
+    snap: dict[str, Any] = {"server": server.cpu_seconds(), "db": {}, "me": 0.0}
     for proc in psutil.process_iter(["name", "cpu_times"]):
         t = proc.info["cpu_times"]
         if t is not None and proc.info["name"] in ("postgres", "redis-server"):
-            snap["db"] += t.user + t.system
+            snap["db"][proc.pid] = t.user + t.system  # per process: backends come and go
     me = psutil.Process().cpu_times()
     snap["me"] = me.user + me.system
     machine = psutil.cpu_times()
@@ -531,7 +533,8 @@ async def one_run(server: Server, infra: Infra, concurrency: int, mode: str, rat
     drain_deadline = time.perf_counter() + drain
     await asyncio.gather(*(r.close(drain_deadline) for r in residents))
     cpu1 = await asyncio.to_thread(cpu_snapshot, server)
-    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0 if k != "db"}
+    cpu["db"] = sum(t - cpu0["db"].get(pid, 0.0) for pid, t in cpu1["db"].items())
     sampling = False
     await sampler
     sent = len(stats.records)
