@@ -26,9 +26,12 @@ if [ -z "$PY310" ]; then
   fi
 fi
 
+# This machine's pip config lists local indexes that may be absent: drop those notices.
+quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+
 mkdir -p "$(dirname "$VENV")"
 "$PY310" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade "pip<24.1" "setuptools<70" wheel
+quiet "$VENV/bin/python" -m pip install -q --upgrade "pip<24.1" "setuptools<70" wheel
 # Rasa 3.6 pins tensorflow 2.12 and friends; pip resolves them from PyPI.
-"$VENV/bin/python" -m pip install -q "rasa==$RASA_VERSION"
-"$VENV/bin/rasa" --version
+quiet "$VENV/bin/python" -m pip install -q "rasa==$RASA_VERSION"
+RASA_TELEMETRY_ENABLED=false "$VENV/bin/python" -c "import rasa; print('rasa', rasa.__version__, 'in $VENV')"
