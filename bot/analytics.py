@@ -65,7 +65,7 @@ import math
 import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -171,9 +171,6 @@ class Facts:
     requests: list[dict[str, Any]] = field(default_factory=list)
     ratings: list[dict[str, Any]] = field(default_factory=list)
 
-    def where(self, pred: Callable[[dict[str, Any]], bool]) -> Facts:
-        return Facts(*([r for r in getattr(self, k) if pred(r)] for k in
-                       ("messages", "conversations", "contacts", "handoffs", "requests", "ratings")))
 
 
 def _config(config: dict[str, Any]) -> tuple[float, float, float]:
@@ -371,9 +368,22 @@ def summarize(f: Facts) -> dict[str, Any]:
     }
 
 
+_KINDS = ("messages", "conversations", "contacts", "handoffs", "requests", "ratings")
+
+
+def split(f: Facts, key: str) -> dict[Any, Facts]:
+    """The facts per value of ``key``, in one pass."""
+    out: dict[Any, Facts] = {}
+    for kind in _KINDS:
+        for r in getattr(f, kind):
+            getattr(out.setdefault(r.get(key), Facts()), kind).append(r)
+    return out
+
+
 def series(f: Facts, w: Window, period: str) -> list[dict[str, Any]]:
     """KPIs per day or week of the window."""
-    return [{"period": b, **summarize(f.where(lambda r, b=b: r["bucket"] == b))} for b in buckets(w, period)]
+    parts = split(f, "bucket")
+    return [{"period": b, **summarize(parts.get(b, Facts()))} for b in buckets(w, period)]
 
 
 def _values(f: Facts, key: str) -> list[str]:
@@ -387,7 +397,8 @@ def _values(f: Facts, key: str) -> list[str]:
 
 def by_group(f: Facts, key: str) -> list[dict[str, Any]]:
     """KPIs per value of ``key`` (channel, department, lang, age_band), biggest group first."""
-    return [{"group": v, **summarize(f.where(lambda r, v=v: r.get(key) == v))} for v in _values(f, key)]
+    parts = split(f, key)
+    return [{"group": v, **summarize(parts[v])} for v in _values(f, key)]
 
 
 def volume_matrix(f: Facts, w: Window, period: str, key: str) -> dict[str, dict[str, int]]:

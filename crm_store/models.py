@@ -137,6 +137,9 @@ class Interaction(Base):
         # SQLite an empty partial index (WHERE 0), i.e. nothing, so both backends match the models.
         Index("ix_interactions_text_trgm", "text", postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"},
               sqlite_where=sql_text("0")),
+        # The log's "handled by an agent" filter: the few rows not answered by the bot (migration 0002).
+        Index("ix_interactions_people_created_at", "created_at", postgresql_where=sql_text("handled_by <> 'bot'"),
+              sqlite_where=sql_text("handled_by <> 'bot'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
