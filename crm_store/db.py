@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 DEFAULT_URL = "sqlite:///var/pcrm.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: One lock per SQLite file, shared by every engine of this process on that file.
+_SQLITE_GATES: dict[str, threading.Lock] = {}
+_GATE_TIMEOUT_S = 30.0
 
 
 def resolve_url(url: str | URL | None = None) -> str:
@@ -62,9 +66,43 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    # One writer at a time, and waiting in line in-process. A deferred ``BEGIN`` that reads
+    # and then writes fails at once with "database is locked" (WAL never busy-waits there)
+    # when another connection wrote in between, which concurrent conversations on one
+    # server do all the time; so transactions start ``IMMEDIATE``. And SQLite's own busy
+    # wait polls with sleeps of up to 100 ms, which under load starves some waiters for
+    # seconds; so threads of this process first queue on a lock (woken on release).
+    path = engine.url.database
+    gate = _SQLITE_GATES.setdefault(os.path.abspath(path), threading.Lock()) if path not in (None, "", ":memory:") \
+        else None
+
+    def _release(info: dict[str, Any]) -> None:
+        if gate is not None and info.pop("pcrm_gate", False):
+            gate.release()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        if gate is not None:
+            if not gate.acquire(timeout=_GATE_TIMEOUT_S):
+                raise TimeoutError(f"SQLite {path}: no turn to write within {_GATE_TIMEOUT_S:.0f} s")
+            conn.info["pcrm_gate"] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:  # a connection dropped mid-transaction
+        _release(record.info)
 
 
 def make_engine(url: str | URL | None = None, schema: str | None = None, **kwargs: Any) -> Engine:
