@@ -1,0 +1,164 @@
+"""Per-message cost of the inbox hot path, in-process, on PostgreSQL (+ Redis).
+
+    .venv/bin/python bench/hot_path.py                 # N=2000 messages, 8 concurrent residents
+    .venv/bin/python bench/hot_path.py -n 2000 --concurrency 1 --no-redis
+
+Builds the real app (``create_app``) on a throw-away PostgreSQL schema and an empty Redis
+database (as ``bench/load`` does), then drives ``app.state.inbox.receive`` with realistic
+multi-turn visits (``bench/load.visit_script``: FAQ, a form to its ticket, its status, a
+hand-off; then a new visitor). No HTTP: this measures the inbox (lock, dedup, store, engine,
+store, live events). Prints, after a warm-up:
+
+* CPU ms/msg: ``time.process_time()`` of this process (all threads) per message — the
+  number that decides the throughput of a worker on a loaded machine;
+* wall p50/p99 per message;
+* SQL statements and transactions (COMMITs) per message, counted with SQLAlchemy events
+  (``before_cursor_execute``, ``commit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from load import DEFAULT_POSTGRES, DEFAULT_REDIS, TICKET, TICKET_RE, Infra, visit_script  # noqa: E402
+
+
+class Resident:
+    def __init__(self, index: int, tag: str) -> None:
+        self.rng = random.Random(index)
+        self.tag, self.index, self.visit = tag, index, 0
+        self.script: list[Any] = []
+        self.ticket = ""
+        self.sender = ""
+
+    def next_text(self) -> str:
+        if not self.script:
+            self.visit += 1
+            self.sender = f"hp-{self.tag}-{self.index}-{self.visit}"
+            self.script = visit_script(self.rng)
+        item = self.script.pop(0)
+        return (self.ticket or "2026-000001") if item is TICKET else item
+
+
+async def drive(inbox: Any, residents: list[Resident], n: int, lat: list[float]) -> None:
+    from bot.messages import Message
+
+    left = [n]
+
+    async def loop(r: Resident) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            text = r.next_text()
+            msg = Message(channel="rest", sender_id=r.sender, text=text, lang=None)
+            t0 = time.perf_counter()
+            turn = await inbox.receive(msg)
+            lat.append(time.perf_counter() - t0)
+            for reply in turn.replies:
+                m = TICKET_RE.search(reply.text)
+                if m:
+                    r.ticket = m.group(1)
+
+    await asyncio.gather(*(loop(r) for r in residents))
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=2000, help="messages measured (after the warm-up)")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8, help="residents talking at once")
+    ap.add_argument("--postgres", default=DEFAULT_POSTGRES)
+    ap.add_argument("--redis", default=DEFAULT_REDIS)
+    ap.add_argument("--no-redis", action="store_true", help="no REDIS_URL (in-process lock, dedup, state)")
+    ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the measured part")
+    args = ap.parse_args(argv)
+
+    infra = Infra(args.postgres, args.redis)
+    try:
+        os.environ["DATABASE_URL"] = infra.db_url
+        if args.no_redis:
+            os.environ.pop("REDIS_URL", None)
+        else:
+            os.environ["REDIS_URL"] = infra.redis_url
+        os.environ["PCRM_REDIS_PREFIX"] = f"pcrm-hp-{infra.schema}:"
+        os.environ.setdefault("PCRM_LOG_LEVEL", "WARNING")
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        from sqlalchemy import event
+
+        from bot.app import create_app
+        from bot.settings import get_settings
+
+        get_settings.cache_clear() if hasattr(get_settings, "cache_clear") else None
+        app = create_app()
+        inbox = app.state.inbox
+        _ = app.state.engine.nlu
+        # no rate limit in a benchmark
+        inbox.limiter = None
+        counts = {"stmt": 0, "commit": 0}
+        sa_engine = app.state.sessions.kw["bind"]
+
+        @event.listens_for(sa_engine, "before_cursor_execute")
+        def _count(*_a: Any) -> None:
+            counts["stmt"] += 1
+
+        @event.listens_for(sa_engine, "commit")
+        def _commit(*_a: Any) -> None:
+            counts["commit"] += 1
+
+        tag = uuid.uuid4().hex[:6]
+        residents = [Resident(i, tag) for i in range(args.concurrency)]
+        lat: list[float] = []
+        prof = None
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+
+        async def run() -> tuple[float, float, float]:
+            await drive(inbox, residents, args.warmup, lat)  # one event loop: the live bus's client lives on it
+            lat.clear()
+            counts.update(stmt=0, commit=0)
+            load0 = os.getloadavg()[0]
+            if prof is not None:
+                prof.enable()
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await drive(inbox, residents, args.n, lat)
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(args.profile)
+            return load0, cpu, wall
+
+        load0, cpu, wall = asyncio.run(run())
+        n = len(lat)
+        print(f"# hot path: {n} messages, {args.concurrency} concurrent, "
+              f"{'no Redis' if args.no_redis else 'Redis'}, PostgreSQL; load average {load0:.2f} → "
+              f"{os.getloadavg()[0]:.2f}")
+        print(f"CPU ms/msg {cpu / n * 1000:.2f} | wall ms/msg {wall / n * 1000:.2f} | "
+              f"p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms | "
+              f"SQL statements/msg {counts['stmt'] / n:.1f} | commits/msg {counts['commit'] / n:.2f}")
+    finally:
+        infra.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
