@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis", default=DEFAULT_REDIS)
     ap.add_argument("--no-redis", action="store_true", help="no REDIS_URL (in-process lock, dedup, state)")
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the measured part")
+    ap.add_argument("--show-sql", action="store_true", help="print the statements per message by kind")
     args = ap.parse_args(argv)
 
     infra = Infra(args.postgres, args.redis)
@@ -113,11 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         # no rate limit in a benchmark
         inbox.limiter = None
         counts = {"stmt": 0, "commit": 0}
+        from collections import Counter
+
+        kinds: Counter[str] = Counter()
         sa_engine = app.state.sessions.kw["bind"]
 
         @event.listens_for(sa_engine, "before_cursor_execute")
-        def _count(*_a: Any) -> None:
+        def _count(_conn: Any, _cur: Any, statement: str, *_a: Any) -> None:
             counts["stmt"] += 1
+            if args.show_sql:
+                kinds[" ".join(statement.split())[:90]] += 1
 
         @event.listens_for(sa_engine, "commit")
         def _commit(*_a: Any) -> None:
@@ -127,8 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         residents = [Resident(i, tag) for i in range(args.concurrency)]
         lat: list[float] = []
         prof = None
-        if args.profile:
+        if args.profile:  # cProfile sees one thread: run the inbox inline (no threadpool) while profiling
             import cProfile
+
+            import bot.inbox
+
+            async def inline(fn: Any, *a: Any) -> Any:
+                return fn(*a)
+
+            bot.inbox.run_in_threadpool = inline  # type: ignore[assignment]
 
             prof = cProfile.Profile()
 
@@ -136,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             await drive(inbox, residents, args.warmup, lat)  # one event loop: the live bus's client lives on it
             lat.clear()
             counts.update(stmt=0, commit=0)
+            kinds.clear()
             load0 = os.getloadavg()[0]
             if prof is not None:
                 prof.enable()
@@ -155,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CPU ms/msg {cpu / n * 1000:.2f} | wall ms/msg {wall / n * 1000:.2f} | "
               f"p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms | "
               f"SQL statements/msg {counts['stmt'] / n:.1f} | commits/msg {counts['commit'] / n:.2f}")
+        for what, k in kinds.most_common():
+            print(f"  {k / n:6.2f}  {what}")
     finally:
         infra.close()
     return 0

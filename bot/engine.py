@@ -131,13 +131,24 @@ class Engine:
         """Decide what to do with one inbound message."""
         started = time.perf_counter()
         state = self.states.load(message.conversation_key)
+        turn = self.decide(message, state)
+        self.states.save(state)
+        turn.latency_ms = (time.perf_counter() - started) * 1000
+        return turn
+
+    def decide(self, message: Message, state: DialogueState) -> Turn:
+        """One turn on a state the caller loaded (and will save): :meth:`handle` without the store.
+
+        The inbox loads the state in the transaction that stores the inbound message and
+        saves it in the one that stores the turn. ``state`` is updated in place.
+        """
+        started = time.perf_counter()
         try:
             turn = self._decide(message, state)
         except Exception:  # noqa: BLE001 - any fault becomes an apology and a hand-off
             log.exception("turn failed for %s", message.conversation_key)
             turn = self._fail(message, state)
         state.turns += 1
-        self.states.save(state)
         turn.latency_ms = (time.perf_counter() - started) * 1000
         return turn
 

@@ -17,19 +17,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from bot.dedup import DedupStore, InProcessDedup
+from bot.dialogue.state import DialogueState
 from bot.engine import Engine
 from bot.live import LiveEvents
 from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
 from bot.sms import SmsSender
-from crm_store import conversations, handoffs, interactions, residents
+from crm_store import conversations, handoffs, hot_path, interactions, residents
 from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff
 from crm_store.phones import is_phone_channel
+from crm_store.state_store import SqlStateStore
+from crm_store.timeutil import utcnow
 
 if TYPE_CHECKING:
     from bot.ratelimit import RateLimiter
@@ -81,8 +86,16 @@ class Inbox:
         if answered is not None:  # a retry (maybe answered by another worker): the same answer
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0, replies=answered), []
         ids: dict[str, Any] | None = None
+        sql_states = self._sql_states()
+        state: DialogueState | None = None
         try:
-            ids = self._store_inbound(message)
+            try:
+                ids, state = self._store_inbound(message, load_state=sql_states is not None)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # A pooled connection died (the database restarted): the pool is invalidated; once more.
+                ids, state = self._store_inbound(message, load_state=sql_states is not None)
         except Exception:  # noqa: BLE001 - the database may be down; the resident still gets an answer
             log.exception("store unavailable; spooling inbound %s", mask_pii(message.conversation_key))
             self._spool({"kind": "inbound", "message": _message_dict(message)})
@@ -91,7 +104,9 @@ class Inbox:
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0,
                         replies=cached or []), []
         try:
-            turn = self.engine.handle(message)
+            # The state came with the inbound message's transaction (committed already);
+            # it is saved with the turn. Without the database: the state store's own way.
+            turn = self.engine.decide(message, state) if state is not None else self.engine.handle(message)
         except Exception:  # noqa: BLE001 - e.g. the state store is down too: still answer
             if ids is not None:
                 raise
@@ -106,75 +121,145 @@ class Inbox:
         self.dedup.put(dedup_key, turn.replies)
         live: list[tuple[str, dict[str, Any]]] = []
         if ids is not None:
+            loaded = state.version if state is not None else 0
             try:
-                live = self._store_turn(message, turn, ids)
+                live = self._store_turn(message, turn, ids, state)
             except Exception:  # noqa: BLE001
                 log.exception("could not store turn of %s; spooling", mask_pii(message.conversation_key))
                 self._spool({"kind": "turn", "message": _message_dict(message),
                              "replies": [r.text for r in turn.replies], "label": turn.label})
+                if state is not None:  # the state store keeps it its own way (Redis, while SQL is down)
+                    state.version = loaded
+                    self.engine.states.save(state)
         return turn, live
 
+    def _sql_states(self) -> SqlStateStore | None:
+        """The engine's SQL state store when it is on this inbox's database (then the inbox
+        loads and saves states in its own transactions), else None."""
+        store = self.engine.states
+        sql = getattr(store, "backing", store)
+        if not isinstance(sql, SqlStateStore):
+            return None
+        mine, theirs = self.sessions.kw.get("bind"), sql._sessions.kw.get("bind")
+        if mine is None or theirs is None or (mine is not theirs and str(mine.url) != str(theirs.url)):
+            return None
+        return sql
+
     # --- store -------------------------------------------------------------------------------
-    def _store_inbound(self, message: Message) -> dict[str, Any]:
-        phone = message.sender_id if is_phone_channel(message.channel) else None
+    def _store_inbound(self, message: Message, load_state: bool = False
+                       ) -> tuple[dict[str, Any], DialogueState | None]:
+        """Commit the inbound message (and, with ``load_state``, read the dialogue state in the
+        same transaction). Returns the ids ({"duplicate": True} for a retried delivery)."""
         contact = message.attachment("contact")
         with self.sessions.begin() as s:
-            if contact and contact.phone:
-                resident = residents.link_phone(s, message.channel, message.sender_id, contact.phone)
+            conn = s.connection()
+            found = None
+            if not contact and not is_phone_channel(message.channel) and hot_path.supports_insert_ignore(conn):
+                found = hot_path.lookup(conn, message.channel, message.sender_id, message.conversation_key)
+            if found is not None and found.conversation_id is not None:  # the common case: a known sender
+                hot_path.touch(conn, found, utcnow())
+                if found.conversation_resident_id != found.resident_id:
+                    hot_path.set_conversation_resident(conn, found.conversation_id, found.resident_id)
+                inbound_id = hot_path.insert_inbound(conn, message, found.conversation_id, found.resident_id)
+                if inbound_id is None:
+                    return {"duplicate": True}, None
+                ids = {"resident_id": found.resident_id, "conversation_id": found.conversation_id,
+                       "inbound_id": inbound_id, "channel": message.channel,
+                       "needs_tags": list(found.needs_tags or [])}
+                raw, version = found.state, found.state_version
             else:
-                resident = residents.identify(s, message.channel, message.sender_id, phone=phone)
-            conv = conversations.get_or_create(s, message.conversation_key, message.channel, resident)
-            row = interactions.record_inbound(s, message, conv, resident)
-            if row is None:
-                return {"duplicate": True}
-            s.flush()
-            return {"resident_id": resident.id, "conversation_id": conv.id, "inbound_id": row.id}
+                phone = message.sender_id if is_phone_channel(message.channel) else None
+                if contact and contact.phone:
+                    resident = residents.link_phone(s, message.channel, message.sender_id, contact.phone)
+                else:
+                    resident = residents.identify(s, message.channel, message.sender_id, phone=phone)
+                conv = conversations.get_or_create(s, message.conversation_key, message.channel, resident)
+                row = interactions.record_inbound(s, message, conv, resident)
+                if row is None:
+                    return {"duplicate": True}, None
+                s.flush()
+                ids = {"resident_id": resident.id, "conversation_id": conv.id, "inbound_id": row.id,
+                       "channel": conv.channel, "needs_tags": list(resident.needs_tags or [])}
+                raw, version = conv.state, conv.state_version
+            if not load_state:
+                return ids, None
+            state = DialogueState.from_json(raw) if raw else DialogueState(key=message.conversation_key)
+            state.version = version or 0
+        pending = getattr(self.engine.states, "pending", None)
+        kept = pending(message.conversation_key) if pending is not None else None
+        if kept is not None:  # saved in Redis during a database outage, not written back yet: it wins
+            kept.version = state.version
+            ids["pending_state"] = True
+            state = kept
+        return ids, state
 
-    def _store_turn(self, message: Message, turn: Turn, ids: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        from crm_store.models import Conversation, Interaction, Resident
+    def _store_turn(self, message: Message, turn: Turn, ids: dict[str, Any],
+                    state: DialogueState | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Commit the turn (and ``state``, when the inbox loaded it) in one transaction."""
+        from crm_store.models import Conversation, Resident
 
         live: list[tuple[str, dict[str, Any]]] = []
         forget = False
+        now = utcnow()
+        cid, rid = ids["conversation_id"], ids["resident_id"]
         with self.sessions.begin() as s:
-            conv = s.get(Conversation, ids["conversation_id"])
-            resident = s.get(Resident, ids["resident_id"])
-            inbound = s.get(Interaction, ids["inbound_id"])
-            assert conv is not None
-            interactions.record_turn(s, turn, conv, resident, inbound)
+            conn = s.connection()
+            handoff = turn.routing.action == "handoff"
+            if state is not None:
+                sql_states = self._sql_states()
+                assert sql_states is not None
+                extra = {"handed_off": True, "department": turn.routing.department} if handoff else None
+                sql_states.save_in(conn, state, cid, extra)
+            else:
+                conn.execute(update(Conversation).where(Conversation.id == cid).values(
+                    updated_at=now, **({"handed_off": True, "department": turn.routing.department}
+                                       if handoff else {})))
+            hot_path.store_turn(conn, turn, cid, ids["channel"], rid, ids["inbound_id"], now)
+            tags = ids.get("needs_tags") or []
             for ev in turn.events:
                 if ev.type == "handoff":
+                    conv = s.get_one(Conversation, cid)
+                    resident = s.get(Resident, rid)
                     h = handoffs.open_handoff(s, conv, resident, ev.data["department"], ev.data["priority"],
                                               ev.data["reason"], ev.data.get("summary", ""))
                     if ev.data.get("after_hours"):
                         h.reason = f"callback:{ev.data['reason']}"
+                    s.flush()
                     live.append((f"dept:{h.department}", {"type": "handoff", "handoff_id": h.id,
                                                           "department": h.department, "priority": h.priority}))
                 elif ev.type == "paused":
-                    open_h = s.query(Handoff).filter(Handoff.conversation_id == conv.id,
+                    open_h = s.query(Handoff).filter(Handoff.conversation_id == cid,
                                                      Handoff.status != "closed").first()
                     if open_h is not None:
                         live.append((f"handoff:{open_h.id}", {"type": "message", "handoff_id": open_h.id,
                                                               "text": message.text}))
                         live.append((f"dept:{open_h.department}", {"type": "message", "handoff_id": open_h.id}))
                 elif ev.type == "feedback":
-                    last = s.query(Handoff).filter(Handoff.conversation_id == conv.id) \
+                    conv = s.get_one(Conversation, cid)
+                    last = s.query(Handoff).filter(Handoff.conversation_id == cid) \
                         .order_by(Handoff.id.desc()).first()
-                    s.add(Feedback(conversation_id=conv.id, resident_id=conv.resident_id,
+                    s.add(Feedback(conversation_id=cid, resident_id=conv.resident_id,
                                    handoff_id=last.id if last else None, rating=int(ev.data["rating"])))
-                elif ev.type == "delete_data" and resident is not None:
-                    residents.delete_resident(s, resident.id)
+                elif ev.type == "delete_data" and rid is not None:
+                    residents.delete_resident(s, rid)
                     forget = True
-                elif ev.type == "request_opened" and resident is not None:
-                    tags = list(resident.needs_tags or [])
+                elif ev.type == "request_opened" and rid is not None:
                     code = ev.data.get("service_code")
                     if code and code not in tags:
-                        resident.needs_tags = [*tags, code]
-            if turn.label.startswith(("faq.", "conv.request_status")) and resident is not None:
-                tags = list(resident.needs_tags or [])
-                if turn.label not in tags:
-                    resident.needs_tags = [*tags, turn.label]
+                        resident = s.get(Resident, rid)
+                        if resident is not None and code not in (resident.needs_tags or []):
+                            resident.needs_tags = [*(resident.needs_tags or []), code]
+            if (turn.label.startswith(("faq.", "conv.request_status")) and rid is not None
+                    and turn.label not in tags and not forget):
+                resident = s.get(Resident, rid)
+                if resident is not None and turn.label not in (resident.needs_tags or []):
+                    resident.needs_tags = [*(resident.needs_tags or []), turn.label]
         if forget:  # after the commit: the state store may write to the same database
             self.engine.forget(message.conversation_key)
+        elif state is not None:
+            saved = getattr(self.engine.states, "saved", None)
+            if saved is not None:  # the Redis cache in front of SQL
+                saved(state, was_pending=bool(ids.get("pending_state")))
         return live
 
     def _phone_link_reply(self, message: Message, turn: Turn) -> Reply:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -125,8 +127,40 @@ def make_engine(url: str | URL | None = None, schema: str | None = None, **kwarg
         if parsed.get_backend_name() != "postgresql":
             raise ValueError("the schema option is for PostgreSQL only")
         connect_args["options"] = f"-csearch_path={_check_schema(schema)}"
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, connect_args=connect_args, **kwargs)
+    # No ping on every checkout (a round trip per transaction, ~0.3 ms of CPU): connections
+    # are reused LIFO, and only one that sat idle in the pool for a while is pinged first
+    # (a database restart is then noticed before use). A connection that fails in use
+    # invalidates the whole pool (SQLAlchemy's disconnect handling); the inbox retries once.
+    ping_idle = kwargs.pop("pool_ping_idle_s", PING_IDLE_S)
+    kwargs.setdefault("pool_pre_ping", False)
+    kwargs.setdefault("pool_use_lifo", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 30)
+    engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+    if not kwargs["pool_pre_ping"]:
+        _ping_idle_connections(engine, ping_idle)
+    return engine
+
+
+#: A pooled connection idle for longer than this is pinged before use.
+PING_IDLE_S = 2.0
+
+
+def _ping_idle_connections(engine: Engine, idle_s: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["pcrm_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("pcrm_idle_since")
+        if since is None or time.monotonic() - since <= idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool retries with a new connection
+            raise DisconnectionError(f"idle connection is dead: {type(exc).__name__}") from exc
 
 
 def make_session_factory(

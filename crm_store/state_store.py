@@ -10,8 +10,9 @@ the later save wins, as with the in-memory store, and a warning is logged; with
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.dialogue.state import DialogueState, StateStore
@@ -20,6 +21,14 @@ from crm_store.models import Conversation
 from crm_store.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+_T = Conversation.__table__
+#: The versioned save: only if nobody saved since the state was loaded.
+_SAVE = (
+    update(_T)
+    .where(_T.c.id == bindparam("cid"), _T.c.state_version == bindparam("loaded"))
+    .values({c: bindparam(c) for c in ("state", "state_version", "handed_off", "department", "updated_at")})
+)
 
 
 class StaleStateError(RuntimeError):
@@ -43,6 +52,22 @@ class SqlStateStore(StateStore):
             return state
 
     def save(self, state: DialogueState) -> None:
+        with self._sessions.begin() as session:
+            conv = by_key(session, state.key)
+            if conv is None:
+                channel = state.key.split(":", 1)[0]
+                conv = get_or_create(session, state.key, channel, None)
+                session.flush()
+            self.save_in(session.connection(), state, conv.id)
+
+    def save_in(self, conn: Connection, state: DialogueState, conversation_id: int,
+                extra: dict[str, Any] | None = None) -> None:
+        """Save ``state`` of conversation ``conversation_id`` in the caller's transaction.
+
+        The inbox uses this to save the state together with the turn (one transaction);
+        ``extra`` overrides ``handed_off``/``department`` in the same ``UPDATE`` (a hand-off turn).
+        Versions are checked as in :meth:`save`; on a strict clash the version is restored.
+        """
         loaded = state.version
         state.version = loaded + 1
         values = {
@@ -51,34 +76,19 @@ class SqlStateStore(StateStore):
             "handed_off": state.handed_off,
             "department": state.handoff_department if state.handed_off else None,
             "updated_at": utcnow(),
+            **(extra or {}),
         }
-        with self._sessions.begin() as session:
-            conv = by_key(session, state.key)
-            if conv is None:
-                channel = state.key.split(":", 1)[0]
-                conv = get_or_create(session, state.key, channel, None)
-                session.flush()
-            result = session.execute(
-                update(Conversation)
-                .where(Conversation.id == conv.id, Conversation.state_version == loaded)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                return
-            if self._strict:
-                state.version = loaded
-                raise StaleStateError(f"{state.key}: saved by another worker since version {loaded}")
-            log.warning("dialogue state %s: concurrent save, last write wins", state.key)
-            session.refresh(conv)
-            state.version = values["state_version"] = max(conv.state_version, loaded) + 1
-            values["state"] = state.to_json()
-            session.execute(
-                update(Conversation)
-                .where(Conversation.id == conv.id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+        result = conn.execute(_SAVE, {"cid": conversation_id, "loaded": loaded, **values})
+        if result.rowcount == 1:
+            return
+        if self._strict:
+            state.version = loaded
+            raise StaleStateError(f"{state.key}: saved by another worker since version {loaded}")
+        log.warning("dialogue state %s: concurrent save, last write wins", state.key)
+        current = conn.execute(select(_T.c.state_version).where(_T.c.id == conversation_id)).scalar_one()
+        state.version = values["state_version"] = max(current, loaded) + 1
+        values["state"] = state.to_json()
+        conn.execute(update(_T).where(_T.c.id == conversation_id).values(**values))
 
     def delete(self, key: str) -> None:
         with self._sessions.begin() as session:

@@ -126,6 +126,31 @@ class RedisCachedStateStore(StateStore):
         if not ok:
             self._mark_stale(key)
 
+    # --- for a caller that loads and saves in SQL itself (the inbox) ----------------------
+    def pending(self, key: str) -> DialogueState | None:
+        """The state of ``key`` kept in Redis during a database outage and not written back yet."""
+
+        ok, dirty = self._redis_call(lambda: self._redis.sismember(self.dirty_key, key))
+        if not ok or not dirty:
+            return None
+        ok, raw = self._redis_call(lambda: self._redis.get(self.prefix + key))
+        return DialogueState.from_json(raw) if ok and raw is not None else None
+
+    def saved(self, state: DialogueState, was_pending: bool = False) -> None:
+        """``state`` was just committed to SQL by the caller: refresh the cache entry."""
+        raw = state.to_json()
+
+        def put() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(self.prefix + state.key, raw, ex=self.ttl_s)
+            pipe.srem(self.dirty_key, state.key)
+            pipe.execute()
+
+        ok, _ = self._redis_call(put if was_pending else
+                                 lambda: self._redis.set(self.prefix + state.key, raw, ex=self.ttl_s))
+        if not ok:
+            self._mark_stale(state.key)
+
     # --- write-back ------------------------------------------------------------------------
     def flush_dirty(self, lock: Callable[[str], AbstractContextManager[Any]] | None = None) -> int:
         """Write states kept in Redis during a database outage to SQL; returns how many."""
