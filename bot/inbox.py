@@ -156,6 +156,9 @@ class Inbox:
             found = None
             if not contact and not is_phone_channel(message.channel) and hot_path.supports_insert_ignore(conn):
                 found = hot_path.lookup(conn, message.channel, message.sender_id, message.conversation_key)
+                if found is None:  # first contact: Core inserts; the ORM path below if that raced
+                    found = hot_path.register(conn, message.channel, message.sender_id,
+                                              message.conversation_key, utcnow())
             if found is not None and found.conversation_id is not None:  # the common case: a known sender
                 hot_path.touch(conn, found, utcnow())
                 if found.conversation_resident_id != found.resident_id:
@@ -200,6 +203,7 @@ class Inbox:
 
         live: list[tuple[str, dict[str, Any]]] = []
         forget = False
+        raw_state: str | None = None
         now = utcnow()
         cid, rid = ids["conversation_id"], ids["resident_id"]
         with self.sessions.begin() as s:
@@ -209,13 +213,14 @@ class Inbox:
                 sql_states = self._sql_states()
                 assert sql_states is not None
                 extra = {"handed_off": True, "department": turn.routing.department} if handoff else None
-                sql_states.save_in(conn, state, cid, extra)
+                raw_state = sql_states.save_in(conn, state, cid, extra)
             else:
                 conn.execute(update(Conversation).where(Conversation.id == cid).values(
                     updated_at=now, **({"handed_off": True, "department": turn.routing.department}
                                        if handoff else {})))
             hot_path.store_turn(conn, turn, cid, ids["channel"], rid, ids["inbound_id"], now)
             tags = ids.get("needs_tags") or []
+            new_tags: list[str] = []
             for ev in turn.events:
                 if ev.type == "handoff":
                     conv = s.get_one(Conversation, cid)
@@ -246,20 +251,18 @@ class Inbox:
                 elif ev.type == "request_opened" and rid is not None:
                     code = ev.data.get("service_code")
                     if code and code not in tags:
-                        resident = s.get(Resident, rid)
-                        if resident is not None and code not in (resident.needs_tags or []):
-                            resident.needs_tags = [*(resident.needs_tags or []), code]
+                        new_tags.append(code)
             if (turn.label.startswith(("faq.", "conv.request_status")) and rid is not None
-                    and turn.label not in tags and not forget):
-                resident = s.get(Resident, rid)
-                if resident is not None and turn.label not in (resident.needs_tags or []):
-                    resident.needs_tags = [*(resident.needs_tags or []), turn.label]
+                    and turn.label not in tags and turn.label not in new_tags):
+                new_tags.append(turn.label)
+            if new_tags and not forget:
+                hot_path.add_needs_tags(conn, rid, new_tags)
         if forget:  # after the commit: the state store may write to the same database
             self.engine.forget(message.conversation_key)
         elif state is not None:
             saved = getattr(self.engine.states, "saved", None)
             if saved is not None:  # the Redis cache in front of SQL
-                saved(state, was_pending=bool(ids.get("pending_state")))
+                saved(state, was_pending=bool(ids.get("pending_state")), raw=raw_state)
         return live
 
     def _phone_link_reply(self, message: Message, turn: Turn) -> Reply:

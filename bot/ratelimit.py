@@ -75,6 +75,19 @@ class InProcessRateLimiter(RateLimiter):
             return n
 
 
+# KEYS: channel counter, sender counter; ARGV: channel limit, its TTL, sender limit, its TTL.
+# Returns {0, 0} within both limits, {1, n} over the channel's, {2, n} over the sender's.
+_BOTH = """
+local c = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if c > tonumber(ARGV[1]) then return {1, c} end
+local s = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if s > tonumber(ARGV[3]) then return {2, s} end
+return {0, 0}
+"""
+
+
 class RedisRateLimiter(RateLimiter):
     """Counters in Redis, shared by every worker."""
 
@@ -85,6 +98,27 @@ class RedisRateLimiter(RateLimiter):
         self.prefix = prefix + "rl:"
         self.local = InProcessRateLimiter(per_sender_per_minute, per_channel_per_second)
         self.breaker = Breaker("rate limits")
+        self._both = self._redis.register_script(_BOTH)
+
+    def check(self, channel: str, sender_id: str, now: float | None = None) -> None:
+        """Both counters in one round trip (a script: the sender is counted only if the
+        channel is within its limit, as in :meth:`RateLimiter.check`)."""
+        now = time.time() if now is None else now
+        if not (self.per_channel_per_second and self.per_sender_per_minute) or not self.breaker.closed:
+            super().check(channel, sender_id, now)
+            return
+        keys = [f"{self.prefix}c:{channel}:1:{int(now)}", f"{self.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
+        try:
+            which, _n = self._both(keys=keys, args=[self.per_channel_per_second, 2, self.per_sender_per_minute, 61])
+            self.breaker.succeeded()
+        except REDIS_DOWN as exc:
+            self.breaker.failed(exc)
+            super().check(channel, sender_id, now)
+            return
+        if int(which) == 1:
+            raise RateLimited("channel", 1)
+        if int(which) == 2:
+            raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
 
     def _count(self, bucket: str, window_s: int, now: float) -> int:
         if self.breaker.closed:

@@ -45,7 +45,42 @@ _TURN_INBOUND = (
     .values({c: bindparam(c) for c in ("label", "confidence", "lang", "entities", "latency_ms", "handled_by")})
 )
 _OUTBOUND = insert(_I)
+_TAGS = select(_R.c.needs_tags).where(_R.c.id == bindparam("rid")).with_for_update()
+_SET_TAGS = update(_R).where(_R.c.id == bindparam("rid")).values(needs_tags=bindparam("tags"))
 _INBOUND: dict[str, Any] = {}
+_NEW_RESIDENT = insert(_R).values(needs_tags=[], created_at=bindparam("now"),
+                                  last_seen_at=bindparam("now")).returning(_R.c.id)
+_DROP_RESIDENT = _R.delete().where(_R.c.id == bindparam("rid"))
+_NEW: dict[tuple[str, str], Any] = {}
+
+
+def _dialect_insert(dialect: str, table: Any) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
+
+
+def _new_identity(dialect: str) -> Any:
+    stmt = _NEW.get(("identity", dialect))
+    if stmt is None:
+        stmt = _NEW["identity", dialect] = _dialect_insert(dialect, _CI).values(
+            channel=bindparam("channel"), external_id=bindparam("external_id"), resident_id=bindparam("rid"),
+            reachable=True, created_at=bindparam("now"), last_seen_at=bindparam("now"),
+        ).on_conflict_do_nothing().returning(_CI.c.id)
+    return stmt
+
+
+def _new_conversation(dialect: str) -> Any:
+    stmt = _NEW.get(("conversation", dialect))
+    if stmt is None:
+        stmt = _NEW["conversation", dialect] = _dialect_insert(dialect, _C).values(
+            key=bindparam("key"), channel=bindparam("channel"), resident_id=bindparam("rid"), state=None,
+            state_version=0, handed_off=False, department=None, status="active", created_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        ).on_conflict_do_nothing().returning(_C.c.id)
+    return stmt
 
 
 def lookup(conn: Connection, channel: str, external_id: str, key: str) -> Row[Any] | None:
@@ -69,6 +104,35 @@ def set_conversation_resident(conn: Connection, conversation_id: int, resident_i
     conn.execute(_SET_RESIDENT, {"cid": conversation_id, "rid": resident_id})
 
 
+def add_needs_tags(conn: Connection, resident_id: int, tags: list[str]) -> None:
+    """Add ``tags`` to the resident's ``needs_tags`` (read under a row lock, so a concurrent
+    merge, which unions both residents' tags, is not overwritten)."""
+    current = conn.execute(_TAGS, {"rid": resident_id}).scalar()
+    if current is None:
+        return
+    new = [t for t in tags if t not in current]
+    if new:
+        conn.execute(_SET_TAGS, {"rid": resident_id, "tags": [*current, *new]})
+
+
+def register(conn: Connection, channel: str, external_id: str, key: str, now: datetime) -> Row[Any] | None:
+    """First contact of a sender on a non-phone channel: a resident, its identity and the
+    conversation, in three ``INSERT``s; the same row as :func:`lookup`. None when another
+    worker registered the sender at the same moment or the conversation exists already
+    (the caller then takes the ORM path, which handles both)."""
+    rid = conn.execute(_NEW_RESIDENT, {"now": now}).scalar_one()
+    iid = conn.execute(_new_identity(conn.dialect.name), {
+        "channel": channel, "external_id": external_id, "rid": rid, "now": now}).scalar()
+    if iid is None:
+        conn.execute(_DROP_RESIDENT, {"rid": rid})
+        return None
+    cid = conn.execute(_new_conversation(conn.dialect.name), {
+        "key": key, "channel": channel, "rid": rid, "now": now}).scalar()
+    if cid is None:
+        return None
+    return lookup(conn, channel, external_id, key)
+
+
 def supports_insert_ignore(conn: Connection) -> bool:
     return conn.dialect.name in ("postgresql", "sqlite")
 
@@ -76,11 +140,7 @@ def supports_insert_ignore(conn: Connection) -> bool:
 def _inbound_stmt(dialect: str) -> Any:
     stmt = _INBOUND.get(dialect)
     if stmt is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = _INBOUND[dialect] = dialect_insert(_I).on_conflict_do_nothing().returning(_I.c.id)
+        stmt = _INBOUND[dialect] = _dialect_insert(dialect, _I).on_conflict_do_nothing().returning(_I.c.id)
     return stmt
 
 

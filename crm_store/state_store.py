@@ -61,12 +61,13 @@ class SqlStateStore(StateStore):
             self.save_in(session.connection(), state, conv.id)
 
     def save_in(self, conn: Connection, state: DialogueState, conversation_id: int,
-                extra: dict[str, Any] | None = None) -> None:
+                extra: dict[str, Any] | None = None) -> str:
         """Save ``state`` of conversation ``conversation_id`` in the caller's transaction.
 
         The inbox uses this to save the state together with the turn (one transaction);
         ``extra`` overrides ``handed_off``/``department`` in the same ``UPDATE`` (a hand-off turn).
         Versions are checked as in :meth:`save`; on a strict clash the version is restored.
+        Returns the JSON saved.
         """
         loaded = state.version
         state.version = loaded + 1
@@ -80,7 +81,7 @@ class SqlStateStore(StateStore):
         }
         result = conn.execute(_SAVE, {"cid": conversation_id, "loaded": loaded, **values})
         if result.rowcount == 1:
-            return
+            return str(values["state"])
         if self._strict:
             state.version = loaded
             raise StaleStateError(f"{state.key}: saved by another worker since version {loaded}")
@@ -89,6 +90,7 @@ class SqlStateStore(StateStore):
         state.version = values["state_version"] = max(current, loaded) + 1
         values["state"] = state.to_json()
         conn.execute(update(_T).where(_T.c.id == conversation_id).values(**values))
+        return str(values["state"])
 
     def delete(self, key: str) -> None:
         with self._sessions.begin() as session:

@@ -111,6 +111,34 @@ def test_two_workers_share_their_counts_in_redis(redis_db: tuple[str, str]) -> N
         down.check("rest", "y", now)
 
 
+def test_both_limits_in_one_round_trip_are_shared_and_ordered(redis_db: tuple[str, str]) -> None:
+    """With both limits set, one script counts the channel, then (only within it) the sender."""
+    url, prefix = redis_db
+    a = RedisRateLimiter(url, per_sender_per_minute=3, per_channel_per_second=4, prefix=prefix)
+    b = RedisRateLimiter(url, per_sender_per_minute=3, per_channel_per_second=4, prefix=prefix)
+    now = time.time()
+    now -= now % 60 - 1.5  # well inside one minute and one second
+    a.check("rest", "x", now)
+    b.check("rest", "x", now)
+    a.check("rest", "x", now)
+    with pytest.raises(RateLimited) as sender:
+        b.check("rest", "x", now)  # the sender's 4th in the minute
+    assert sender.value.scope == "sender"
+    with pytest.raises(RateLimited) as channel:
+        a.check("rest", "y", now)  # the channel's 5th in the second: y is not counted
+    assert channel.value.scope == "channel"
+    a.check("rest", "y", now + 1)  # next second: the channel is free again, y's first message
+    a.check("rest", "y", now + 1)
+    a.check("rest", "y", now + 1)
+    with pytest.raises(RateLimited):
+        b.check("rest", "y", now + 1)
+    down = RedisRateLimiter("redis://127.0.0.1:1/0", per_sender_per_minute=1, per_channel_per_second=10,
+                            prefix=prefix)
+    down.check("rest", "z", now)  # Redis unreachable: counted in-process, still limited
+    with pytest.raises(RateLimited):
+        down.check("rest", "z", now)
+
+
 def test_redis_lock_hands_a_conversation_over_in_arrival_order_across_workers(redis_db: tuple[str, str]) -> None:
     url, prefix = redis_db
     workers = [RedisLock(url, fallback=InProcessLock(), prefix=prefix) for _ in range(2)]

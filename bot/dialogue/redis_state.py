@@ -136,9 +136,9 @@ class RedisCachedStateStore(StateStore):
         ok, raw = self._redis_call(lambda: self._redis.get(self.prefix + key))
         return DialogueState.from_json(raw) if ok and raw is not None else None
 
-    def saved(self, state: DialogueState, was_pending: bool = False) -> None:
-        """``state`` was just committed to SQL by the caller: refresh the cache entry."""
-        raw = state.to_json()
+    def saved(self, state: DialogueState, was_pending: bool = False, raw: str | None = None) -> None:
+        """``state`` (JSON ``raw``) was just committed to SQL by the caller: refresh the cache entry."""
+        raw = raw if raw is not None else state.to_json()
 
         def put() -> None:
             pipe = self._redis.pipeline(transaction=True)
