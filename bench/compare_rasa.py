@@ -188,16 +188,16 @@ async def drive(webhook: str, messages: list[str], conversations: int, per_conve
             "p99_ms": round(percentile(latencies, 99), 1), "msgs_per_s": round(len(latencies) / wall, 1)}
 
 
-def load_test(webhook: str, messages: list[str], levels: list[int], args: argparse.Namespace,
-              tag: str) -> list[dict[str, Any]]:
-    asyncio.run(drive(webhook, messages, 4, 4, 40, 60, f"{tag}-warm"))  # warm-up, not counted
-    out = []
-    for c in levels:
-        total = max(args.min_messages, c * args.per_conversation * 2)
-        res = asyncio.run(drive(webhook, messages, c, args.per_conversation, total, args.max_seconds, f"{tag}-c{c}"))
-        print(f"  {tag} c={c}: {res}", flush=True)
-        out.append(res)
-    return out
+def load_level(webhook: str, messages: list[str], c: int, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    total = max(args.min_messages, c * args.per_conversation * 2)
+    res = asyncio.run(drive(webhook, messages, c, args.per_conversation, total, args.max_seconds, f"{tag}-c{c}"))
+    res["load_avg"] = round(os.getloadavg()[0], 1)
+    print(f"  {tag} c={c}: {res}", flush=True)
+    return res
+
+
+def warm_up(webhook: str, messages: list[str], tag: str) -> None:
+    asyncio.run(drive(webhook, messages, 4, 4, 40, 60, f"{tag}-warm"))  # not counted
 
 
 def rasa_accuracy(url: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -259,11 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("heldout", nargs="?", default=str(ROOT / "bench" / "heldout.jsonl"))
     p.add_argument("--rasa-venv", default=os.environ.get("RASA_VENV", str(ROOT / "var" / "rasa-venv")))
-    p.add_argument("--work", default=None, help="working folder (default: a temporary one, kept on failure)")
+    p.add_argument("--work", default=None, help="working folder (default: a temporary one, removed afterwards)")
     p.add_argument("--epochs", type=int, default=100, help="Rasa DIETClassifier epochs")
     p.add_argument("--levels", default="1,16,64", help="concurrent conversations per load level")
     p.add_argument("--per-conversation", type=int, default=5, help="messages per conversation")
-    p.add_argument("--min-messages", type=int, default=200, help="messages per load level at least")
+    p.add_argument("--min-messages", type=int, default=400, help="messages per load level at least")
     p.add_argument("--max-seconds", type=float, default=120, help="time cap per load level")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
@@ -302,16 +302,41 @@ def main(argv: list[str] | None = None) -> int:
     actions_env = {**base_env, "DATABASE_URL": f"sqlite:///{work / 'actions.db'}", "PYTHONPATH": str(ROOT)}
     result: dict[str, Any] = {"heldout": str(heldout), "n": len(rows), "levels": levels, "db": args.db,
                               "machine": {"cores": os.cpu_count(),
-                                          "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}}
+                                          "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
+                              "load_start": round(os.getloadavg()[0], 1)}
     procs: list[subprocess.Popen[bytes]] = []
-    result["load_start"] = os.getloadavg()[0]
     try:
-        # --- ours --------------------------------------------------------------------------
-        print("pcrm: train", flush=True)
+        # --- training and accuracy ------------------------------------------------------------
+        print("pcrm: train, evaluate", flush=True)
         pcrm = str(BIN / "pcrm")
         train_s = run_timed([pcrm, "train", "--force"], cwd=ROOT, env=ours_env, log=logs / "pcrm-train.log")
         report = json.loads(subprocess.run([pcrm, "evaluate", str(heldout), "--json"], cwd=ROOT, env=ours_env,
                                            capture_output=True, check=True, text=True).stdout)
+        result["ours"] = {"accuracy": report["accuracy"], "train_s": round(train_s, 1), "load": []}
+        action_port = free_port()
+        project = work / "rasa-project"
+        if not args.skip_rasa:
+            from bot.rasa_export import export
+            from bot.settings import get_settings
+
+            shutil.rmtree(project, ignore_errors=True)
+            settings = get_settings()
+            export(project, settings.pcrm_nlu_dir, settings.config(), epochs=args.epochs,
+                   action_url=f"http://127.0.0.1:{action_port}/webhook")
+            rasa = str(rasa_bin)
+            print("rasa: validate, train", flush=True)
+            run_timed([rasa, "data", "validate"], cwd=project, env=rasa_env, log=logs / "rasa-validate.log")
+            train_nlu_s = None
+            if args.rasa_train_nlu:  # NLU alone, timed apart (Rasa's cache does not carry it over to `rasa train`)
+                train_nlu_s = run_timed([rasa, "train", "nlu", "--fixed-model-name", "nlu", "--out", "models"],
+                                        cwd=project, env=rasa_env, log=logs / "rasa-train-nlu.log")
+            # The served model: NLU + the rules (RulePolicy/MemoizationPolicy train in seconds).
+            train_full_s = run_timed([rasa, "train", "--fixed-model-name", "full", "--out", "models"],
+                                     cwd=project, env=rasa_env, log=logs / "rasa-train.log")
+            result["rasa"] = {"train_nlu_s": round(train_nlu_s, 1) if train_nlu_s is not None else None,
+                              "train_full_s": round(train_full_s, 1), "epochs": args.epochs, "load": []}
+
+        # --- servers: cold start, one after the other ------------------------------------------
         from crm_store.db import upgrade
 
         if schema:
@@ -325,57 +350,38 @@ def main(argv: list[str] | None = None) -> int:
         ours = start([pcrm, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                      cwd=ROOT, env=ours_env, log=logs / "pcrm-serve.log")
         procs.append(ours)
-        rss = PeakRSS(ours.pid)
+        ours_rss = PeakRSS(ours.pid)
         webhook = f"http://127.0.0.1:{port}/webhooks/rest/webhook"
-        cold = first_answer(webhook, ours, t0, 180, logs / "pcrm-serve.log")
-        load = load_test(webhook, messages, levels, args, "pcrm")
-        result["ours"] = {"accuracy": report["accuracy"], "train_s": round(train_s, 1), "cold_start_s": round(cold, 2),
-                          "load": load, "peak_rss_mib": round(rss.stop(), 1)}
-        stop(ours)
-        if args.skip_rasa:
-            print(json.dumps(result["ours"], indent=2))
-            return 0
+        result["ours"]["cold_start_s"] = round(first_answer(webhook, ours, t0, 180, logs / "pcrm-serve.log"), 2)
+        warm_up(webhook, messages, "pcrm")
+        targets = [("pcrm", webhook, result["ours"])]
+        if not args.skip_rasa:
+            print("rasa: action server, rasa run", flush=True)
+            actions = start([str(BIN / "python"), "-m", "rasa_sdk", "--actions", "actions", "-p", str(action_port)],
+                            cwd=ROOT, env=actions_env, log=logs / "rasa-actions.log")
+            procs.append(actions)
+            wait_http(f"http://127.0.0.1:{action_port}/health", actions, 120, logs / "rasa-actions.log")
+            rport = free_port()
+            t0 = time.perf_counter()
+            server = start([rasa, "run", "--enable-api", "-m", "models/full.tar.gz", "-i", "127.0.0.1",
+                            "-p", str(rport), "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
+                           cwd=project, env=rasa_env, log=logs / "rasa-run.log")
+            procs.append(server)
+            rasa_rss = PeakRSS(server.pid, actions.pid)
+            rurl = f"http://127.0.0.1:{rport}"
+            result["rasa"]["cold_start_s"] = round(
+                first_answer(f"{rurl}/webhooks/rest/webhook", server, t0, 600, logs / "rasa-run.log"), 2)
+            result["rasa"]["accuracy"] = rasa_accuracy(rurl, rows)["accuracy"]
+            warm_up(f"{rurl}/webhooks/rest/webhook", messages, "rasa")
+            targets.append(("rasa", f"{rurl}/webhooks/rest/webhook", result["rasa"]))
 
-        # --- Rasa --------------------------------------------------------------------------
-        from bot.rasa_export import export
-        from bot.settings import get_settings
-
-        project = work / "rasa-project"
-        shutil.rmtree(project, ignore_errors=True)
-        action_port = free_port()
-        settings = get_settings()
-        export(project, settings.pcrm_nlu_dir, settings.config(), epochs=args.epochs,
-               action_url=f"http://127.0.0.1:{action_port}/webhook")
-        rasa = str(rasa_bin)
-        print("rasa: validate, train", flush=True)
-        run_timed([rasa, "data", "validate"], cwd=project, env=rasa_env, log=logs / "rasa-validate.log")
-        train_nlu_s = None
-        if args.rasa_train_nlu:  # NLU alone, timed apart (Rasa's cache does not carry it over to `rasa train`)
-            train_nlu_s = run_timed([rasa, "train", "nlu", "--fixed-model-name", "nlu", "--out", "models"],
-                                    cwd=project, env=rasa_env, log=logs / "rasa-train-nlu.log")
-        # The served model: NLU + the rules (RulePolicy/MemoizationPolicy train in seconds).
-        train_full_s = run_timed([rasa, "train", "--fixed-model-name", "full", "--out", "models"],
-                                 cwd=project, env=rasa_env, log=logs / "rasa-train.log")
-        print("rasa: action server and rasa run", flush=True)
-        actions = start([str(BIN / "python"), "-m", "rasa_sdk", "--actions", "actions", "-p", str(action_port)],
-                        cwd=ROOT, env=actions_env, log=logs / "rasa-actions.log")
-        procs.append(actions)
-        wait_http(f"http://127.0.0.1:{action_port}/health", actions, 120, logs / "rasa-actions.log")
-        rport = free_port()
-        t0 = time.perf_counter()
-        server = start([rasa, "run", "--enable-api", "-m", "models/full.tar.gz", "-i", "127.0.0.1",
-                        "-p", str(rport), "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
-                       cwd=project, env=rasa_env, log=logs / "rasa-run.log")
-        procs.append(server)
-        rss = PeakRSS(server.pid, actions.pid)
-        rurl = f"http://127.0.0.1:{rport}"
-        cold = first_answer(f"{rurl}/webhooks/rest/webhook", server, t0, 600, logs / "rasa-run.log")
-        acc = rasa_accuracy(rurl, rows)
-        load = load_test(f"{rurl}/webhooks/rest/webhook", messages, levels, args, "rasa")
-        result["rasa"] = {"accuracy": acc["accuracy"],
-                          "train_nlu_s": round(train_nlu_s, 1) if train_nlu_s is not None else None,
-                          "train_full_s": round(train_full_s, 1), "cold_start_s": round(cold, 2), "load": load,
-                          "peak_rss_mib": round(rss.stop(), 1), "epochs": args.epochs}
+        # --- load: each level on both, back to back, so both see the same machine --------------
+        for c in levels:
+            for tag, url, side in targets:
+                side["load"].append(load_level(url, messages, c, args, tag))
+        result["ours"]["peak_rss_mib"] = round(ours_rss.stop(), 1)
+        if not args.skip_rasa:
+            result["rasa"]["peak_rss_mib"] = round(rasa_rss.stop(), 1)
     finally:
         for proc in reversed(procs):
             stop(proc)
@@ -386,20 +392,24 @@ def main(argv: list[str] | None = None) -> int:
             with eng.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             eng.dispose()
+    result["load_end"] = round(os.getloadavg()[0], 1)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.skip_rasa:
+        print(json.dumps(result["ours"], indent=2))
+        return 0
 
     print()
     print(f"pcrm vs Rasa Open Source 3.6.21 — {len(rows)} held-out messages ({heldout.name}), "
-          f"{result['machine']['cores']} cores; REST webhook on 127.0.0.1, {args.per_conversation} messages "
-          f"per conversation, ≥{args.min_messages} messages per level")
+          f"{result['machine']['cores']} cores; REST webhooks on 127.0.0.1 (pcrm on {args.db}), "
+          f"{args.per_conversation} messages per conversation, ≥{args.min_messages} messages per level")
     print(table(result))
     if result["rasa"]["train_nlu_s"] is not None:
         print(f"(Rasa `rasa train nlu` alone: {result['rasa']['train_nlu_s']} s)")
-    print(f"load average (1 min) at start {result['load_start']:.1f}, at end {os.getloadavg()[0]:.1f}: "
+    print(f"load average (1 min) at start {result['load_start']}, at end {result['load_end']}: "
           "other work on this machine skews every number")
     for line in verdict(result):
         print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
