@@ -204,13 +204,57 @@ def rasa_model(project) -> Path:
     return model
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
-def rasa_server(project, rasa_model):
+def action_server(project):
+    """Our actions/ behind a real rasa_sdk action server (our venv), for Rasa's own turns."""
+    import sys
+
+    from crm_store.db import upgrade
+
+    port = _free_port()
+    db = project / "actions.db"
+    upgrade(f"sqlite:///{db}")
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "PYTHONPATH": str(ROOT)}
+    log = project / "actions.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "rasa_sdk", "--actions", "actions", "-p", str(port)],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("rasa_sdk action server did not start: " + log.read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+        yield url + "/webhook"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def rasa_server(project, rasa_model, action_server):
     port = _free_port()
     log = project / "rasa-run.log"
+    endpoints = project / "endpoints-test.yml"
+    endpoints.write_text(yaml.safe_dump({"action_endpoint": {"url": action_server}}), encoding="utf-8")
     with open(log, "wb") as fh:
         proc = subprocess.Popen([str(RASA), "run", "--enable-api", "-m", str(rasa_model), "-i", "127.0.0.1",
-                                 "-p", str(port)], cwd=project, env=RASA_ENV, stdout=fh, stderr=subprocess.STDOUT)
+                                 "-p", str(port), "--endpoints", str(endpoints), "--credentials", "credentials.yml"],
+                                cwd=project, env=RASA_ENV, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -227,12 +271,7 @@ def rasa_server(project, rasa_model):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @needs_rasa
@@ -281,3 +320,16 @@ def test_rasa_backend_answers_rest_message_through_our_app(rasa_server, tmp_path
     parsed = httpx.post(rasa_server + "/model/parse", json={"text": "민원실 운영 시간 알려 주세요"}, timeout=30).json()
     assert parsed["intent"]["name"] == "faq.office_hours"
 
+
+
+@needs_rasa
+@pytest.mark.timeout(1200)
+def test_rasa_runs_the_exported_assistant_with_our_actions(rasa_server, knowledge):
+    """Whole turns in Rasa: its REST channel, the exported rules, our actions on rasa_sdk, our responses."""
+    r = httpx.post(rasa_server + "/webhooks/rest/webhook",
+                   json={"sender": "rasa-only", "message": "민원실 운영 시간 알려 주세요"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [m.get("text") for m in r.json()] == [knowledge.render("utter_faq_office_hours", "ko")]
+    r = httpx.post(rasa_server + "/webhooks/rest/webhook", json={"sender": "rasa-only", "message": "안녕하세요"},
+                   timeout=60)
+    assert r.json()[0]["text"] == knowledge.render("utter_greet", "ko")
