@@ -145,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
             import bot.inbox
 
-            async def inline(fn: Any, *a: Any) -> Any:
-                return fn(*a)
+            class Inline:
+                @staticmethod
+                async def run_sync(fn: Any, *a: Any, limiter: Any = None) -> Any:
+                    return fn(*a)
 
-            bot.inbox.run_in_threadpool = inline  # type: ignore[assignment]
+            bot.inbox.to_thread = Inline  # type: ignore[assignment]
 
             prof = cProfile.Profile(time.process_time)  # CPU, not waiting
 

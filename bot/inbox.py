@@ -12,15 +12,16 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from anyio import CapacityLimiter, to_thread
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from bot.dedup import DedupStore, InProcessDedup
 from bot.dialogue.state import DialogueState
@@ -60,13 +61,18 @@ class Inbox:
         self.dedup = dedup or InProcessDedup()
         #: Per-sender and per-channel limits (None: unlimited).
         self.limiter = limiter
+        #: Messages handled at once by this process's threads (more only contend for the GIL).
+        self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "8"))
+        self._threads: Any = None
 
     async def receive(self, message: Message) -> Turn:
         """Store, decide, store. Messages of one conversation are handled strictly in order.
 
         Raises :class:`bot.ratelimit.RateLimited` when the sender or the channel is over its limit.
         """
-        turn, live_events = await run_in_threadpool(self._receive_sync, message)
+        if self._threads is None:  # created on the event loop
+            self._threads = CapacityLimiter(self.max_threads)
+        turn, live_events = await to_thread.run_sync(self._receive_sync, message, limiter=self._threads)
         for channel, payload in live_events:
             try:
                 await self.live.publish(channel, payload)
