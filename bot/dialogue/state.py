@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -50,7 +50,8 @@ class DialogueState:
         self.awaiting = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        # Shallow (fields are plain JSON values): ``asdict`` deep-copies every list and dict first.
+        return json.dumps({name: getattr(self, name) for name in self.__dataclass_fields__}, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DialogueState:
