@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install dev train migrate lint bench clean browser-deps rasa-env compare-rasa
+.PHONY: run test install dev train migrate lint bench clean browser-deps rasa-deps rasa-env compare-rasa
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,12 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"
 	@[ -f node_modules/axe-core/axe.min.js ] || npm install --no-audit --no-fund --silent || echo "axe-core not installed: browser tests will skip"
 
+## Optional Rasa 3.6 toolchain for the interop tests: built when a Python 3.10 exists (pyenv), else they skip.
+rasa-deps:
+	@bash bench/rasa_env.sh || echo "Rasa toolchain not built: the Rasa interop tests will skip"
+
 ## Run the whole test suite (real PostgreSQL and Redis when reachable).
-test: dev browser-deps
+test: dev browser-deps rasa-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: dev
