@@ -22,18 +22,27 @@ MASKED_LOGGERS = ("pcrm", "bot", "channels", "crm_store", "actions", "uvicorn", 
 _FORMATTER = logging.Formatter()
 
 
+def _masked(value: object) -> object:
+    """A log argument with PII masked: numbers stay numbers, anything else becomes masked text."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return mask_pii(value if isinstance(value, str) else str(value))
+
+
 class PiiMaskingFilter(logging.Filter):
     """Masks phone numbers and resident registration numbers in a record; never drops one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_pii_masked", False):
             return True
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format string: keep what we can show
-            message = str(record.msg)
-        record.msg = mask_pii(message)
-        record.args = None
+        # Mask the format string and each argument in place rather than pre-formatting the
+        # message: formatters such as uvicorn's access log read ``record.args`` themselves.
+        if isinstance(record.msg, str):
+            record.msg = mask_pii(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_masked(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _masked(v) for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = _FORMATTER.formatException(record.exc_info)
         if record.exc_text:

@@ -147,7 +147,9 @@ class TelegramChannel(ChannelAdapter):
             if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
                 return JSONResponse({"ok": False, "detail": "bad or missing secret token"}, status_code=403)
             if not self.settings.telegram_bot_token:
-                return JSONResponse({"ok": False, "detail": "TELEGRAM_BOT_TOKEN is not set"}, status_code=503)
+                # Not configured here: the route does not exist for this deployment (no 5xx to fuzzers).
+                return JSONResponse({"ok": False, "detail": "Telegram channel not configured (TELEGRAM_BOT_TOKEN)"},
+                                    status_code=404)
             try:
                 data = json.loads(await request.body())
             except (ValueError, UnicodeDecodeError):
@@ -167,6 +169,8 @@ class TelegramChannel(ChannelAdapter):
             # Proxied rather than redirected: Telegram's file URL contains the bot token.
             if not _FILE_ID.match(file_id):
                 raise HTTPException(404, "no such file")
+            if not self.settings.telegram_bot_token:
+                raise HTTPException(404, "Telegram channel not configured (TELEGRAM_BOT_TOKEN)")
             try:
                 tg_file = await (await self.bot()).get_file(file_id)
                 content = bytes(await tg_file.download_as_bytearray())

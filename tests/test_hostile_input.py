@@ -650,3 +650,18 @@ def test_log_filter_masks_messages_arguments_and_tracebacks() -> None:
     for raw in PII_RAW:
         assert raw not in rendered, rendered
     assert "900101-1******" in rendered
+
+
+def test_pii_filter_keeps_uvicorn_access_records_formattable():
+    """uvicorn's access formatter unpacks ``record.args``: masking must keep them a tuple."""
+    import logging
+
+    from uvicorn.logging import AccessFormatter
+
+    from bot.logging_setup import PiiMaskingFilter
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5000", "GET", "/x?phone=010-1234-5678", "1.1", 200), None)
+    assert PiiMaskingFilter().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert "010-1234-5678" not in line and "200" in line and "GET" in line
