@@ -19,15 +19,20 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.console.routes import router as console_router
 from bot.dedup import make_dedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.engine import Engine
 from bot.inbox import Inbox
 from bot.live import make_live_events
 from bot.locks import make_conversation_lock
+from bot.logging_setup import install_pii_filter
+from bot.open311 import router as open311_router
 from bot.ratelimit import RateLimited, make_rate_limiter
 from bot.settings import Settings, get_settings
 from bot.sms import LogOnlySmsSender
+from bot.supervisor import router as supervisor_router
+from bot.transparency import router as transparency_router
 from channels.base import ChannelAdapter
 from crm_store.db import make_session_factory, resolve_url, upgrade
 from crm_store.requests import SqlRequestStore
@@ -154,7 +159,7 @@ def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the whole application from settings (environment + ``config.yml``)."""
-    from bot.logging_setup import install_pii_filter; install_pii_filter()  # noqa: E702, I001 - no personal data in logs
+    install_pii_filter()  # no personal data in logs
     settings = settings or get_settings()
     url = resolve_url(settings.database_url)
     upgrade(url)  # idempotent: a fresh SQLite file gets its schema on first start
@@ -213,9 +218,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             db = "down"
         return {"status": "ok", "database": db}
 
-    from bot.open311 import router as open311_router; app.include_router(open311_router)  # noqa: E702, I001
-    from bot.transparency import router as transparency_router; app.include_router(transparency_router)  # noqa: E702, I001
-    from bot.supervisor import router as supervisor_router; app.include_router(supervisor_router)  # noqa: E702, I001
+    app.include_router(open311_router)
+    app.include_router(transparency_router)
+    app.include_router(supervisor_router)
 
     for adapter in channel_adapters(inbox, settings):
         app.include_router(adapter.router())
@@ -226,7 +231,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from bot.identity import router as identity_router
 
     app.include_router(identity_router)
-    from bot.console.routes import router as console_router; app.include_router(console_router)  # noqa: E702,I001
+    app.include_router(console_router)
 
     app.add_middleware(BodyLimit)
     app.add_middleware(WorkerHeader)
