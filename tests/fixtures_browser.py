@@ -56,3 +56,30 @@ def serious_violations(page: Any) -> list[str]:
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
     return [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
             for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+# --- driving the web-chat widget ------------------------------------------------------------------
+WIDGET_TIMEOUT_MS = 60_000
+
+
+def bot_texts(pg: Any) -> list[str]:
+    """Every bot message shown in the widget, oldest first."""
+    return pg.locator(".pcrm-wc-msg.pcrm-wc-bot .pcrm-wc-text").all_text_contents()
+
+
+def wait_reply(pg: Any, before: int) -> str:
+    """The bot's new text once more than ``before`` messages show and it stopped typing."""
+    pg.wait_for_function(
+        "n => document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-bot').length > n"
+        " && document.querySelector('.pcrm-wc-typing').hidden", arg=before, timeout=WIDGET_TIMEOUT_MS)
+    pg.wait_for_timeout(400)  # a turn may have several replies
+    return "\n".join(bot_texts(pg)[before:])
+
+
+def ask(pg: Any, text: str) -> str:
+    """Type a message into the widget, press Enter, and return the bot's new text."""
+    before = len(bot_texts(pg))
+    box = pg.get_by_label("메시지 입력")
+    box.fill(text)
+    box.press("Enter")
+    return wait_reply(pg, before)

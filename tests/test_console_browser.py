@@ -21,7 +21,7 @@ import pytest
 from bot.console.auth import create_agent
 from bot.settings import ROOT, Settings
 from tests.channel_servers import ServerThread
-from tests.fixtures_browser import serious_violations
+from tests.fixtures_browser import ask, bot_texts, serious_violations
 from tests.fixtures_server import LiveServer
 from tests.test_console_api import always_open_config
 
@@ -59,21 +59,6 @@ def new_page(browser: Any, base_url: str) -> tuple[Any, Any]:
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
     pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
     return context, pg
-
-
-def bot_texts(pg: Any) -> list[str]:
-    return pg.locator(".pcrm-wc-msg.pcrm-wc-bot .pcrm-wc-text").all_text_contents()
-
-
-def ask(pg: Any, text: str) -> str:
-    """Type into the widget, press Enter, return the bot's new text."""
-    before = len(bot_texts(pg))
-    box = pg.get_by_label("메시지 입력")
-    box.fill(text)
-    box.press("Enter")
-    pg.wait_for_function("n => document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-bot').length > n", arg=before)
-    pg.wait_for_timeout(400)
-    return "\n".join(bot_texts(pg)[before:])
 
 
 def say(pg: Any, text: str) -> None:

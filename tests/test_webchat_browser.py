@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_browser import serious_violations
+from tests.fixtures_browser import ask, bot_texts, serious_violations, wait_reply
 
 pytestmark = pytest.mark.browser
 
@@ -51,27 +51,6 @@ def open_with_keyboard(pg: Any) -> None:
         pytest.fail("the chat launcher cannot be reached with Tab")
     pg.keyboard.press("Enter")
     pg.get_by_role("dialog", name="민원 상담").wait_for()
-
-
-def bot_texts(pg: Any) -> list[str]:
-    return pg.locator(".pcrm-wc-msg.pcrm-wc-bot .pcrm-wc-text").all_text_contents()
-
-
-def ask(pg: Any, text: str) -> str:
-    """Type a message, press Enter, and return the bot's new text once it stopped typing."""
-    before = len(bot_texts(pg))
-    box = pg.get_by_label("메시지 입력")
-    box.fill(text)
-    box.press("Enter")
-    return wait_reply(pg, before)
-
-
-def wait_reply(pg: Any, before: int) -> str:
-    pg.wait_for_function(
-        "n => document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-bot').length > n"
-        " && document.querySelector('.pcrm-wc-typing').hidden", arg=before, timeout=TIMEOUT_MS)
-    pg.wait_for_timeout(400)  # a turn may have several replies
-    return "\n".join(bot_texts(pg)[before:])
 
 
 def test_home_page_and_open_panel_pass_axe(page: Any) -> None:
