@@ -271,8 +271,8 @@ class Resident:
         return done
 
     # -- one message --
-    async def send_one(self, scheduled: float) -> None:
-        """Send the next message (due at ``scheduled``) and wait for its answer."""
+    async def send_one(self, scheduled: float) -> Record:
+        """Send the next message (due at ``scheduled``) and wait for its answer; its record."""
         text, new_visit = self._next()
         rec = self.stats.new(scheduled)
         if self.channel == "rest":
@@ -288,6 +288,7 @@ class Resident:
                             del pending[key]
                 rec.done = time.perf_counter()
                 rec.error = "no answer"
+        return rec
 
     async def close(self, drain_deadline: float) -> None:
         """Wait (until ``drain_deadline``) for what is still unanswered, then close everything."""
@@ -317,8 +318,8 @@ async def run_closed(residents: list[Resident], duration: float, max_messages: i
 
     async def loop(r: Resident) -> None:
         while time.perf_counter() < stop and len(stats.records) < max_messages:
-            await r.send_one(time.perf_counter())
-            if not stats.records[-1].ok:
+            rec = await r.send_one(time.perf_counter())
+            if not rec.ok:
                 await asyncio.sleep(0.5)  # a resident whose message failed waits before trying again
 
     await asyncio.gather(*(loop(r) for r in residents))
@@ -574,12 +575,14 @@ def row(r: dict[str, Any]) -> str:
     offered = f"{r['offered']:.0f}" if r["offered"] is not None else "flat out"
     return (f"| {r['workers']} | {r['concurrency']} | {r['mode']} | {offered} | {r['answered_per_s']:.1f} | "
             f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['lost']} | {r['peak_rss_mb']:.0f} | "
-            f"{r['server_cpu_ms_per_msg']:.1f} + {r['db_cpu_ms_per_msg']:.1f} | {r['other_cores']:.1f} |")
+            f"{r['server_cpu_ms_per_msg']:.1f} + {r['db_cpu_ms_per_msg']:.1f} | {r['client_cores']:.2f} | "
+            f"{r['other_cores']:.1f} |")
 
 
 HEADER = ("| workers | residents | mode | offered msg/s | answered msg/s | p50 ms | p99 ms | errors | lost "
-          "| peak RSS MB | CPU ms/msg (server + PG/Redis) | other programs' CPU (cores) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS MB | CPU ms/msg (server + PG/Redis) | load generator CPU (cores) "
+          "| other programs' CPU (cores) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> int:
