@@ -234,5 +234,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(console_router)
 
     app.add_middleware(BodyLimit)
-    app.add_middleware(WorkerHeader)
+    if settings.pcrm_worker_header:
+        app.add_middleware(WorkerHeader)
     return app

@@ -15,6 +15,7 @@ import logging
 import os
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +25,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.dedup import DedupStore, InProcessDedup
+from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.dialogue.state import DialogueState
 from bot.engine import Engine
 from bot.live import LiveEvents
 from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
+from bot.redis_gate import Admission, RedisGate
 from bot.sms import SmsSender
 from crm_store import conversations, handoffs, hot_path, interactions, residents
 from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff
+from crm_store.pg_hot_path import HANDLED_EVENTS, ConnectionLost, Found, PgHotPath
 from crm_store.phones import is_phone_channel
 from crm_store.state_store import SqlStateStore
 from crm_store.timeutil import utcnow
@@ -64,6 +68,12 @@ class Inbox:
         #: Messages handled at once by this process's threads (more only contend for the GIL).
         self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "8"))
         self._threads: Any = None
+        bind = sessions.kw.get("bind")
+        #: PostgreSQL: each of the two writes of a message in one autocommit statement.
+        self.pg: PgHotPath | None = PgHotPath(bind) if PgHotPath.usable(bind) else None
+        #: Use the gate when Redis serves the lock, de-dup and state cache (off: the modules, one by one).
+        self.use_gate = True
+        self._gate: tuple[tuple[int, ...], RedisGate | None] = ((), None)
 
     async def receive(self, message: Message) -> Turn:
         """Store, decide, store. Messages of one conversation are handled strictly in order.
@@ -80,15 +90,43 @@ class Inbox:
                 log.warning("live event to %s not published", channel, exc_info=True)
         return turn
 
+    @property
+    def gate(self) -> RedisGate | None:
+        """With Redis: the Redis work of a message in two round trips (bot/redis_gate.py); built
+        for the current lock, de-dup and state stores (tests and tools may swap them)."""
+        if not self.use_gate:
+            return None
+        parts = (self.lock, self.dedup, self.engine.states)
+        ident = tuple(id(p) for p in parts)
+        if self._gate[0] != ident:
+            states = parts[2] if isinstance(parts[2], RedisCachedStateStore) else None
+            self._gate = (ident, RedisGate(self.lock, self.dedup, states) if RedisGate.usable(*parts) else None)
+        return self._gate[1]
+
     def _receive_sync(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
+        key = message.conversation_key
+        gate = self.gate
+        if gate is not None and gate.ready:  # limits, lock, retry answer, pending state: one round trip
+            adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter)
+            if adm is not None and adm.locked:
+                try:
+                    return self._receive_locked(message, adm)
+                finally:
+                    gate.leave(adm)  # the answer for retries, the state cache, the release: one more
+            if adm is not None:  # the Redis lock wait timed out: its fallback, as RedisLock does
+                with (getattr(self.lock, "fallback", None) or InProcessLock()).hold(key):
+                    return self._receive_locked(message)
         if self.limiter is not None:
             self.limiter.check(message.channel, message.sender_id)
-        with self.lock.hold(message.conversation_key):
+        with self.lock.hold(key):
             return self._receive_locked(message)
 
-    def _receive_locked(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
-        dedup_key = f"{message.channel}:{message.message_id}"
-        answered = self.dedup.get(dedup_key)
+    def _receive_locked(self, message: Message, adm: Admission | None = None
+                        ) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
+        """The message under its conversation's lock; ``adm`` holds what the gate read from
+        Redis and collects what it writes on leaving (None: the modules do both)."""
+        dedup_key = _dedup_key(message)
+        answered = adm.answered if adm is not None else self.dedup.get(dedup_key)
         if answered is not None:  # a retry (maybe answered by another worker): the same answer
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0, replies=answered), []
         ids: dict[str, Any] | None = None
@@ -96,12 +134,12 @@ class Inbox:
         state: DialogueState | None = None
         try:
             try:
-                ids, state = self._store_inbound(message, load_state=sql_states is not None)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
+                ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
+            except (DBAPIError, ConnectionLost) as exc:
+                if not getattr(exc, "connection_invalidated", False):
                     raise
                 # A pooled connection died (the database restarted): the pool is invalidated; once more.
-                ids, state = self._store_inbound(message, load_state=sql_states is not None)
+                ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
         except Exception:  # noqa: BLE001 - the database may be down; the resident still gets an answer
             log.exception("store unavailable; spooling inbound %s", mask_pii(message.conversation_key))
             self._spool({"kind": "inbound", "message": _message_dict(message)})
@@ -124,12 +162,15 @@ class Inbox:
             turn.replies.append(self._my_data_reply(ids["resident_id"], turn.lang))
         if turn.event("otp_request") or turn.event("otp_verify"):
             turn.replies.append(self._phone_link_reply(message, turn))
-        self.dedup.put(dedup_key, turn.replies)
+        if adm is not None:
+            adm.dedup = (dedup_key, turn.replies)
+        else:
+            self.dedup.put(dedup_key, turn.replies)
         live: list[tuple[str, dict[str, Any]]] = []
         if ids is not None:
             loaded = state.version if state is not None else 0
             try:
-                live = self._store_turn(message, turn, ids, state)
+                live = self._store_turn(message, turn, ids, state, adm)
             except Exception:  # noqa: BLE001
                 log.exception("could not store turn of %s; spooling", mask_pii(message.conversation_key))
                 self._spool({"kind": "turn", "message": _message_dict(message),
@@ -152,11 +193,15 @@ class Inbox:
         return sql
 
     # --- store -------------------------------------------------------------------------------
-    def _store_inbound(self, message: Message, load_state: bool = False
+    def _store_inbound(self, message: Message, load_state: bool = False, adm: Admission | None = None
                        ) -> tuple[dict[str, Any], DialogueState | None]:
         """Commit the inbound message (and, with ``load_state``, read the dialogue state in the
         same transaction). Returns the ids ({"duplicate": True} for a retried delivery)."""
         contact = message.attachment("contact")
+        if self.pg is not None and load_state and not contact and not is_phone_channel(message.channel):
+            fast = self._store_inbound_pg(self.pg, message, adm)
+            if fast is not None:
+                return fast
         with self.sessions.begin() as s:
             conn = s.connection()
             found = None
@@ -194,8 +239,44 @@ class Inbox:
                 return ids, None
             state = DialogueState.from_json(raw) if raw else DialogueState(key=message.conversation_key)
             state.version = version or 0
-        pending = getattr(self.engine.states, "pending", None)
-        kept = pending(message.conversation_key) if pending is not None else None
+        return self._with_pending(message, ids, state, adm)
+
+    def _store_inbound_pg(self, pg: PgHotPath, message: Message, adm: Admission | None
+                          ) -> tuple[dict[str, Any], DialogueState | None] | None:
+        """:meth:`_store_inbound` of a non-phone sender on PostgreSQL in one statement (two for
+        a first contact); None when the general path must do it (a race, a resident change)."""
+        now = utcnow()
+        found: Found | None = pg.inbound(message)
+        if found is None:  # an unknown sender
+            found = pg.register(message, now)
+            if found is None:
+                return None
+        elif found.inbound_id is None:
+            if found.conversation_id is not None and found.conversation_resident_id == found.resident_id:
+                return {"duplicate": True}, None
+            return None  # no conversation yet, or it changed hands (a merge): the general path
+        else:
+            seen = found.last_seen_at
+            if seen is not None and seen.tzinfo is None:
+                seen = seen.replace(tzinfo=UTC)
+            if seen is None or now - seen >= hot_path.LAST_SEEN_EVERY:
+                pg.touch(found, now)
+        assert found.conversation_id is not None and found.inbound_id is not None
+        ids = {"resident_id": found.resident_id, "conversation_id": found.conversation_id,
+               "inbound_id": found.inbound_id, "channel": message.channel, "needs_tags": found.needs_tags}
+        state = DialogueState.from_json(found.state) if found.state else DialogueState(key=message.conversation_key)
+        state.version = found.state_version or 0
+        return self._with_pending(message, ids, state, adm)
+
+    def _with_pending(self, message: Message, ids: dict[str, Any], state: DialogueState,
+                      adm: Admission | None) -> tuple[dict[str, Any], DialogueState]:
+        """``state``, unless a state of the conversation kept in Redis during a database outage
+        has not been written back yet: that one wins."""
+        if adm is not None:
+            kept = adm.pending
+        else:
+            pending = getattr(self.engine.states, "pending", None)
+            kept = pending(message.conversation_key) if pending is not None else None
         if kept is not None:  # saved in Redis during a database outage, not written back yet: it wins
             kept.version = state.version
             ids["pending_state"] = True
@@ -203,7 +284,8 @@ class Inbox:
         return ids, state
 
     def _store_turn(self, message: Message, turn: Turn, ids: dict[str, Any],
-                    state: DialogueState | None = None) -> list[tuple[str, dict[str, Any]]]:
+                    state: DialogueState | None = None, adm: Admission | None = None
+                    ) -> list[tuple[str, dict[str, Any]]]:
         """Commit the turn (and ``state``, when the inbox loaded it) in one transaction."""
         from crm_store.models import Conversation, Resident
 
@@ -212,6 +294,11 @@ class Inbox:
         raw_state: str | None = None
         now = utcnow()
         cid, rid = ids["conversation_id"], ids["resident_id"]
+        if self.pg is not None and state is not None and _pg_writes_all(turn):
+            fast = self._store_turn_pg(self.pg, turn, ids, state, now)
+            if fast is not None:
+                self._cache_state(state, ids, fast[1], adm)
+                return fast[0]
         with self.sessions.begin() as s:
             conn = s.connection()
             handoff = turn.routing.action == "handoff"
@@ -226,7 +313,6 @@ class Inbox:
                                        if handoff else {})))
             hot_path.store_turn(conn, turn, cid, ids["channel"], rid, ids["inbound_id"], now)
             tags = ids.get("needs_tags") or []
-            new_tags: list[str] = []
             for ev in turn.events:
                 if ev.type == "handoff":
                     conv = s.get_one(Conversation, cid)
@@ -254,22 +340,47 @@ class Inbox:
                 elif ev.type == "delete_data" and rid is not None:
                     residents.delete_resident(s, rid)
                     forget = True
-                elif ev.type == "request_opened" and rid is not None:
-                    code = ev.data.get("service_code")
-                    if code and code not in tags:
-                        new_tags.append(code)
-            if (turn.label.startswith(("faq.", "conv.request_status")) and rid is not None
-                    and turn.label not in tags and turn.label not in new_tags):
-                new_tags.append(turn.label)
+            new_tags = _new_tags(turn, tags) if rid is not None else []
             if new_tags and not forget:
                 hot_path.add_needs_tags(conn, rid, new_tags)
         if forget:  # after the commit: the state store may write to the same database
             self.engine.forget(message.conversation_key)
         elif state is not None:
-            saved = getattr(self.engine.states, "saved", None)
-            if saved is not None:  # the Redis cache in front of SQL
-                saved(state, was_pending=bool(ids.get("pending_state")), raw=raw_state)
+            self._cache_state(state, ids, raw_state, adm)
         return live
+
+    def _cache_state(self, state: DialogueState, ids: dict[str, Any], raw_state: str | None,
+                     adm: Admission | None) -> None:
+        if adm is not None and adm.locked:  # written by the gate on leaving
+            adm.state = (state, raw_state if raw_state is not None else state.to_json(), bool(ids.get("pending_state")))
+            return
+        saved = getattr(self.engine.states, "saved", None)
+        if saved is not None:  # the Redis cache in front of SQL
+            saved(state, was_pending=bool(ids.get("pending_state")), raw=raw_state)
+
+    def _store_turn_pg(self, pg: PgHotPath, turn: Turn, ids: dict[str, Any], state: DialogueState,
+                       now: datetime) -> tuple[list[tuple[str, dict[str, Any]]], str] | None:
+        """:meth:`_store_turn` in one statement; None (nothing written) when the state was saved by
+        someone else since it was loaded: the general path applies its rule."""
+        cid, rid = ids["conversation_id"], ids["resident_id"]
+        handoff = turn.routing.action == "handoff"
+        loaded = state.version
+        state.version = loaded + 1
+        raw = state.to_json()
+        matched, h = pg.turn(
+            turn, conversation_id=cid, resident_id=rid, channel=ids["channel"], inbound_id=ids["inbound_id"],
+            state_json=raw, loaded=loaded, handed_off=True if handoff else state.handed_off,
+            department=turn.routing.department if handoff else (
+                state.handoff_department if state.handed_off else None),
+            now=now, new_tags=_new_tags(turn, ids.get("needs_tags") or []))
+        if not matched:
+            state.version = loaded
+            return None
+        live: list[tuple[str, dict[str, Any]]] = []
+        if h is not None:
+            live.append((f"dept:{h['department']}", {"type": "handoff", "handoff_id": h["id"],
+                                                     "department": h["department"], "priority": h["priority"]}))
+        return live, raw
 
     def _phone_link_reply(self, message: Message, turn: Turn) -> Reply:
         """Issue and text a one-time code, or check one and link the phone ("전화번호 연결").
@@ -370,6 +481,32 @@ class Inbox:
             fh.write("".join(x + "\n" for x in left))
             fh.flush()
         return written
+
+
+#: Turn events that write to the store besides the turn itself.
+_STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened"})
+
+
+def _pg_writes_all(turn: Turn) -> bool:
+    """Whether :meth:`PgHotPath.turn` writes everything this turn needs (else the general path)."""
+    kinds = [e.type for e in turn.events if e.type in _STORE_EVENTS]
+    return set(kinds) <= HANDLED_EVENTS and kinds.count("handoff") <= 1
+
+
+def _new_tags(turn: Turn, tags: list[str]) -> list[str]:
+    """The resident's new ``needs_tags``: services asked for, FAQ topics and status queries."""
+    new: list[str] = []
+    for ev in turn.events:
+        code = ev.data.get("service_code") if ev.type == "request_opened" else None
+        if code and code not in tags and code not in new:
+            new.append(code)
+    if turn.label.startswith(("faq.", "conv.request_status")) and turn.label not in tags and turn.label not in new:
+        new.append(turn.label)
+    return new
+
+
+def _dedup_key(message: Message) -> str:
+    return f"{message.channel}:{message.message_id}"
 
 
 def _message_dict(m: Message) -> dict[str, Any]:

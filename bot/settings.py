@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     pcrm_nlu_dir: Path = ROOT / "nlu_data"
     pcrm_model_dir: Path = ROOT / "var" / "model"
     pcrm_max_message_chars: int = 5000
+    #: ``X-PCRM-Worker: <pid>`` on every response (which worker answered); off by default: it
+    #: tells the world process ids. The multi-worker tests and diagnostics turn it on.
+    pcrm_worker_header: bool = False
     #: NLU engine, overriding ``engine`` in config.yml: ``builtin`` or ``rasa`` (then ``RASA_URL``).
     pcrm_engine: str | None = None
     rasa_url: str | None = None

@@ -135,6 +135,7 @@ class PcrmServe:
             "PCRM_PUBLIC_URL": self.url,
             "PCRM_SPOOL_PATH": str(self.spool),
             "PCRM_SPOOL_FLUSH_S": "1",
+            "PCRM_WORKER_HEADER": "1",  # which worker answered
             "PCRM_REDIS_PREFIX": f"pcrm-test-{uuid.uuid4().hex[:8]}:",
             **env,
         }

@@ -146,3 +146,20 @@ def test_healthz_and_openapi(server):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok", "database": "ok"}
     spec = httpx.get(server.url + "/openapi.json").json()
     assert WEBHOOK in spec["paths"]
+
+
+def test_responses_do_not_name_the_worker_process_unless_asked(tmp_path):
+    """``X-PCRM-Worker: <pid>`` is for diagnostics (PCRM_WORKER_HEADER=1), not for the public."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    plain = ServerThread(create_app(_settings(url, tmp_path))).start()
+    try:
+        assert "x-pcrm-worker" not in httpx.get(plain.url + "/webhooks/rest/", timeout=10).headers
+    finally:
+        plain.stop()
+    settings = _settings(url, tmp_path)
+    settings.pcrm_worker_header = True
+    tagged = ServerThread(create_app(settings)).start()
+    try:
+        assert httpx.get(tagged.url + "/webhooks/rest/", timeout=10).headers["x-pcrm-worker"].isdigit()
+    finally:
+        tagged.stop()

@@ -1,0 +1,190 @@
+"""The Redis work of one message in two round trips instead of seven.
+
+With ``REDIS_URL`` a message needs, before its turn, the rate-limit counters
+(:mod:`bot.ratelimit`), its place in the conversation's FIFO lock (:mod:`bot.locks`), the
+first answer of a retried delivery (:mod:`bot.dedup`) and a dialogue state kept in Redis
+during a database outage (:mod:`bot.dialogue.redis_state`); after it, the answer for
+retries, the state cache entry and the lock's release. Each module does its part in its own
+round trip, which is what they still do whenever this gate is not usable. The gate does the
+"before" in one script (:data:`_ADMIT`: the keys, counters and lock queue are exactly those
+modules') and the "after" in one pipeline, so the stores stay interchangeable: a message let
+in by the gate and one let in by the modules queue on the same lock.
+
+Faults: if Redis fails in :meth:`RedisGate.admit`, the caller uses the modules (each with its
+own fallback); if it fails in :meth:`RedisGate.leave`, the lock entry expires by itself
+(as when :class:`bot.locks.RedisLock` cannot release), the answer stays in the process's
+de-dup memory and the state cache entry is marked stale, as the modules would do.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bot.dedup import RedisDedup, replies_from_json, replies_to_json
+from bot.dialogue.redis_state import RedisCachedStateStore
+from bot.dialogue.state import DialogueState
+from bot.locks import _ACQUIRE, _RELEASE, RedisLock
+from bot.messages import Reply
+from bot.ratelimit import RateLimited, RateLimiter, RedisRateLimiter
+from bot.redisconn import REDIS_DOWN, Breaker
+
+log = logging.getLogger("pcrm.redis.gate")
+
+# KEYS: lock queue, channel counter, sender counter, de-dup key, dirty-state set, state cache key.
+# ARGV: token, lock ttl ms, liveness prefix, enqueue (1/0), count (1/0), channel limit, its ttl,
+#       sender limit, its ttl, conversation key.
+# Returns {1, n} / {2, n} over the channel's / the sender's limit (nothing else done);
+# {0, 0} wait (queued behind another message), {0, -1} our queue entry is gone (enqueue again),
+# {0, 1, answer or false, pending state or false} the lock is ours.
+_ADMIT = """
+if ARGV[5] == '1' then
+  if tonumber(ARGV[6]) > 0 then
+    local c = redis.call('INCR', KEYS[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[7])
+    if c > tonumber(ARGV[6]) then return {1, c} end
+  end
+  if tonumber(ARGV[8]) > 0 then
+    local s = redis.call('INCR', KEYS[3])
+    redis.call('EXPIRE', KEYS[3], ARGV[9])
+    if s > tonumber(ARGV[8]) then return {2, s} end
+  end
+end
+local got = (function() """ + _ACQUIRE + """ end)()
+if got ~= 1 then return {0, got} end
+local pending = false
+if redis.call('SISMEMBER', KEYS[5], ARGV[10]) == 1 then pending = redis.call('GET', KEYS[6]) end
+return {0, 1, redis.call('GET', KEYS[4]), pending}
+"""
+
+
+@dataclass
+class Admission:
+    """A message let in: the lock is held; what Redis knew; what to write on leaving."""
+
+    key: str
+    token: str
+    queue: str
+    #: False when the lock wait timed out: the caller holds the lock's fallback instead.
+    locked: bool = True
+    #: The first answer of this delivery id, if it was answered before (a retry).
+    answered: list[Reply] | None = None
+    #: A state of the conversation kept in Redis during a database outage, not written back yet.
+    pending: DialogueState | None = None
+    #: Set by the caller: the de-dup key and the replies to keep for retries.
+    dedup: tuple[str, list[Reply]] | None = None
+    #: Set by the caller: the state just committed to SQL (JSON) and whether it was pending.
+    state: tuple[DialogueState, str, bool] | None = None
+
+
+class RedisGate:
+    """One script in, one pipeline out (see the module doc)."""
+
+    def __init__(self, lock: RedisLock, dedup: RedisDedup, states: RedisCachedStateStore | None) -> None:
+        self.lock, self.dedup, self.states = lock, dedup, states
+        self._redis = lock._redis  # noqa: SLF001 - the same server as the others (checked by usable())
+        self._admit = self._redis.register_script(_ADMIT)
+        self._release = self._redis.register_script(_RELEASE)
+        self.breaker = Breaker("message gate")
+
+    @staticmethod
+    def usable(lock: Any, dedup: Any, states: Any) -> bool:
+        """Whether the lock, de-dup and state cache are the Redis ones, on one Redis server."""
+        if not isinstance(lock, RedisLock) or not isinstance(dedup, RedisDedup):
+            return False
+        clients = [lock._redis, dedup._redis]  # noqa: SLF001
+        if isinstance(states, RedisCachedStateStore):
+            clients.append(states._redis)  # noqa: SLF001
+        elif states is not None and hasattr(states, "pending"):
+            return False
+
+        def where(c: Any) -> tuple[Any, ...]:
+            kw = c.connection_pool.connection_kwargs
+            return kw.get("host"), kw.get("port"), kw.get("db", 0), kw.get("path")
+
+        return len({where(c) for c in clients}) == 1
+
+    @property
+    def ready(self) -> bool:
+        """Redis believed up by every part (else the modules, with their fallbacks)."""
+        states_ok = self.states is None or (self.states.breaker.closed and not self.states._stale)  # noqa: SLF001
+        return self.breaker.closed and self.lock.breaker.closed and self.dedup.breaker.closed and states_ok
+
+    def admit(self, channel: str, sender_id: str, key: str, dedup_key: str,
+              limiter: RateLimiter | None) -> Admission | None:
+        """Count the message, queue for the conversation's lock and wait for it, and read the
+        retry answer and a pending state. Raises :class:`RateLimited` (nothing else done);
+        None if Redis failed (the caller uses the modules)."""
+        now = time.time()
+        limits = [0, 2, 0, 61]
+        keys_rl = ["-", "-"]
+        if isinstance(limiter, RedisRateLimiter) and limiter.breaker.closed:
+            limits = [limiter.per_channel_per_second, 2, limiter.per_sender_per_minute, 61]
+            keys_rl = [f"{limiter.prefix}c:{channel}:1:{int(now)}",
+                       f"{limiter.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
+        elif limiter is not None:  # in-process counters (or Redis limits while their breaker is open)
+            limiter.check(channel, sender_id, now)
+        token = uuid.uuid4().hex
+        lock = self.lock
+        queue, alive = lock.prefix + key, lock.prefix + "alive:"
+        state_key = self.states.prefix + key if self.states is not None else "-"
+        dirty = self.states.dirty_key if self.states is not None else "-"
+        keys = [queue, *keys_rl, self.dedup.prefix + dedup_key, dirty, state_key]
+        deadline = time.monotonic() + lock.blocking_timeout
+        enqueue, count, pause = "1", "1", 0.001
+        try:
+            while True:
+                res = self._admit(keys=keys, args=[token, lock.timeout_ms, alive, enqueue, count, *limits, key])
+                count = "0"
+                if int(res[0]) == 1:
+                    raise RateLimited("channel", 1)
+                if int(res[0]) == 2:
+                    raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
+                got = int(res[1])
+                if got == 1:
+                    break
+                enqueue = "1" if got == -1 else "0"
+                if time.monotonic() > deadline:  # as RedisLock: leave the queue, take the fallback lock
+                    log.warning("conversation lock wait over %.0fs; going ahead", lock.blocking_timeout)
+                    self._release(keys=[queue], args=[token, alive])
+                    lock.stats["fallback"] += 1
+                    return Admission(key, token, queue, locked=False)
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.01)
+        except REDIS_DOWN as exc:
+            self.breaker.failed(exc)
+            return None
+        self.breaker.succeeded()
+        lock.stats["redis"] += 1
+        adm = Admission(key, token, queue)
+        answered, pending = res[2], res[3]
+        adm.answered = replies_from_json(answered) if answered else self.dedup.local.get(dedup_key)
+        if pending:
+            adm.pending = DialogueState.from_json(pending)
+        return adm
+
+    def leave(self, adm: Admission) -> None:
+        """Keep the answer for retries, refresh the state cache, release the lock: one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        if adm.dedup is not None:
+            dkey, replies = adm.dedup
+            self.dedup.local.put(dkey, replies)
+            pipe.set(self.dedup.prefix + dkey, replies_to_json(replies), nx=True, ex=self.dedup.ttl_s)
+        if adm.state is not None and self.states is not None:
+            state, raw, was_pending = adm.state
+            pipe.set(self.states.prefix + state.key, raw, ex=self.states.ttl_s)
+            if was_pending:
+                pipe.srem(self.states.dirty_key, state.key)
+        # EVAL with the body, not a Script object: a pipeline holding Scripts first asks the server
+        # whether they are loaded (SCRIPT EXISTS), a round trip of its own on every message.
+        pipe.execute_command("EVAL", _RELEASE, 1, adm.queue, adm.token, self.lock.prefix + "alive:")
+        try:
+            pipe.execute()
+        except REDIS_DOWN as exc:
+            self.breaker.failed(exc)
+            if adm.state is not None and self.states is not None:
+                self.states._mark_stale(adm.state[0].key)  # noqa: SLF001 - deleted once Redis is back

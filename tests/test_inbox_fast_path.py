@@ -1,0 +1,211 @@
+"""The inbox's fast paths on PostgreSQL + Redis write what the general path writes.
+
+``crm_store/pg_hot_path.py`` (each of a message's two writes in one autocommit statement)
+and ``bot/redis_gate.py`` (the Redis work of a message in two round trips) replace, for the
+common case, the general path of ``bot/inbox.py``. These tests run the same visits through
+both and compare the store row by row, and prove the cases where the fast path must give up:
+a retried delivery, a state saved by someone else in between, a rate limit, a lock held by a
+message that took the general path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from bot.app import create_app
+from bot.inbox import Inbox
+from bot.messages import Message
+from bot.ratelimit import RateLimited, RedisRateLimiter
+from bot.settings import ROOT, Settings
+from tests.pcrm_servers import REDIS_URL, always_open_config, drop_schema, need, postgres_schema, redis_reachable
+
+TICKET = re.compile(r"20\d{2}-\d{6}")
+VISIT = ["쓰레기 언제 버려요?", "여권 발급 얼마나 걸려요?", "도로에 구멍이 났어요", "한빛구 중앙로 12 앞", "네", "예",
+         "민원 처리 상태 조회", "<ticket>", "상담원 연결해 주세요", "아직 계세요?"]
+
+
+@pytest.fixture
+def inbox(tmp_path: Any) -> Iterator[Inbox]:
+    """The real app's inbox on a fresh PostgreSQL schema and an empty Redis database."""
+    need(redis_reachable(REDIS_URL) is None, f"Redis not reachable at {REDIS_URL}")
+    schema, url = postgres_schema()
+    client = redis.Redis.from_url(f"{REDIS_URL.rstrip('/')}/13")
+    client.flushdb()
+    settings = Settings(database_url=url, redis_url=f"{REDIS_URL.rstrip('/')}/13",
+                        pcrm_redis_prefix=f"fast-{uuid.uuid4().hex[:6]}:", pcrm_model_dir=ROOT / "var" / "model",
+                        pcrm_config=always_open_config(tmp_path), pcrm_spool_path=tmp_path / "spool.jsonl")
+    app = create_app(settings)
+    box: Inbox = app.state.inbox
+    box.limiter = None
+    assert box.pg is not None and box.gate is not None, "the fast paths are on for PostgreSQL + Redis"
+    try:
+        yield box
+    finally:
+        box.sessions.kw["bind"].dispose()
+        client.flushdb()
+        client.close()
+        drop_schema(schema)
+
+
+def _talk(inbox: Inbox, sender: str, texts: list[str]) -> list[str]:
+    """Send ``texts`` as ``sender`` over REST; the answers (``<ticket>`` = the last ticket seen)."""
+    ticket, answers = "", []
+    for t in texts:
+        msg = Message(channel="rest", sender_id=sender, text=ticket if t == "<ticket>" else t)
+        turn, _live = inbox._receive_sync(msg)
+        answers.append(turn.text)
+        m = TICKET.search(turn.text)
+        ticket = m.group(0) if m else ticket
+    return answers
+
+
+def _snapshot(inbox: Inbox, sender: str) -> dict[str, Any]:
+    """What the store holds for ``sender``'s conversation (ticket numbers blanked)."""
+    engine = inbox.sessions.kw["bind"]
+    key = f"rest:{sender}"
+    with engine.connect() as c:
+        conv = c.execute(text("SELECT id, resident_id, state_version, handed_off, department FROM conversations "
+                              "WHERE key = :k"), {"k": key}).one()
+        rows = c.execute(text("SELECT direction, text, label, lang, handled_by, entities::text AS e FROM interactions "
+                              "WHERE conversation_id = :c ORDER BY id"), {"c": conv.id}).all()
+        handoffs = c.execute(text("SELECT department, priority, reason, status FROM handoffs "
+                                  "WHERE conversation_id = :c"), {"c": conv.id}).all()
+        tags = c.execute(text("SELECT needs_tags::text FROM residents WHERE id = :r"), {"r": conv.resident_id}).scalar()
+    return {
+        "conversation": (conv.state_version, conv.handed_off, conv.department),
+        "interactions": [(r.direction, TICKET.sub("T", r.text), r.label, r.lang, r.handled_by,
+                          json.loads(TICKET.sub("T", r.e))) for r in rows],
+        "handoffs": [tuple(h) for h in handoffs],
+        "needs_tags": json.loads(tags),
+    }
+
+
+def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> None:
+    fast = _talk(inbox, "fast", VISIT)
+    inbox.pg, inbox.use_gate = None, False  # the general path, one Redis module at a time
+    slow = _talk(inbox, "slow", VISIT)
+    assert [TICKET.sub("T", a) for a in fast] == [TICKET.sub("T", a) for a in slow]
+    a, b = _snapshot(inbox, "fast"), _snapshot(inbox, "slow")
+    assert a == b
+    assert a["handoffs"] and a["handoffs"][0][3] == "queued" and a["conversation"][1] is True
+    assert [r[0] for r in a["interactions"]].count("in") == len(VISIT)
+    assert {"faq.waste_schedule", "roads.pothole", "conv.request_status"} <= set(a["needs_tags"])
+
+
+def test_the_state_cache_holds_what_sql_holds(inbox: Inbox) -> None:
+    _talk(inbox, "cache", VISIT[:4])
+    states = inbox.engine.states
+    cached = states._redis.get(states.prefix + "rest:cache")
+    with inbox.sessions.kw["bind"].connect() as c:
+        sql = c.execute(text("SELECT state FROM conversations WHERE key = 'rest:cache'")).scalar()
+    assert cached is not None and cached.decode() == sql
+
+
+def test_a_retried_delivery_is_stored_once_and_answered_the_same(inbox: Inbox) -> None:
+    _talk(inbox, "retry", ["쓰레기 언제 버려요?"])
+    msg = Message(channel="rest", sender_id="retry", text="여권 발급 얼마나 걸려요?", message_id="delivery-1")
+    first, _ = inbox._receive_sync(msg)
+    again, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
+    assert again.text == first.text and again.label == "duplicate"
+    inbox.dedup.local._data.clear()  # the answer forgotten everywhere but the database
+    inbox.dedup._redis.flushdb()
+    third, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
+    assert third.label == "duplicate"
+    with inbox.sessions.kw["bind"].connect() as c:
+        n = c.execute(text("SELECT count(*) FROM interactions WHERE message_id = 'delivery-1'")).scalar()
+    assert n == 1
+
+
+def test_a_state_saved_in_between_makes_the_fast_turn_write_nothing(inbox: Inbox) -> None:
+    """Another worker's save between load and save: the one-statement turn writes nothing, and
+    the general path applies its rule (last write wins) — the replies are stored once."""
+    _talk(inbox, "clash", ["도로에 구멍이 났어요"])
+    engine = inbox.sessions.kw["bind"]
+    decide = inbox.engine.decide
+
+    def decide_then_clash(message: Message, state: Any) -> Any:
+        turn = decide(message, state)
+        with engine.begin() as c:
+            c.execute(text("UPDATE conversations SET state_version = state_version + 5 WHERE key = 'rest:clash'"))
+        return turn
+
+    inbox.engine.decide = decide_then_clash  # type: ignore[method-assign]
+    try:
+        turn, _ = inbox._receive_sync(Message(channel="rest", sender_id="clash", text="한빛구 중앙로 12 앞"))
+    finally:
+        inbox.engine.decide = decide  # type: ignore[method-assign]
+    with engine.connect() as c:
+        rows = c.execute(text("SELECT direction, text, label FROM interactions i JOIN conversations v "
+                              "ON v.id = i.conversation_id WHERE v.key = 'rest:clash' ORDER BY i.id")).all()
+        version = c.execute(text("SELECT state_version FROM conversations WHERE key = 'rest:clash'")).scalar()
+    assert [r.direction for r in rows] == ["in", "out", "in", "out"]
+    assert rows[3].text == turn.text and rows[2].label is not None
+    assert version == 2 + 5  # two saves of ours, five of "the other worker"
+
+
+def _round_trips(inbox: Inbox, sender: str, text_: str) -> int:
+    """Redis commands sent (a pipeline counts once) while one message is handled."""
+    counted = [0]
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        counted[0] += 1
+        original(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        inbox._receive_sync(Message(channel="rest", sender_id=sender, text=text_))
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+    return counted[0]
+
+
+def test_a_message_costs_two_redis_round_trips(inbox: Inbox) -> None:
+    inbox.limiter = RedisRateLimiter(f"{REDIS_URL.rstrip('/')}/13", 100, 100, prefix="rt:")
+    _talk(inbox, "rt", ["쓰레기 언제 버려요?"])
+    assert _round_trips(inbox, "rt", "여권 발급 얼마나 걸려요?") == 2
+    inbox.use_gate = False
+    assert _round_trips(inbox, "rt", "전입신고 어떻게 해요?") >= 6  # limits, lock in/out, de-dup in/out, state
+
+
+def test_the_gate_counts_rate_limits_before_storing_anything(inbox: Inbox) -> None:
+    inbox.limiter = RedisRateLimiter(f"{REDIS_URL.rstrip('/')}/13", per_sender_per_minute=2,
+                                     per_channel_per_second=1000, prefix=f"rl-{uuid.uuid4().hex[:6]}:")
+    _talk(inbox, "flood", ["쓰레기 언제 버려요?", "여권 발급 얼마나 걸려요?"])
+    with pytest.raises(RateLimited) as err:
+        inbox._receive_sync(Message(channel="rest", sender_id="flood", text="전입신고 어떻게 해요?"))
+    assert err.value.scope == "sender"
+    with inbox.sessions.kw["bind"].connect() as c:
+        n = c.execute(text("SELECT count(*) FROM interactions WHERE direction = 'in'")).scalar()
+    assert n == 2
+
+
+def test_a_gate_message_waits_for_a_lock_held_through_the_modules(inbox: Inbox) -> None:
+    """The gate queues on the same Redis FIFO lock as bot/locks.py: one conversation, one at a time."""
+    _talk(inbox, "order", ["쓰레기 언제 버려요?"])
+    done = threading.Event()
+    with inbox.lock.hold("rest:order"):
+        worker = threading.Thread(target=lambda: (_talk(inbox, "order", ["여권 발급 얼마나 걸려요?"]), done.set()))
+        worker.start()
+        time.sleep(0.4)
+        assert not done.is_set()
+    worker.join(10)
+    assert done.is_set()
+
+
+def test_sqlite_without_redis_takes_the_general_path(tmp_path: Any) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", redis_url=None,
+                        pcrm_model_dir=ROOT / "var" / "model", pcrm_config=always_open_config(tmp_path))
+    box = create_app(settings).state.inbox
+    assert box.pg is None and box.gate is None
+    assert _talk(box, "lite", ["쓰레기 언제 버려요?"])[0]
