@@ -37,25 +37,39 @@ def _span(label: str, m: re.Match[str], value: Any = None) -> dict[str, Any]:
             "start": m.start(), "end": m.end(), "extractor": "regex"}
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def extract_patterns(text: str) -> list[dict[str, Any]]:
     """Regex entities in ``text`` (already normalised: spoken numbers are digits)."""
+    return _extract(text, digits=_DIGIT.search(text) is not None)
+
+
+def _extract(text: str, digits: bool) -> list[dict[str, Any]]:
+    """The patterns over ``text``; ``digits=False`` skips those that need a digit to match.
+
+    Tickets, RRNs, phones, coordinates, road and English addresses all contain a ``\\d``; most
+    messages have none, and this runs on every message (``digits=True`` runs everything).
+    """
     found: list[dict[str, Any]] = []
-    for m in TICKET.finditer(text):
-        found.append(_span("ticket", m, f"{m.group(1)}-{m.group(2)}"))
-    ticket_spans = [(e["start"], e["end"]) for e in found]
-    for m in RRN.finditer(text):
-        found.append(_span("rrn", m))
-    for m in PHONE.finditer(text):
-        if any(s <= m.start() < e for s, e in ticket_spans):
-            continue
-        area = m.group(1)
-        prefix = "0" + area if not area.startswith("0") else area
-        found.append(_span("phone", m, f"{prefix}-{m.group(2)}-{m.group(3)}"))
-    for m in COORDS.finditer(text):
-        lat, long = float(m.group(1)), float(m.group(2))
-        if -90 <= lat <= 90 and -180 <= long <= 180:
-            found.append(_span("coordinates", m, {"lat": lat, "long": long}))
-    for rx in (ROAD_ADDRESS, EN_ADDRESS, PLACE_SUFFIX):
+    ticket_spans: list[tuple[int, int]] = []
+    if digits:
+        for m in TICKET.finditer(text):
+            found.append(_span("ticket", m, f"{m.group(1)}-{m.group(2)}"))
+        ticket_spans = [(e["start"], e["end"]) for e in found]
+        for m in RRN.finditer(text):
+            found.append(_span("rrn", m))
+        for m in PHONE.finditer(text):
+            if any(s <= m.start() < e for s, e in ticket_spans):
+                continue
+            area = m.group(1)
+            prefix = "0" + area if not area.startswith("0") else area
+            found.append(_span("phone", m, f"{prefix}-{m.group(2)}-{m.group(3)}"))
+        for m in COORDS.finditer(text):
+            lat, long = float(m.group(1)), float(m.group(2))
+            if -90 <= lat <= 90 and -180 <= long <= 180:
+                found.append(_span("coordinates", m, {"lat": lat, "long": long}))
+    for rx in (ROAD_ADDRESS, EN_ADDRESS, PLACE_SUFFIX) if digits else (PLACE_SUFFIX,):
         for m in rx.finditer(text):
             if any(s <= m.start() < e for s, e in ticket_spans):
                 continue

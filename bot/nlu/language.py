@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 _MARKUP = re.compile(r"<[^>]*>|https?://\S+|[\w.+-]+@[\w-]+\.[\w.]+")
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e\u1100-\u11ff]")  # syllables, compatibility jamo, jamo
+_LATIN = re.compile(r"[a-zA-Z]")
 
 
 def detect(text: str, default: str = "ko") -> str:
@@ -12,16 +14,13 @@ def detect(text: str, default: str = "ko") -> str:
 
     Script counting is all this product needs (Korean first, English for foreign
     residents); it is exact and takes microseconds, unlike a statistical model.
+    Two regex searches instead of a Python loop over the characters: this runs on
+    every message.
     """
-    hangul = latin = 0
-    for ch in _MARKUP.sub(" ", text):  # tags, links and e-mail addresses say nothing about language
-        o = ord(ch)
-        if 0xAC00 <= o <= 0xD7A3 or 0x3131 <= o <= 0x318E or 0x1100 <= o <= 0x11FF:
-            hangul += 1
-        elif ("a" <= ch <= "z") or ("A" <= ch <= "Z"):
-            latin += 1
-    if hangul:
+    text = _MARKUP.sub(" ", text)  # tags, links and e-mail addresses say nothing about language
+    if _HANGUL.search(text):
         return "ko"
-    if latin >= 2:
+    first = _LATIN.search(text)
+    if first and _LATIN.search(text, first.end()):
         return "en"
     return default

@@ -1,0 +1,163 @@
+"""``NLU.parse``'s fast paths give what scikit-learn and spaCy give, number for number.
+
+The character model is scored by hand (``CharScorer``) instead of ``Pipeline.predict_proba``,
+spaCy's pipes are called without ``Language.__call__``, the language check and the entity
+patterns skip work that cannot change their answer. Each is compared here with the plain
+library call (or the former loop) on every held-out message.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bot.nlu import data as nlu_data
+from bot.nlu import entities as ent
+from bot.nlu.language import _MARKUP, detect
+from bot.nlu.model import NLU, SPACY_WEIGHT, CharScorer, _char_text, ensure_model
+from bot.nlu.normalize import normalize
+from bot.settings import ROOT, get_settings
+
+HELDOUT_LINES = (ROOT / "bench" / "heldout.jsonl").read_text(encoding="utf-8").splitlines()
+HELDOUT = [json.loads(line)["text"] for line in HELDOUT_LINES if line.strip()]
+FUZZ_ALPHABET = "가나다동로길역앞 ㄱㅏㅠ abcXYZ 0123٣ <>@.-/:,"
+
+
+@pytest.fixture(scope="module")
+def nlu() -> NLU:
+    settings = get_settings()
+    return NLU(ensure_model(settings.pcrm_nlu_dir / "nlu", settings.pcrm_model_dir))
+
+
+@pytest.fixture(scope="module")
+def training_texts() -> list[str]:
+    return [normalize(t) for t, _ in nlu_data.load(get_settings().pcrm_nlu_dir / "nlu").examples]
+
+
+def _fuzz(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(0, 30))) for _ in range(n)]
+
+
+def _reference_parse(nlu: NLU, text: str) -> tuple[str, float, list[tuple[str, float]], list[dict[str, Any]]]:
+    """``parse`` as it was: ``nlp(text)``, ``Pipeline.predict_proba``, a per-label loop, every pattern."""
+    norm = normalize(text)
+    doc = nlu.nlp(norm)
+    char_probs = nlu.char_model.predict_proba([_char_text(norm)])[0]
+    scores = {}
+    for label, p in zip(nlu.labels, char_probs, strict=True):
+        scores[label] = (1 - SPACY_WEIGHT) * float(p) + SPACY_WEIGHT * float(doc.cats.get(label, 0.0))
+    ranking = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    ruler = [{"entity": e.label_, "value": nlu.synonyms.get(e.text, e.text), "start": e.start_char,
+              "end": e.end_char, "extractor": "entity_ruler"} for e in doc.ents]
+    entities = ent.merge(ent._extract(norm, digits=True), ruler)
+    return ranking[0][0], ranking[0][1], ranking, entities
+
+
+def test_the_trained_character_model_is_hand_scored(nlu: NLU) -> None:
+    assert nlu.char_scorer.by_hand, "the fitted pipeline fell back to predict_proba: the fast path is off"
+
+
+@pytest.mark.parametrize("which", ["heldout", "training"])
+def test_hand_scoring_equals_predict_proba(nlu: NLU, training_texts: list[str], which: str) -> None:
+    texts = [normalize(t) for t in HELDOUT] if which == "heldout" else training_texts
+    texts += ["", "☃☃☃", "ㅠㅠ 가로등ㄱㅊ?", "A  B\tC"]  # empty, no known n-gram, jamo, odd spacing
+    for text in texts:
+        x = _char_text(text)
+        mine = nlu.char_scorer.predict_proba(x)
+        ref = nlu.char_model.predict_proba([x])[0]
+        assert mine.shape == ref.shape
+        assert np.max(np.abs(mine - ref)) <= 1e-9, text
+        assert list(np.argsort(-mine, kind="stable")) == list(np.argsort(-ref, kind="stable")), text
+
+
+def test_parse_equals_the_library_calls(nlu: NLU) -> None:
+    for text in HELDOUT:
+        got = nlu.parse(text)
+        label, conf, ranking, entities = _reference_parse(nlu, text)
+        assert got.label == label, text
+        assert abs(got.confidence - conf) <= 1e-9, text
+        assert [k for k, _ in got.ranking] == [k for k, _ in ranking], text
+        assert max(abs(a - b) for (_, a), (_, b) in zip(got.ranking, ranking, strict=True)) <= 1e-9, text
+        assert got.entities == entities, text
+
+
+def test_parse_from_threads_equals_sequential(nlu: NLU) -> None:
+    texts = HELDOUT[:120]
+    sequential = [nlu.parse(t).to_dict() for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda t: nlu.parse(t).to_dict(), texts))
+    assert threaded == sequential
+
+
+@pytest.mark.parametrize("params", [
+    {"analyzer": "char", "ngram_range": (1, 4), "sublinear_tf": True},
+    {"analyzer": "char", "ngram_range": (2, 3), "sublinear_tf": False, "norm": "l1"},
+    {"analyzer": "char_wb", "ngram_range": (1, 3), "use_idf": False, "norm": None},
+    {"analyzer": "char", "ngram_range": (1, 2), "binary": True, "smooth_idf": False},
+    {"analyzer": "word", "ngram_range": (1, 2), "lowercase": False},
+])
+def test_hand_scoring_follows_the_vectorizer_parameters(params: dict[str, Any]) -> None:
+    """The scorer reads the fitted vectorizer's settings rather than assuming the production ones."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["가로등이 나갔어요", "쓰레기 언제 버려요", "Pothole on Main-ro 3", "여권 발급 기간", "물이 새요 물이",
+             "가로등 깜빡여요", "대형폐기물 수거", "Streetlight OUT", "수도 요금 문의", "여권 재발급"]
+    labels = ["light", "waste", "road", "civil", "water", "light", "waste", "light", "water", "civil"]
+    pipe = make_pipeline(TfidfVectorizer(**params), SGDClassifier(loss="log_loss", random_state=0, max_iter=50,
+                                                                   tol=None))
+    pipe.fit(texts, labels)
+    scorer = CharScorer(pipe)
+    assert scorer.by_hand
+    for text in [*texts, "", "unknown ☃", "가로등 STREET  light 물"]:
+        ref = pipe.predict_proba([text])[0]
+        assert np.max(np.abs(scorer.predict_proba(text) - ref)) <= 1e-9, text
+
+
+def test_two_classes_fall_back_to_predict_proba() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(TfidfVectorizer(analyzer="char"), SGDClassifier(loss="log_loss", random_state=0))
+    pipe.fit(["네", "예 맞아요", "아니요", "아뇨 틀려요"], ["yes", "yes", "no", "no"])
+    scorer = CharScorer(pipe)
+    assert not scorer.by_hand
+    assert np.array_equal(scorer.predict_proba("네 맞아요"), pipe.predict_proba(["네 맞아요"])[0])
+
+
+def _detect_by_loop(text: str, default: str = "ko") -> str:
+    """``detect`` as it was: a Python loop counting Hangul and Latin letters."""
+    hangul = latin = 0
+    for ch in _MARKUP.sub(" ", text):
+        o = ord(ch)
+        if 0xAC00 <= o <= 0xD7A3 or 0x3131 <= o <= 0x318E or 0x1100 <= o <= 0x11FF:
+            hangul += 1
+        elif ("a" <= ch <= "z") or ("A" <= ch <= "Z"):
+            latin += 1
+    if hangul:
+        return "ko"
+    if latin >= 2:
+        return "en"
+    return default
+
+
+def test_detect_equals_the_character_loop(training_texts: list[str]) -> None:
+    extra = ["", "a", "ab", "é ü", "ᄀ", "ㆎ", "힣", "<b>hi</b>", "http://x.kr/abc 1", "me@x.kr", "Ａｂ"]
+    for text in [*HELDOUT, *training_texts, *extra, *_fuzz(5000)]:
+        for default in ("ko", "en"):
+            assert detect(text, default) == _detect_by_loop(text, default), text
+
+
+def test_entity_patterns_skip_only_what_needs_a_digit(training_texts: list[str]) -> None:
+    extra = ["중앙로 3", "한빛동 12-3번지", "12 Jungang-ro", "Jungang-ro 5", "010-1234-5678", "2026-000871",
+             "37.5665, 126.9780", "٣٣ 중앙로 ٣", "시청역 앞에서 오늘 아침"]
+    for text in [*(normalize(t) for t in HELDOUT), *training_texts, *extra, *_fuzz(5000, seed=11)]:
+        assert ent.extract_patterns(text) == ent._extract(text, digits=True), text
