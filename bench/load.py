@@ -116,6 +116,16 @@ class HttpConn:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.idle_since = time.monotonic()
+
+    def usable(self) -> bool:
+        """Fit for another request: as browsers and HTTP clients do, a connection that sat idle
+        near the server's keep-alive timeout (uvicorn: 5 s) or that the server closed is not
+        reused (the server would close it under the request: "no answer", nothing stored)."""
+        if self.writer is None:
+            return True
+        fresh = time.monotonic() - self.idle_since < 4.0
+        return fresh and not self.writer.is_closing() and self.reader is not None and not self.reader.at_eof()
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> tuple[int, bytes]:
         if self.writer is None or self.writer.is_closing():
@@ -141,6 +151,7 @@ class HttpConn:
                 data += chunk[:-2]
         if headers.get("connection", "").lower() == "close":
             self.close()
+        self.idle_since = time.monotonic()
         return status, data
 
     def close(self) -> None:
@@ -193,7 +204,13 @@ class Resident:
 
     # -- REST --
     async def _rest(self, rec: Record, text: str) -> None:
-        conn = self._idle.pop() if self._idle else HttpConn(self.host, self.port)
+        conn = None
+        while self._idle and conn is None:
+            conn = self._idle.pop()
+            if not conn.usable():
+                conn.close()
+                conn = None
+        conn = conn or HttpConn(self.host, self.port)
         try:
             rec.sent = time.perf_counter()
             status, body = await asyncio.wait_for(
