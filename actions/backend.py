@@ -23,9 +23,10 @@ _backend: Backend | None = None
 
 
 def configure(knowledge: Knowledge, requests: RequestStore) -> None:
-    """Give the actions the engine's knowledge and request store."""
+    """Give the actions the engine's knowledge and request store (called before every in-process action)."""
     global _backend
-    _backend = Backend(knowledge, requests)
+    if _backend is None or _backend.knowledge is not knowledge or _backend.requests is not requests:
+        _backend = Backend(knowledge, requests)
 
 
 def get() -> Backend:

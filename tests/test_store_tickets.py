@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.service_requests import TICKET_RE, RequestDraft
 from crm_store import conversations, residents
-from crm_store.requests import SqlRequestStore
+from crm_store.models import Conversation, ServiceRequest
+from crm_store.requests import SqlRequestStore, to_record
 from crm_store.tickets import next_ticket
 
 
@@ -75,3 +78,55 @@ def test_get_update_status_and_list_for_resident(session_factory: sessionmaker[S
 
     second = store.open(_draft(channel="twilio_sms", sender_id="010-3333-4444"))
     assert [x.ticket for x in store.list_for_resident(r.id)] == [second.ticket, rec.ticket]
+
+
+def test_core_open_and_get_match_the_orm_path(session_factory: sessionmaker[Session]) -> None:
+    """``open``/``get`` are Core statements; the rows and records are what the ORM path makes."""
+    now = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=UTC)
+    with session_factory.begin() as s:
+        r = residents.identify(s, "telegram", "777")
+        conversations.get_or_create(s, "telegram:777", "telegram", r)
+        next_ticket(s, 2026)  # the year's counter row exists, so the Core path runs
+    store = SqlRequestStore(session_factory, clock=lambda: now)
+    draft = _draft(channel="telegram", sender_id="777", lat=37.5, long=127.0, when="어제", media_url="u",
+                   consent=True, lang="en", expected_hours=48)
+    core = store.open(draft)
+    orm = store._open_orm(draft, now)
+    assert (core.ticket, orm.ticket) == ("2026-000002", "2026-000003")
+    assert replace(core, ticket="") == replace(orm, ticket="")
+    cols = [c for c in ServiceRequest.__table__.c if c.name not in ("id", "service_request_id")]
+    with session_factory() as s:
+        rows = s.execute(select(*cols).order_by(ServiceRequest.id)).all()
+    assert rows[0] == rows[1] and rows[0].resident_id == r.id and rows[0].conversation_id is not None
+    no_sender = store.open(_draft())  # no sender: no conversation, no resident
+    for rec in (core, orm, no_sender):
+        with session_factory() as s:
+            row = s.scalars(select(ServiceRequest).where(ServiceRequest.service_request_id == rec.ticket)).one()
+            conv = s.get(Conversation, row.conversation_id) if row.conversation_id else None
+            want = to_record(row, conv.key if conv else None)
+        assert store.get(rec.ticket) == want and store.get(f" {rec.ticket} ") == want
+    assert store.get(no_sender.ticket).sender_key is None  # type: ignore[union-attr]
+
+
+def test_sender_with_conversation_but_no_resident_gets_one(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        conversations.get_or_create(s, "webchat:w1", "webchat", None)
+        next_ticket(s, datetime.now(UTC).year)
+    store = SqlRequestStore(session_factory)
+    rec = store.open(_draft(channel="webchat", sender_id="w1"))
+    assert rec.ticket.endswith("-000002")  # the Core attempt gave its number back
+    with session_factory() as s:
+        row = s.scalars(select(ServiceRequest)).one()
+        assert row.resident_id is not None and row.conversation_id is not None
+
+
+def test_status_lookup_leaves_pooled_connections_transactional(session_factory: sessionmaker[Session]) -> None:
+    """The lookup runs without a transaction on PostgreSQL; the pool must not keep that mode."""
+    store = SqlRequestStore(session_factory)
+    rec = store.open(_draft(sender_id="s1"))
+    assert store.get(rec.ticket) is not None
+    with pytest.raises(RuntimeError), session_factory.begin() as s:
+        next_ticket(s, 2031)
+        raise RuntimeError("rolled back")
+    with session_factory.begin() as s:
+        assert next_ticket(s, 2031) == "2031-000001"
