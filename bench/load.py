@@ -59,7 +59,9 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_POSTGRES = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 REST_PATH = "/webhooks/rest/webhook"
-TICKET_RE = re.compile(r"\b(20\d{2}-\d{6})\b")
+#: The ticket number announced when a request is opened ("접수번호는 …", "Ticket number: …"); not the
+#: example number of the "which ticket?" prompt ("(예: 2026-000123)").
+TICKET_RE = re.compile(r"(?:접수번호는|Ticket number:) (20\d{2}-\d{6})")
 
 # --- conversations ---------------------------------------------------------------------------------
 
