@@ -176,6 +176,20 @@ def _settle_heap(engine: Engine) -> None:
     gc.freeze()
 
 
+def _fill_pool(bind: Any, n: int) -> None:
+    """Open ``n`` database connections before the first message, so the first seconds of
+    traffic do not wait for connection set-up (a PostgreSQL backend each) on every thread."""
+    conns = []
+    try:
+        for _ in range(min(n, bind.pool.size()) if hasattr(bind.pool, "size") else 0):
+            conns.append(bind.raw_connection())
+    except Exception:  # noqa: BLE001 - the database is down: the spool takes over, as it would later
+        log.warning("database connections not opened at start", exc_info=True)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the whole application from settings (environment + ``config.yml``)."""
     install_pii_filter()  # no personal data in logs
@@ -200,6 +214,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         _ = engine.nlu  # train or load the model before the first resident waits for it
         _settle_heap(engine)
+        _fill_pool(sessions.kw["bind"], inbox.max_threads + 2)
         flusher = asyncio.create_task(_flush_spool_forever(inbox, settings.pcrm_spool_flush_s))
         try:
             yield

@@ -66,7 +66,7 @@ class Inbox:
         #: Per-sender and per-channel limits (None: unlimited).
         self.limiter = limiter
         #: Messages handled at once by this process's threads (more only contend for the GIL).
-        self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "8"))
+        self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "4"))
         self._threads: Any = None
         bind = sessions.kw.get("bind")
         #: PostgreSQL: each of the two writes of a message in one autocommit statement.

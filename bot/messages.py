@@ -8,12 +8,24 @@ is what keeps "no channel knows another, and the engine knows no channel" true.
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Lang = Literal["ko", "en"]
+
+
+def new_id() -> str:
+    """32 random hex digits: a delivery id or lock token (unique, not secret).
+
+    ``uuid4()`` reads the kernel's random source on every call, a system call per
+    message on the server's busiest thread; the random module (re-seeded in every
+    process it forks) is enough for ids that only need to be unique.
+    """
+    return f"{random.getrandbits(128):032x}"
+
+
 AttachmentKind = Literal["location", "photo", "contact", "recording", "file"]
 
 
@@ -46,7 +58,7 @@ class Message:
     lang: Lang | None = None
     attachments: list[Attachment] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    message_id: str = field(default_factory=new_id)
     received_at: float = field(default_factory=time.time)
 
     @property

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import re
-import uuid
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bot.messages import Attachment, Message, Reply
+from bot.messages import Attachment, Message, Reply, new_id
 from bot.ratelimit import RateLimited
 from channels.base import ChannelAdapter, Inbox
 
@@ -138,7 +137,7 @@ class WebChatChannel(ChannelAdapter):
         if client_id is not None and (not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id)):
             raise FrameError("id must be 1-63 characters of A-Z, a-z, 0-9, '_' or '-'")
         # Delivery ids are unique per channel, so a client's id is namespaced by its session.
-        message_id = f"{session}:{client_id}" if client_id else uuid.uuid4().hex
+        message_id = f"{session}:{client_id}" if client_id else new_id()
         if kind == "message":
             text = data.get("text")
             if not isinstance(text, str):
