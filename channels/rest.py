@@ -7,9 +7,10 @@ work unchanged.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, field_validator
 
 from bot.messages import Message, Turn
@@ -62,11 +63,13 @@ class RestChannel(ChannelAdapter):
 
         @r.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
                 summary="Send a message (Rasa REST channel format)")
-        async def webhook(body: RestMessage) -> list[dict[str, Any]]:
+        async def webhook(body: RestMessage) -> Response:
             msg = Message(channel=self.name, sender_id=body.sender, text=body.message, lang=body.lang,  # type: ignore[arg-type]
                           metadata=body.metadata or {})
             turn = await self.inbox.receive(msg)
-            return render(turn, body.sender)
+            # Serialised here: ``render`` already has the documented shape (``response_model``, for the
+            # OpenAPI document); FastAPI's validate-then-serialise pass would only repeat it per message.
+            return Response(json.dumps(render(turn, body.sender), ensure_ascii=False), media_type="application/json")
 
         @r.get("/webhooks/rest/", summary="REST channel health (as Rasa answers)")
         async def health() -> dict[str, str]:
