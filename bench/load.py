@@ -527,11 +527,15 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def one_run(server: Server, infra: Infra, concurrency: int, mode: str, rate: float | None,
-                  duration: float, max_messages: int, drain: float, seed: int) -> dict[str, Any]:
+                  duration: float, max_messages: int, drain: float, seed: int, channel: str = "both"
+                  ) -> dict[str, Any]:
     run_tag = uuid.uuid4().hex[:8]
     rng = random.Random(seed)
     stats = Stats()
-    residents = [Resident(i, "rest" if i % 2 == 0 else "webchat", run_tag, "127.0.0.1", server.port, stats,
+    def channel_of(i: int) -> str:
+        return channel if channel != "both" else ("rest" if i % 2 == 0 else "webchat")
+
+    residents = [Resident(i, channel_of(i), run_tag, "127.0.0.1", server.port, stats,
                           random.Random(rng.random())) for i in range(concurrency)]
     peak = 0
     sampling = True
@@ -620,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server (a schema is created)")
     ap.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (an empty database is used)")
     ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--channel", choices=["both", "rest", "webchat"], default="both",
+                    help="residents' channel (default: half REST, half web chat)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     modes = ["open", "closed"] if args.mode == "both" else [args.mode]
@@ -645,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                     for mode in modes:
                         rate = (args.rate or default_rate(concurrency)) if mode == "open" else None
                         r = asyncio.run(one_run(server, infra, concurrency, mode, rate, args.duration,
-                                                args.max_messages, args.drain, args.seed))
+                                                args.max_messages, args.drain, args.seed, args.channel))
                         results.append(r)
                         print(row(r), flush=True)
                         if r["error_kinds"]:
