@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app()
         inbox = app.state.inbox
         _ = app.state.engine.nlu
+        from bot.app import _settle_heap
+
+        _settle_heap(app.state.engine)  # as the server's start-up does (warm-up, gc.freeze)
         if not args.limits:
             inbox.limiter = None
         counts = {"stmt": 0, "commit": 0}
