@@ -164,7 +164,9 @@ class PcrmServe:
             r = httpx.get(self.url + "/healthz", timeout=2, headers={"connection": "close"})
             if r.status_code == 200:
                 seen.add(r.headers["x-pcrm-worker"])
-            return len(self.worker_pids()) >= self.workers and r.status_code == 200
+            # Every worker answered once: a worker still in its start-up (model load, warm-up, heap
+            # freeze, connection pool) does not accept yet, and the tests need all of them serving.
+            return len(self.worker_pids()) >= self.workers and r.status_code == 200 and len(seen) >= self.workers
 
         try:
             wait_for(ready, timeout, f"pcrm serve on {self.url}", every=0.2)
