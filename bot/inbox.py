@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from anyio import CapacityLimiter, to_thread
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
@@ -31,7 +32,7 @@ from bot.engine import Engine
 from bot.live import LiveEvents
 from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
-from bot.redis_gate import Admission, RedisGate
+from bot.redis_gate import Admission, Queued, RedisGate
 from bot.sms import SmsSender
 from crm_store import conversations, handoffs, hot_path, interactions, residents
 from crm_store.masking import mask_pii
@@ -82,7 +83,23 @@ class Inbox:
         """
         if self._threads is None:  # created on the event loop
             self._threads = CapacityLimiter(self.max_threads)
-        turn, live_events = await to_thread.run_sync(self._receive_sync, message, limiter=self._threads)
+        queued: Queued | None = None
+        while True:
+            result = await to_thread.run_sync(self._receive_sync, message, queued, False, limiter=self._threads)
+            if not isinstance(result, Queued):
+                break
+            # An earlier message of this conversation is still being handled (here or by another
+            # worker): wait on the event loop, not in one of the few threads, which under a
+            # backlog would leave fewer threads for everybody and deepen the backlog.
+            queued = result
+            try:
+                await anyio.sleep(queued.wait_s)
+            except BaseException:
+                gate = self.gate
+                if gate is not None:
+                    gate.abandon(queued)
+                raise
+        turn, live_events = result
         for channel, payload in live_events:
             try:
                 await self.live.publish(channel, payload)
@@ -103,11 +120,18 @@ class Inbox:
             self._gate = (ident, RedisGate(self.lock, self.dedup, states) if RedisGate.usable(*parts) else None)
         return self._gate[1]
 
-    def _receive_sync(self, message: Message) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
+    def _receive_sync(self, message: Message, queued: Queued | None = None, wait: bool = True
+                      ) -> tuple[Turn, list[tuple[str, dict[str, Any]]]] | Queued:
+        """The message in a worker thread. ``wait=False`` (:meth:`receive`): a message that must
+        wait for an earlier one of its conversation comes back as :class:`Queued`, to be passed
+        in again later; ``wait=True`` (tools, tests): the wait happens here, in the thread."""
         key = message.conversation_key
         gate = self.gate
-        if gate is not None and gate.ready:  # limits, lock, retry answer, pending state: one round trip
-            adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter)
+        if gate is not None and (queued is not None or gate.ready):  # limits, lock, retry answer, pending state
+            adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter,
+                             wait=wait, queued=queued)
+            if isinstance(adm, Queued):
+                return adm
             if adm is not None and adm.locked:
                 try:
                     return self._receive_locked(message, adm)

@@ -74,6 +74,27 @@ local q, me, pfx = KEYS[1], ARGV[1], ARGV[2]
 
 
 @dataclass
+class Queued:
+    """A message queued behind an earlier one of its conversation (held by another thread or
+    worker). :meth:`RedisGate.admit` with ``wait=False`` returns it instead of sleeping, so the
+    caller can wait on its event loop, not in one of its few threads, and then call again with it.
+    """
+
+    key: str
+    dedup_key: str
+    token: str
+    keys: list[str]
+    limits: list[int]
+    now: float
+    deadline: float
+    enqueue: str = "1"
+    count: str = "1"
+    pause: float = 0.001
+    #: How long to wait before the next call.
+    wait_s: float = 0.0
+
+
+@dataclass
 class Admission:
     """A message let in: the lock is held; what Redis knew; what to write on leaving."""
 
@@ -126,11 +147,52 @@ class RedisGate:
         states_ok = self.states is None or (self.states.breaker.closed and not self.states._stale)  # noqa: SLF001
         return self.breaker.closed and self.lock.breaker.closed and self.dedup.breaker.closed and states_ok
 
-    def admit(self, channel: str, sender_id: str, key: str, dedup_key: str,
-              limiter: RateLimiter | None) -> Admission | None:
+    def admit(self, channel: str, sender_id: str, key: str, dedup_key: str, limiter: RateLimiter | None,
+              *, wait: bool = True, queued: Queued | None = None) -> Admission | Queued | None:
         """Count the message, queue for the conversation's lock and wait for it, and read the
         retry answer and a pending state. Raises :class:`RateLimited` (nothing else done);
-        None if Redis failed (the caller uses the modules)."""
+        None if Redis failed (the caller uses the modules). With ``wait=False`` a message that
+        must wait is returned as :class:`Queued` (call again with it after ``wait_s``)."""
+        lock = self.lock
+        alive = lock.prefix + "alive:"
+        q = queued or self._entry(channel, sender_id, key, dedup_key, limiter)
+        try:
+            while True:
+                res = self._admit(keys=q.keys, args=[q.token, lock.timeout_ms, alive, q.enqueue, q.count,
+                                                     *q.limits, key])
+                q.count = "0"
+                if int(res[0]) == 1:
+                    raise RateLimited("channel", 1)
+                if int(res[0]) == 2:
+                    raise RateLimited("sender", max(1, math.ceil(60 - q.now % 60)))
+                got = int(res[1])
+                if got == 1:
+                    break
+                q.enqueue = "1" if got == -1 else "0"
+                if time.monotonic() > q.deadline:  # as RedisLock: leave the queue, take the fallback lock
+                    log.warning("conversation lock wait over %.0fs; going ahead", lock.blocking_timeout)
+                    self._release(keys=[q.keys[0]], args=[q.token, alive])
+                    lock.stats["fallback"] += 1
+                    return Admission(key, q.token, q.keys[0], locked=False)
+                q.wait_s, q.pause = q.pause, min(q.pause * 1.5, 0.01)
+                if not wait:
+                    return q
+                time.sleep(q.wait_s)
+        except REDIS_DOWN as exc:
+            self.breaker.failed(exc)
+            return None
+        self.breaker.succeeded()
+        lock.stats["redis"] += 1
+        adm = Admission(key, q.token, q.keys[0])
+        answered, pending = res[2], res[3]
+        adm.answered = replies_from_json(answered) if answered else self.dedup.local.get(dedup_key)
+        if pending:
+            adm.pending = DialogueState.from_json(pending)
+        return adm
+
+    def _entry(self, channel: str, sender_id: str, key: str, dedup_key: str,
+               limiter: RateLimiter | None) -> Queued:
+        """A new queue entry (not sent yet); in-process rate limits are counted here."""
         now = time.time()
         limits = [0, 2, 0, 61]
         keys_rl = ["-", "-"]
@@ -140,44 +202,17 @@ class RedisGate:
                        f"{limiter.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
         elif limiter is not None:  # in-process counters (or Redis limits while their breaker is open)
             limiter.check(channel, sender_id, now)
-        token = new_id()
-        lock = self.lock
-        queue, alive = lock.prefix + key, lock.prefix + "alive:"
         state_key = self.states.prefix + key if self.states is not None else "-"
         dirty = self.states.dirty_key if self.states is not None else "-"
-        keys = [queue, *keys_rl, self.dedup.prefix + dedup_key, dirty, state_key]
-        deadline = time.monotonic() + lock.blocking_timeout
-        enqueue, count, pause = "1", "1", 0.001
+        keys = [self.lock.prefix + key, *keys_rl, self.dedup.prefix + dedup_key, dirty, state_key]
+        return Queued(key, dedup_key, new_id(), keys, limits, now, time.monotonic() + self.lock.blocking_timeout)
+
+    def abandon(self, q: Queued) -> None:
+        """Leave the queue without having held the lock (the waiting caller was cancelled)."""
         try:
-            while True:
-                res = self._admit(keys=keys, args=[token, lock.timeout_ms, alive, enqueue, count, *limits, key])
-                count = "0"
-                if int(res[0]) == 1:
-                    raise RateLimited("channel", 1)
-                if int(res[0]) == 2:
-                    raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
-                got = int(res[1])
-                if got == 1:
-                    break
-                enqueue = "1" if got == -1 else "0"
-                if time.monotonic() > deadline:  # as RedisLock: leave the queue, take the fallback lock
-                    log.warning("conversation lock wait over %.0fs; going ahead", lock.blocking_timeout)
-                    self._release(keys=[queue], args=[token, alive])
-                    lock.stats["fallback"] += 1
-                    return Admission(key, token, queue, locked=False)
-                time.sleep(pause)
-                pause = min(pause * 1.5, 0.01)
-        except REDIS_DOWN as exc:
+            self._release(keys=[q.keys[0]], args=[q.token, self.lock.prefix + "alive:"])
+        except REDIS_DOWN as exc:  # the entry expires by itself
             self.breaker.failed(exc)
-            return None
-        self.breaker.succeeded()
-        lock.stats["redis"] += 1
-        adm = Admission(key, token, queue)
-        answered, pending = res[2], res[3]
-        adm.answered = replies_from_json(answered) if answered else self.dedup.local.get(dedup_key)
-        if pending:
-            adm.pending = DialogueState.from_json(pending)
-        return adm
 
     def leave(self, adm: Admission) -> None:
         """Keep the answer for retries, refresh the state cache, release the lock: one script

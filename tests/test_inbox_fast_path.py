@@ -209,3 +209,38 @@ def test_sqlite_without_redis_takes_the_general_path(tmp_path: Any) -> None:
     box = create_app(settings).state.inbox
     assert box.pg is None and box.gate is None
     assert _talk(box, "lite", ["쓰레기 언제 버려요?"])[0]
+
+
+def test_a_message_waiting_for_its_conversation_holds_no_thread(inbox: Inbox) -> None:
+    """With one inbox thread: while A's conversation is locked elsewhere, A waits on the event
+    loop and B (another conversation) is answered meanwhile; A follows once the lock is free."""
+    import asyncio
+
+    inbox.max_threads, inbox._threads = 1, None
+    _talk(inbox, "wait-a", ["쓰레기 언제 버려요?"])
+    held, release = threading.Event(), threading.Event()
+
+    def hold_a() -> None:
+        with inbox.lock.hold("rest:wait-a"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_a)
+    holder.start()
+    held.wait(5)
+
+    async def scenario() -> tuple[str, bool, str]:
+        a = asyncio.create_task(inbox.receive(Message(channel="rest", sender_id="wait-a", text="여권 얼마나 걸려요?")))
+        await asyncio.sleep(0.2)
+        b_msg = Message(channel="rest", sender_id="wait-b", text="쓰레기 언제 버려요?")
+        b = await asyncio.wait_for(inbox.receive(b_msg), 10)
+        a_done_before_release = a.done()
+        release.set()
+        return b.text, a_done_before_release, (await asyncio.wait_for(a, 10)).text
+
+    try:
+        b_text, a_early, a_text = asyncio.run(scenario())
+    finally:
+        release.set()
+        holder.join(10)
+    assert b_text and a_text and not a_early
