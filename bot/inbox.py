@@ -15,7 +15,7 @@ import logging
 import os
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -279,12 +279,8 @@ class Inbox:
             if found.conversation_id is not None and found.conversation_resident_id == found.resident_id:
                 return {"duplicate": True}, None
             return None  # no conversation yet, or it changed hands (a merge): the general path
-        else:
-            seen = found.last_seen_at
-            if seen is not None and seen.tzinfo is None:
-                seen = seen.replace(tzinfo=UTC)
-            if seen is None or now - seen >= hot_path.LAST_SEEN_EVERY:
-                pg.touch(found, now)
+        elif hot_path.seen_long_ago(found.last_seen_at, now):
+            pg.touch(found, now)
         assert found.conversation_id is not None and found.inbound_id is not None
         ids = {"resident_id": found.resident_id, "conversation_id": found.conversation_id,
                "inbound_id": found.inbound_id, "channel": message.channel, "needs_tags": found.needs_tags}

@@ -107,7 +107,7 @@ class RedisRateLimiter(RateLimiter):
         if not (self.per_channel_per_second and self.per_sender_per_minute) or not self.breaker.closed:
             super().check(channel, sender_id, now)
             return
-        keys = [f"{self.prefix}c:{channel}:1:{int(now)}", f"{self.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
+        keys = self.window_keys(channel, sender_id, now)
         try:
             which, _n = self._both(keys=keys, args=[self.per_channel_per_second, 2, self.per_sender_per_minute, 61])
             self.breaker.succeeded()
@@ -119,6 +119,11 @@ class RedisRateLimiter(RateLimiter):
             raise RateLimited("channel", 1)
         if int(which) == 2:
             raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
+
+    def window_keys(self, channel: str, sender_id: str, now: float) -> list[str]:
+        """The counters of this second for ``channel`` and of this minute for the sender
+        (also counted by bot/redis_gate.py's script, so both must name them alike)."""
+        return [f"{self.prefix}c:{channel}:1:{int(now)}", f"{self.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
 
     def _count(self, bucket: str, window_s: int, now: float) -> int:
         if self.breaker.closed:

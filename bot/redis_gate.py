@@ -198,8 +198,7 @@ class RedisGate:
         keys_rl = ["-", "-"]
         if isinstance(limiter, RedisRateLimiter) and limiter.breaker.closed:
             limits = [limiter.per_channel_per_second, 2, limiter.per_sender_per_minute, 61]
-            keys_rl = [f"{limiter.prefix}c:{channel}:1:{int(now)}",
-                       f"{limiter.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
+            keys_rl = limiter.window_keys(channel, sender_id, now)
         elif limiter is not None:  # in-process counters (or Redis limits while their breaker is open)
             limiter.check(channel, sender_id, now)
         state_key = self.states.prefix + key if self.states is not None else "-"

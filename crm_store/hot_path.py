@@ -90,12 +90,16 @@ def lookup(conn: Connection, channel: str, external_id: str, key: str) -> Row[An
     return conn.execute(_LOOKUP, {"key": key, "channel": channel, "external_id": external_id}).first()
 
 
+def seen_long_ago(last_seen_at: datetime | None, now: datetime) -> bool:
+    """Whether ``last_seen_at`` (naive = UTC, as the column stores it) is due to be written again."""
+    if last_seen_at is not None and last_seen_at.tzinfo is None:
+        last_seen_at = last_seen_at.replace(tzinfo=UTC)
+    return last_seen_at is None or now - last_seen_at >= LAST_SEEN_EVERY
+
+
 def touch(conn: Connection, found: Row[Any], now: datetime) -> None:
     """``last_seen_at`` of the identity and its resident, if older than :data:`LAST_SEEN_EVERY`."""
-    seen = found.last_seen_at
-    if seen is not None and seen.tzinfo is None:
-        seen = seen.replace(tzinfo=UTC)
-    if seen is None or now - seen >= LAST_SEEN_EVERY:
+    if seen_long_ago(found.last_seen_at, now):
         conn.execute(_TOUCH_IDENTITY, {"iid": found.id, "now": now})
         conn.execute(_TOUCH_RESIDENT, {"rid": found.resident_id, "now": now})
 

@@ -76,10 +76,11 @@ def wait_reply(pg: Any, before: int) -> str:
     return "\n".join(bot_texts(pg)[before:])
 
 
-def ask(pg: Any, text: str) -> str:
-    """Type a message into the widget, press Enter, and return the bot's new text."""
+def ask(pg: Any, text: str, box_label: str = "메시지 입력") -> str:
+    """Type a message into the widget (its input labelled ``box_label``: "Your message" in
+    English), press Enter, and return the bot's new text."""
     before = len(bot_texts(pg))
-    box = pg.get_by_label("메시지 입력")
+    box = pg.get_by_label(box_label)
     box.fill(text)
     box.press("Enter")
     return wait_reply(pg, before)

@@ -126,13 +126,7 @@ def test_language_toggle(page: Any) -> None:
     open_with_keyboard(page)
     page.get_by_role("button", name="Switch to English").click()
     assert page.get_by_role("dialog", name="Resident help chat").is_visible()
-    answer = ask_en(page, "What time does the office close?")
+    answer = ask(page, "What time does the office close?", "Your message")
     assert re.search(r"18|6 ?pm|office|hours", answer, re.IGNORECASE), answer
 
 
-def ask_en(pg: Any, text: str) -> str:
-    before = len(bot_texts(pg))
-    box = pg.get_by_label("Your message")
-    box.fill(text)
-    box.press("Enter")
-    return wait_reply(pg, before)
