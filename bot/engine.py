@@ -183,10 +183,15 @@ class Engine:
             ctx.say("utter_too_long")
         else:
             policy.decide(ctx)
+        intent: dict[str, Any] = {"label": ctx.label, "confidence": round(ctx.confidence, 4), "lang": ctx.lang}
+        if ctx.answer_to:
+            # An awaited answer: recorded under its question's topic; the classifier's guess kept beside.
+            intent["nlu"] = {"label": ctx.label, "confidence": intent["confidence"]}
+            ctx.label, ctx.confidence = ctx.answer_to, 1.0
+            intent.update(label=ctx.label, confidence=1.0)
         if not ctx.paused and parse.normalized:
             state.remember_intent(ctx.label)
-        events = [Event("intent", {"label": ctx.label, "confidence": round(ctx.confidence, 4),
-                                   "lang": ctx.lang}),
+        events = [Event("intent", intent),
                   *([Event("entities", {"entities": parse.entities})] if parse.entities else []),
                   *ctx.events]
         return Turn(conversation_key=message.conversation_key, lang=ctx.lang, label=ctx.label,

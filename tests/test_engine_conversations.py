@@ -80,6 +80,29 @@ def test_pothole_form_with_correction_opens_ticket(engine):
     assert engine.requests.get(ticket.group(0)).address_string == "한빛동 중앙로 14"
 
 
+def test_form_answers_are_recorded_under_the_form_not_the_classifiers_guess(engine):
+    """"예" alone scores as faq.vaccination (예방접종): as the answer to a form question the turn is
+    the pothole report's, at full confidence, with the classifier's guess kept in the intent event."""
+    assert engine.parse("예", "ko").label != "roads.pothole"
+    chat = Chat(engine)
+    chat.say("도로에 구멍이 크게 났어요")
+    answers = [chat.say(text) for text in ("한빛동 중앙로 12 앞이요", "예", "예")]
+    assert answers[-1].routing.action == "request"
+    for t in answers:
+        assert (t.label, t.confidence) == ("roads.pothole", 1.0), t.text
+    intent = answers[1].event("intent").data
+    assert intent["label"] == "roads.pothole" and intent["nlu"]["label"] == engine.parse("예", "ko").label
+    assert "faq.vaccination" not in engine.states.load("rest:r1").recent_intents
+
+
+def test_a_person_asked_for_mid_form_keeps_its_label(engine):
+    chat = Chat(engine)
+    chat.say("도로에 구멍이 크게 났어요")
+    t = chat.say("상담원 연결해 주세요")
+    assert t.label == "conv.human" and t.routing.action == "handoff"
+    assert "nlu" not in t.event("intent").data
+
+
 def test_form_skips_what_the_first_message_said(engine):
     t = Chat(engine).say("한빛동 중앙로 30 가로등이 어제부터 꺼져 있어요")
     assert t.routing.service_code == "roads.streetlight"
@@ -126,6 +149,7 @@ def test_status_asks_for_ticket_then_reports_unknown(engine):
     assert t.routing.action == "status"
     t = chat.say("2026-999999")
     assert t.event("status_lookup").data["found"] is False
+    assert t.label == "conv.request_status"
 
 
 def test_human_handoff_pauses_bot_until_released(engine):

@@ -99,7 +99,9 @@ def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> 
     assert a == b
     assert a["handoffs"] and a["handoffs"][0][3] == "queued" and a["conversation"][1] is True
     assert [r[0] for r in a["interactions"]].count("in") == len(VISIT)
-    assert {"faq.waste_schedule", "roads.pothole", "conv.request_status"} <= set(a["needs_tags"])
+    # Exactly what was asked about: the form's "네"/"예" are the pothole report's, not 예방접종's.
+    assert sorted(a["needs_tags"]) == ["conv.request_status", "faq.passport", "faq.waste_schedule", "roads.pothole"]
+    assert [r[2] for r in a["interactions"] if r[0] == "in"][3:6] == ["roads.pothole"] * 3
 
 
 def test_the_state_cache_holds_what_sql_holds(inbox: Inbox) -> None:

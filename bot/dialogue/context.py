@@ -46,6 +46,8 @@ class TurnContext:
         self.routing = Routing("answer")
         self.pending_actions: list[str] = []
         self.paused = False
+        #: Set by :meth:`answered`: the topic of the bot's question this message answered.
+        self.answer_to: str | None = None
 
     # --- facts -------------------------------------------------------------------------------
     @property
@@ -104,6 +106,16 @@ class TurnContext:
     def yes_no(self) -> list[Button]:
         return [self.button("btn_yes", self.knowledge.render("btn_yes", self.lang)),
                 self.button("btn_no", self.knowledge.render("btn_no", self.lang))]
+
+    def answered(self, topic: str | None = None) -> None:
+        """This message answered the question the bot asked last, about ``topic`` (default: the
+        label of the turn that asked it). The turn is then recorded under that topic, with full
+        confidence, not under whatever the classifier made of the bare answer: "예" scores as
+        ``faq.vaccination`` (예방접종), "3" or a street name as anything, and such labels would
+        skew analytics, tag the resident with needs they never had, and fill the low-confidence
+        review with answers that were understood."""
+        recent = self.state.recent_intents
+        self.answer_to = topic or (recent[-1] if recent else None)
 
     def run_action(self, name: str) -> None:
         """Run a rasa_sdk action now (the engine supplies the runner)."""

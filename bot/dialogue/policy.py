@@ -143,12 +143,14 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         m = _RATING.match(text)
         state.awaiting = None
         if m:
+            ctx.answered()
             ctx.event("feedback", rating=int(m.group(1)))
             ctx.say("utter_rating_thanks")
             return True
         return False
     if awaiting == "delete_confirm":
         state.awaiting = None
+        ctx.answered()
         if is_yes(text):
             ctx.event("delete_data")
             ctx.say("utter_data_deleted")
@@ -157,6 +159,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         return True
     if awaiting == "after_hours_message":
         state.awaiting = None
+        ctx.answered()
         ctx.event("callback_message", text=text, department=state.handoff_department or "general")
         ctx.say("utter_after_hours_message_taken")
         return True
@@ -164,6 +167,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         state.awaiting = None
         phone = first(ctx.entities, "phone")
         if phone:
+            ctx.answered()
             request_code(ctx, phone)
             return True
         return False
@@ -171,6 +175,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         state.awaiting = None
         m = _OTP_CODE.match(text)
         if m:
+            ctx.answered()
             # The inbox checks the code against the store and answers (see bot/inbox.py).
             ctx.route("answer")
             ctx.event("otp_verify", phone=state.slots.pop("otp_phone", None), code=m.group(1))
@@ -181,9 +186,11 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         ticket = first(ctx.entities, "ticket")
         state.awaiting = None
         if ticket:
+            ctx.answered("conv.request_status")
             check_status(ctx, ticket)
             return True
         if ctx.label == "conv.request_status" or ctx.low_confidence:
+            ctx.answered("conv.request_status")
             ctx.say("utter_status_not_found", ticket=text[:40])
             return True
         return False
@@ -366,6 +373,9 @@ def ask_next(ctx: TurnContext) -> None:
 def continue_form(ctx: TurnContext) -> None:
     """The resident answered a form question, corrected something, cancelled, or confirmed."""
     state, text = ctx.state, ctx.text
+    wants_person = ctx.label == "conv.human" and ctx.confidence >= 0.6
+    if not wants_person:
+        ctx.answered(state.active_form)
     if _CANCEL.match(text) or ctx.forced_label == "cancel":
         code = state.active_form
         state.reset()
@@ -373,7 +383,7 @@ def continue_form(ctx: TurnContext) -> None:
         ctx.route("answer")
         ctx.say("utter_request_cancelled")
         return
-    if ctx.label == "conv.human" and ctx.confidence >= 0.6:
+    if wants_person:
         service = ctx.knowledge.services[state.active_form or ""]
         handoff(ctx, service.department, reason="asked_for_person")
         return
