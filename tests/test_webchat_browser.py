@@ -122,6 +122,28 @@ def test_reload_redraws_the_conversation(page: Any) -> None:
     assert len(bot_texts(page)) >= 1
 
 
+def test_reload_mid_form_keeps_the_open_questions_buttons(page: Any) -> None:
+    """The consent question's 예/아니요 come back after a reload (history holds only texts) and
+    still answer it; an answered question's buttons do not come back."""
+    open_with_keyboard(page)
+    ask(page, "도로에 구멍이 났어요")
+    ask(page, "한빛동 중앙로 12")
+    assert page.locator(".pcrm-wc-quick").last.get_by_role("button", name="예", exact=True).is_visible()
+    page.reload()
+    page.get_by_role("dialog", name="민원 상담").wait_for()
+    yes = page.locator(".pcrm-wc-quick").last.get_by_role("button", name="예", exact=True)
+    yes.wait_for()
+    before = len(bot_texts(page))
+    yes.click()
+    confirm = wait_reply(page, before)
+    assert "한빛동 중앙로 12" in confirm, confirm  # the summary: consent was taken
+    ask(page, "아니요")  # cancel the request: a question without buttons is last
+    page.reload()
+    page.get_by_role("dialog", name="민원 상담").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.pcrm-wc-resident').length >= 4")
+    assert page.locator(".pcrm-wc-quick").count() == 0
+
+
 def test_language_toggle(page: Any) -> None:
     open_with_keyboard(page)
     page.get_by_role("button", name="Switch to English").click()

@@ -19,6 +19,9 @@
   var STORE_SESSION = "pcrm-webchat-session";
   var STORE_LANG = "pcrm-webchat-lang";
   var STORE_OPEN = "pcrm-webchat-open";
+  // The last bot reply's quick replies ({text, buttons, hints}); the history endpoint has only
+  // texts, so without this a reload mid-form lost the 예/아니요 buttons of the open question.
+  var STORE_QUICK = "pcrm-webchat-quick";
   var MAX_TEXT = 5000;
 
   var T = {
@@ -66,6 +69,7 @@
   function newSession() {
     var id = randomId(16);
     store(STORE_SESSION, id);
+    store(STORE_QUICK, null);
     return id;
   }
 
@@ -343,7 +347,11 @@
       setTyping(false);
       var hints = frame.hints && typeof frame.hints === "object" ? frame.hints : {};
       addMessage("bot", String(frame.text || ""), { emergency: !!hints.emergency, link: hints.link });
-      addQuickReplies(Array.isArray(frame.buttons) ? frame.buttons : [], hints);
+      var buttons = Array.isArray(frame.buttons) ? frame.buttons : [];
+      addQuickReplies(buttons, hints);
+      if (buttons.length || hints.rating || hints.request_location) {
+        store(STORE_QUICK, JSON.stringify({ text: String(frame.text || ""), buttons: buttons, hints: hints }));
+      }
       notifyUnread();
     } else if (frame.type === "agent") {
       setTyping(false);
@@ -375,6 +383,7 @@
       return;
     }
     clearQuickReplies();
+    store(STORE_QUICK, null);
     addMessage("resident", shown || text, {});
     enqueue({ type: "message", text: text });
   }
@@ -450,6 +459,16 @@
       if (!text && author === "resident") text = T[lang].locationSent;
       addMessage(author === "resident" || author === "agent" ? author : "bot", text, {});
     });
+    // The open question's quick replies, if its reply is among the messages since the resident's last.
+    var quick = null;
+    try { quick = JSON.parse(store(STORE_QUICK) || "null"); } catch (e) { quick = null; }
+    if (!quick || typeof quick !== "object") return;
+    for (var i = messages.length - 1; i >= 0 && messages[i].direction !== "in"; i--) {
+      if (messages[i].text === quick.text) {
+        addQuickReplies(Array.isArray(quick.buttons) ? quick.buttons : [], quick.hints || {});
+        return;
+      }
+    }
   }
 
   function start() {
