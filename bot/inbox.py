@@ -36,7 +36,7 @@ from bot.redis_gate import Admission, Queued, RedisGate
 from bot.sms import SmsSender
 from crm_store import conversations, handoffs, hot_path, interactions, residents
 from crm_store.masking import mask_pii
-from crm_store.models import Feedback, Handoff
+from crm_store.models import Feedback, Handoff, audit
 from crm_store.pg_hot_path import HANDLED_EVENTS, ConnectionLost, Found, PgHotPath
 from crm_store.phones import is_phone_channel
 from crm_store.state_store import SqlStateStore
@@ -357,6 +357,12 @@ class Inbox:
                         .order_by(Handoff.id.desc()).first()
                     s.add(Feedback(conversation_id=cid, resident_id=conv.resident_id,
                                    handoff_id=last.id if last else None, rating=int(ev.data["rating"])))
+                elif ev.type == "contact_consent" and rid is not None:
+                    # Reminders' consent (bot/reminders.py): given by answering 예 to the offer, withdrawn
+                    # with 수신거부 on any channel; audited, like an SMS STOP.
+                    s.get_one(Resident, rid).contact_consent = bool(ev.data["consent"])
+                    s.add(audit("resident", "consent.given" if ev.data["consent"] else "consent.withdrawn",
+                                f"resident:{rid}"))
                 elif ev.type == "delete_data" and rid is not None:
                     residents.delete_resident(s, rid)
                     forget = True
@@ -504,7 +510,7 @@ class Inbox:
 
 
 #: Turn events that write to the store besides the turn itself.
-_STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened"})
+_STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened", "contact_consent"})
 
 
 def _pg_writes_all(turn: Turn) -> bool:

@@ -6,7 +6,9 @@ municipality time) on day *today*:
 * *today* is within ``remind_days_before`` days before *D* (``0 ≤ D - today ≤ remind_days_before``);
 * the resident asked about *T*: an inbound message labelled *T* in the 365 days before *D*
   (messages of merged residents count for the resident they were merged into);
-* the resident consented (``contact_consent``), is not erased and not merged away;
+* the resident consented (``contact_consent``: given by answering 예/yes to the bot's offer after an
+  answer about a topic with due dates, withdrawn with 수신거부/알림 그만/STOP on any channel; see
+  ``offer_reminder`` in bot/dialogue/policy.py), is not erased and not merged away;
 * no reminder for (resident, *T*, *D*) was sent before: every sent reminder is an ``AuditLog`` row
   ``reminder.sent`` with target ``<resident>:<topic>:<due>``; the row is written *before* sending
   (and removed again if no channel took the message), so a crash never leads to a second message.

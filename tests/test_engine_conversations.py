@@ -103,6 +103,35 @@ def test_a_person_asked_for_mid_form_keeps_its_label(engine):
     assert "nlu" not in t.event("intent").data
 
 
+def test_reminder_offered_after_a_due_date_answer_once(engine):
+    chat = Chat(engine)
+    t = chat.say("재산세 언제까지 내요?")
+    assert t.label == "faq.property_tax"
+    assert t.replies[-1].text == engine.knowledge.render("utter_reminder_offer", "ko")
+    assert [b.title for b in t.replies[-1].buttons] == ["예", "아니요"]
+    t = chat.say("네")
+    assert t.event("contact_consent").data == {"consent": True}
+    assert (t.label, t.confidence) == ("faq.property_tax", 1.0)  # the "네" answered the tax question's offer
+    t = chat.say("자동차세는 언제 내요?")
+    assert t.label == "faq.vehicle_tax" and t.event("contact_consent") is None
+    assert engine.knowledge.render("utter_reminder_offer", "ko") not in t.text  # once per conversation
+    t = chat.say("알림 그만")
+    assert t.event("contact_consent").data == {"consent": False}
+    en = Chat(engine, sender="r2")
+    t = en.say("When is the vehicle tax due?")
+    assert t.replies[-1].text == engine.knowledge.render("utter_reminder_offer", "en")
+    t = en.say("no")
+    assert t.event("contact_consent") is None and t.text == engine.knowledge.render("utter_reminder_declined", "en")
+    assert "reminder" not in Chat(engine, sender="r3").say("여권 발급 얼마나 걸려요?").text  # no due dates
+
+
+def test_stop_inside_a_form_is_not_a_reminder_opt_out(engine):
+    chat = Chat(engine)
+    chat.say("도로에 구멍이 크게 났어요")
+    t = chat.say("stop")
+    assert t.event("contact_consent") is None
+
+
 def test_form_skips_what_the_first_message_said(engine):
     t = Chat(engine).say("한빛동 중앙로 30 가로등이 어제부터 꺼져 있어요")
     assert t.routing.service_code == "roads.streetlight"

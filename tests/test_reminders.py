@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bot import cli, reminders
 from bot.app import create_app
-from bot.messages import Reply
+from bot.messages import Message, Reply
 from bot.settings import ROOT, Settings
 from crm_store.db import make_session_factory, upgrade
 from crm_store.models import AuditLog, ChannelIdentity, Conversation, Interaction, Resident
@@ -151,3 +151,37 @@ def test_cli_dry_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     assert "4 reminder(s) due, 0 sent (dry run: nothing sent)" in out
     assert cli.main(["reminders", "run", "--today", "2026-08-20", "--dry-run"]) == 0
     assert "0 reminder(s) due" in capsys.readouterr().out
+
+
+def test_consent_is_given_in_the_chat_and_withdrawn_with_수신거부(setup: Any) -> None:
+    """Nothing else sets ``contact_consent``: the offer after an answer about a topic with due dates,
+    answered 예, is what lets ``pcrm reminders`` write to a resident; "수신거부" on any channel
+    (here the web chat the reminder arrives on) takes it back."""
+    app, _api, _fake, _ids = setup
+    sessions, knowledge = app.state.sessions, app.state.engine.knowledge
+
+    def say(text: str) -> list[str]:
+        return [r.text for r in asyncio.run(app.state.inbox.receive(Message("webchat", "consent-visit", text))).replies]
+
+    def consent_and_planned() -> tuple[bool, bool]:
+        with sessions() as s:
+            rid = s.scalars(select(ChannelIdentity.resident_id).where(
+                ChannelIdentity.channel == "webchat", ChannelIdentity.external_id == "consent-visit")).one()
+            consent = s.get_one(Resident, rid).contact_consent
+        today = date.today()
+        day = next(today + timedelta(days=n) for n in range(366)
+                   if any(t == "faq.property_tax" for t, _ in reminders.due_dates(knowledge.config,
+                                                                                  today + timedelta(days=n))))
+        return consent, rid in {r.resident_id for r in reminders.plan(sessions, knowledge, day, SEOUL)}
+
+    answer = say("재산세 언제까지 내요?")
+    assert answer[-1] == knowledge.render("utter_reminder_offer", "ko")
+    assert consent_and_planned() == (False, False)
+    assert say("예") == [knowledge.render("utter_reminder_on", "ko")]
+    assert consent_and_planned() == (True, True)
+    assert knowledge.render("utter_reminder_offer", "ko") not in say("자동차세는 언제 내요?")  # asked once
+    assert say("수신거부") == [knowledge.render("utter_reminder_off", "ko")]
+    assert consent_and_planned() == (False, False)
+    with sessions() as s:
+        assert list(s.scalars(select(AuditLog.action).where(AuditLog.action.like("consent.%"))
+                              .order_by(AuditLog.id))) == ["consent.given", "consent.withdrawn"]

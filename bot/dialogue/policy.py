@@ -4,7 +4,7 @@ Read top to bottom, :func:`decide` is the whole conversation design:
 
 1. a handed-off conversation stays with its agent (the bot is silent);
 2. emergencies always win and tell the resident to call 119/112 first;
-3. global words: restart, cancel, language, delete my data;
+3. global words: restart, cancel, language, delete my data, stop reminders;
 4. whatever the bot asked last (rating, ticket, confirmation, a form slot);
 5. otherwise the recognised intent: answer, open a form, look up a status,
    hand off, or ask one clarifying question when unsure.
@@ -35,6 +35,9 @@ _LINK_PHONE = re.compile(r"(전화\s*번호|휴대\s*폰|핸드폰|휴대전화)
 _OTP_CODE = re.compile(r"^\s*(\d{6})\s*$")
 _TO_EN = re.compile(r"^(english|영어로?|in english|speak english)(?![a-z가-힣])", re.IGNORECASE)
 _TO_KO = re.compile(r"^(korean|한국어로?|한국말로?)(?![a-z가-힣])", re.IGNORECASE)
+#: Stop the centre's reminders on any channel (an SMS "STOP" is the SMS channel's: it stops all texts).
+_REMINDERS_OFF = re.compile(r"^(수신 ?거부|알림 ?(그만|끄기|꺼 ?주세요|해제|중지|거부|받지 ?않을래요)|"
+                            r"stop reminders|no more reminders|unsubscribe|stop)[.!]?$", re.IGNORECASE)
 _RATING = re.compile(r"^\s*([1-5])\s*(점|stars?|/\s*5)?\s*$", re.IGNORECASE)
 _CORRECTION = re.compile(
     r"^(?:(?:아니(?:요|오)?|아뇨|no)[,.\s]*)?(주소|위치|장소|내용|설명|시간|언제|날짜|address|location|place|description|time|when)"
@@ -109,6 +112,11 @@ def decide(ctx: TurnContext) -> None:
     if _LINK_PHONE.search(text) and not state.active_form:
         ask_phone_link(ctx)
         return
+    if _REMINDERS_OFF.match(text) and not (state.active_form and text.lower() == "stop"):
+        state.reminders = False
+        ctx.event("contact_consent", consent=False)
+        ctx.say("utter_reminder_off")
+        return
     if _DELETE.search(text):
         state.reset()
         state.awaiting = "delete_confirm"
@@ -148,6 +156,18 @@ def handle_awaiting(ctx: TurnContext) -> bool:
             ctx.say("utter_rating_thanks")
             return True
         return False
+    if awaiting == "reminder_consent":
+        state.awaiting = None
+        if not (is_yes(text) or is_no(text)):
+            return False
+        ctx.answered()
+        state.reminders = is_yes(text)
+        if state.reminders:
+            ctx.event("contact_consent", consent=True)
+            ctx.say("utter_reminder_on")
+        else:
+            ctx.say("utter_reminder_declined")
+        return True
     if awaiting == "delete_confirm":
         state.awaiting = None
         ctx.answered()
@@ -233,6 +253,7 @@ def respond_to_intent(ctx: TurnContext) -> None:
     if label in k.faq:
         ctx.route("answer", department=dept)
         ctx.run_action("action_answer_faq")
+        offer_reminder(ctx, label)
     elif label in k.services:
         start_form(ctx, label)
     elif label == "conv.request_status":
@@ -257,6 +278,16 @@ def respond_to_intent(ctx: TurnContext) -> None:
     else:  # conv.out_of_scope
         ctx.route("smalltalk")
         ctx.say("utter_out_of_scope", buttons=[ctx.button("btn_human", "/conv.human")])
+
+
+def offer_reminder(ctx: TurnContext, topic: str) -> None:
+    """After an answer about a topic with due dates (``deadlines`` in config.yml): offer to remind
+    the resident before the next one, once per conversation. A yes is the resident's consent to be
+    contacted (``Resident.contact_consent``), without which ``pcrm reminders`` sends nothing."""
+    if ctx.state.reminders is not None or topic not in (ctx.knowledge.config.get("deadlines") or {}):
+        return
+    ctx.state.awaiting = "reminder_consent"
+    ctx.say("utter_reminder_offer", buttons=ctx.yes_no())
 
 
 def clarify(ctx: TurnContext) -> None:

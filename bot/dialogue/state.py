@@ -28,10 +28,11 @@ class DialogueState:
     recent_intents: list[str] = field(default_factory=list)
     clarify_count: int = 0
     clarify_options: list[str] = field(default_factory=list)
-    awaiting: str | None = None             # "ticket", "rating", "delete_confirm", "after_hours_message"
+    awaiting: str | None = None             # "ticket", "rating", "delete_confirm", "reminder_consent", …
     handed_off: bool = False
     handoff_department: str | None = None
     last_department: str | None = None
+    reminders: bool | None = None           # due-date reminders: asked and agreed / declined or stopped
     turns: int = 0
     version: int = 0                        # bumped on every save; lets stores detect races
 
