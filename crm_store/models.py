@@ -47,6 +47,8 @@ NAMING_CONVENTION = {
 #: Priority of emergencies in the hand-off queue (the queue is ordered by priority desc).
 PRIORITY_EMERGENCY = 100
 DELETED_TEXT = "[deleted]"
+#: Audit action recorded when an agent writes a :class:`HandoffNote` (target ``handoff:<id>``).
+NOTE_ACTION = "console.note"
 
 
 class Base(DeclarativeBase):
@@ -225,6 +227,24 @@ class Handoff(Base):
     closed_at: Mapped[datetime | None]
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     resolution_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class HandoffNote(Base):
+    """An agent's internal note on a hand-off; never shown to the resident.
+
+    Notes used to be audit rows (``target="handoff:<id>|<text>"``), which cut them at
+    255 characters and mixed content into the audit trail.  Here they have room
+    (``Text``), and the audit row only records that a note was written.  A note may
+    hold personal data, so erasing a resident deletes the notes of their hand-offs.
+    """
+
+    __tablename__ = "handoff_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), index=True)
+    who: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Department(Base):

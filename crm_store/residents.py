@@ -16,10 +16,13 @@ from sqlalchemy.orm import Session
 from crm_store._session import insert_or_find
 from crm_store.models import (
     DELETED_TEXT,
+    NOTE_ACTION,
+    AuditLog,
     ChannelIdentity,
     Conversation,
     Feedback,
     Handoff,
+    HandoffNote,
     Interaction,
     OtpCode,
     Resident,
@@ -225,12 +228,33 @@ def export_resident(session: Session, resident_id: int) -> dict[str, Any]:
     return data
 
 
+def _erase_notes(session: Session, handoff_ids: list[int]) -> None:
+    """Delete the internal notes of ``handoff_ids``; cut the text off old-style note audit rows.
+
+    Old audit rows (``handoff:<id>|<text>``) become ``handoff:<id>``, as new ones are written.
+    """
+    if not handoff_ids:
+        return
+    session.execute(
+        delete(HandoffNote).where(HandoffNote.handoff_id.in_(handoff_ids)).execution_options(synchronize_session=False)
+    )
+    for hid in handoff_ids:
+        session.execute(
+            update(AuditLog)
+            .where(AuditLog.action == NOTE_ACTION, AuditLog.target.startswith(f"handoff:{hid}|", autoescape=True))
+            .values(target=f"handoff:{hid}")
+            .execution_options(synchronize_session=False)
+        )
+
+
 def delete_resident(session: Session, resident_id: int, who: str = "resident") -> None:
     """Erase a resident's personal data, keeping anonymous aggregates.
 
     Identities go (a later message from the same number starts a new resident);
     message texts, entities, request descriptions, addresses, coordinates, photos,
     hand-off summaries, feedback comments and saved dialogue states are blanked;
+    agents' internal notes on the resident's hand-offs are deleted (the audit rows that
+    a note was written stay; the text of notes kept there before migration 0003 is cut);
     conversation keys (which embed the phone number or chat id) are replaced.
     What stays: counts, labels, service codes, departments, dates and statuses,
     which the supervisor dashboard and the SLA report need.
@@ -269,6 +293,9 @@ def delete_resident(session: Session, resident_id: int, who: str = "resident") -
         session.execute(
             update(model).where(owned).values(**values).execution_options(synchronize_session="fetch")
         )
+    handoff_ids = list(session.scalars(select(Handoff.id).where(
+        or_(Handoff.resident_id == resident_id, Handoff.conversation_id.in_(conv_ids)))))
+    _erase_notes(session, handoff_ids)
     for conv in session.scalars(select(Conversation).where(Conversation.resident_id == resident_id)):
         conv.key = f"deleted:{conv.id}"
         conv.state = None

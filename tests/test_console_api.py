@@ -19,11 +19,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from bot.console.auth import create_agent
+from bot.console.routes import MAX_NOTE
 from bot.service_requests import RequestDraft
 from bot.settings import ROOT, Settings
 from crm_store import residents
 from crm_store.conversations import by_key
-from crm_store.models import AuditLog, Feedback, Handoff, Interaction
+from crm_store.models import AuditLog, Feedback, Handoff, HandoffNote, Interaction
 from crm_store.requests import SqlRequestStore
 
 PASSWORD = "correct-horse-battery"
@@ -323,6 +324,32 @@ def test_note_never_reaches_the_resident(client: TestClient, app: Any) -> None:
     assert all(m["text"] != note for m in detail["timeline"])
     with app.state.sessions() as s:
         assert s.scalars(select(Interaction).where(Interaction.text.contains("재방문"))).first() is None
+
+
+def test_long_notes_are_kept_whole_and_the_audit_row_has_no_text(client: TestClient, app: Any) -> None:
+    _sender, hid = waste_handoff(client, app)
+    token = login(client, "waste1")
+    path = f"/console/api/handoffs/{hid}/note"
+    first = ("회신 완료, 101동 지하 누수 확인, 배관공 화요일 예약. " * 60)[:1500].strip()
+    assert len(first) == 1500
+    second = "주민 재연락 요청 " + "가" * 1990
+    assert len(second) == MAX_NOTE == 2000
+    assert api_post(client, path, token, {"text": first}).status_code == 200
+    assert api_post(client, path, token, {"text": second}).status_code == 200
+    assert api_post(client, path, token, {"text": "나" * (MAX_NOTE + 1)}).status_code == 422
+    assert api_post(client, path, token, {"text": "   "}).status_code == 422
+    detail = client.get(f"/console/api/handoffs/{hid}").json()
+    assert [(n["who"], n["text"]) for n in detail["notes"]] == [("waste1", first), ("waste1", second)]
+    page = client.get(f"/console/handoffs/{hid}").text
+    assert first in page
+    assert f'<input id="note-text" name="text" maxlength="{MAX_NOTE}" required>' in page
+    with app.state.sessions() as s:
+        assert [n.text for n in s.scalars(select(HandoffNote).where(HandoffNote.handoff_id == hid)
+                                          .order_by(HandoffNote.id))] == [first, second]
+        audit_rows = s.scalars(select(AuditLog).where(AuditLog.action == "console.note",
+                                                      AuditLog.target.startswith(f"handoff:{hid}"))).all()
+        assert [(a.who, a.target) for a in audit_rows] == [("waste1", f"handoff:{hid}")] * 2
+        assert s.scalars(select(AuditLog).where(AuditLog.target.contains("누수"))).first() is None
 
 
 def test_reveal_unmasks_the_phone_and_writes_an_audit_row(client: TestClient, app: Any) -> None:

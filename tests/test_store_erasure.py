@@ -10,7 +10,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.messages import Message, Reply, Turn
 from bot.service_requests import RequestDraft
 from crm_store import conversations, handoffs, interactions, otp, residents
-from crm_store.models import AuditLog, ChannelIdentity, Conversation, Interaction, OtpCode, ServiceRequest
+from crm_store.models import (
+    AuditLog,
+    ChannelIdentity,
+    Conversation,
+    Handoff,
+    HandoffNote,
+    Interaction,
+    OtpCode,
+    ServiceRequest,
+)
 from crm_store.requests import SqlRequestStore
 from crm_store.state_store import SqlStateStore
 
@@ -96,3 +105,31 @@ def test_delete_resident_erases_personal_data(session_factory: sessionmaker[Sess
         # a new message from the same number starts afresh
         assert residents.identify(s, "twilio_sms", PHONE).id != resident_id
     assert SqlStateStore(session_factory).load(f"twilio_sms:{PHONE}").slots == {}
+
+
+def test_delete_resident_deletes_the_notes_of_their_handoffs(session_factory: sessionmaker[Session]) -> None:
+    resident_id = _seed(session_factory)
+    other = Message(channel="telegram", sender_id="555", text="다른 주민")
+    with session_factory.begin() as s:
+        mine = s.scalars(select(Handoff).where(Handoff.resident_id == resident_id)).one()
+        r2 = residents.identify(s, other.channel, other.sender_id)
+        conv2 = conversations.get_or_create(s, other.conversation_key, other.channel, r2)
+        theirs = handoffs.open_handoff(s, conv2, r2, "waste", 0, "asked_for_person", "수거 문의")
+        s.add_all([HandoffNote(handoff_id=mine.id, who="roads1", text="주민 010-9876-5432, 한빛로 5 현장 확인"),
+                   HandoffNote(handoff_id=mine.id, who="roads1", text="화요일 보수 예정"),
+                   HandoffNote(handoff_id=theirs.id, who="waste1", text="다른 주민의 메모")])
+        # a note written before migration 0003 kept its text in the audit row
+        s.add_all([AuditLog(who="roads1", action="console.note", target=f"handoff:{mine.id}|한빛로 5 현장"),
+                   AuditLog(who="roads1", action="console.note", target=f"handoff:{mine.id}"),
+                   AuditLog(who="waste1", action="console.note", target=f"handoff:{theirs.id}|다른 주민")])
+        mine_id, theirs_id = mine.id, theirs.id
+    with session_factory.begin() as s:
+        residents.delete_resident(s, resident_id)
+
+    with session_factory() as s:
+        notes = s.scalars(select(HandoffNote)).all()
+        assert [(n.handoff_id, n.text) for n in notes] == [(theirs_id, "다른 주민의 메모")]
+        assert s.get(Handoff, mine_id) is not None  # the hand-off itself stays (blanked) for the statistics
+        targets = s.scalars(select(AuditLog.target).where(AuditLog.action == "console.note")
+                            .order_by(AuditLog.id)).all()
+        assert targets == [f"handoff:{mine_id}", f"handoff:{mine_id}", f"handoff:{theirs_id}|다른 주민"]

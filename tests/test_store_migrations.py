@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy.orm import Session
 
-from crm_store.db import make_engine, resolve_url, upgrade
-from crm_store.models import Base
+from crm_store.db import alembic_config, make_engine, resolve_url, upgrade
+from crm_store.models import AuditLog, Base, Conversation, Handoff, HandoffNote
+from tests.conftest import POSTGRES_URL
 
 
 def test_upgrade_creates_every_table_and_matches_models(db_url: str) -> None:
@@ -61,3 +67,63 @@ def test_schema_option_rejects_sql_and_non_postgres() -> None:
         make_engine("postgresql://u@h/x", schema="x; drop table y")
     with pytest.raises(ValueError):
         upgrade("sqlite:///ignored.db", schema="other")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """(url, schema) of a database migrated to 0002 only: notes were still audit rows."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        upgrade(url, revision="0002")
+        yield url, None
+        return
+    request.getfixturevalue("postgres_schema_url")  # skips (or fails on CI) without PostgreSQL
+    schema = f"pcrm_mig_{uuid.uuid4().hex[:10]}"
+    upgrade(POSTGRES_URL, schema=schema, revision="0002")
+    try:
+        yield POSTGRES_URL, schema
+    finally:
+        admin = create_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_upgrade_moves_old_audit_notes_into_handoff_notes(at_0002: tuple[str, str | None]) -> None:
+    url, schema = at_0002
+    t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    engine = make_engine(url, schema)
+    try:
+        with engine.begin() as conn:
+            assert "handoff_notes" not in inspect(conn).get_table_names()
+            conv = conn.execute(insert(Conversation).values(key="rest:old", channel="rest")
+                                .returning(Conversation.id)).scalar_one()
+            hid = conn.execute(insert(Handoff).values(conversation_id=conv, department="waste", queued_at=t0)
+                               .returning(Handoff.id)).scalar_one()
+            conn.execute(insert(AuditLog), [
+                # inserted out of order: the second note was written later but lands first here
+                {"who": "lee", "action": "console.note", "target": f"handoff:{hid}|둘째 메모",
+                 "created_at": t0.replace(hour=11)},
+                {"who": "kim", "action": "console.note", "target": f"handoff:{hid}|첫 메모 | 파이프 포함",
+                 "created_at": t0.replace(hour=10)},
+                {"who": "kim", "action": "console.note", "target": f"handoff:{hid + 1000}|지워진 상담",
+                 "created_at": t0},
+                {"who": "kim", "action": "console.claim", "target": f"handoff:{hid}", "created_at": t0},
+                {"who": "kim", "action": "console.transfer", "target": f"handoff:{hid}|waste->tax|x",
+                 "created_at": t0},
+            ])
+        cfg = alembic_config(url, schema)
+        command.upgrade(cfg, "head")
+        with Session(engine) as s:
+            notes = s.scalars(select(HandoffNote).order_by(HandoffNote.created_at, HandoffNote.id)).all()
+            assert [(n.handoff_id, n.who, n.text, n.created_at) for n in notes] == [
+                (hid, "kim", "첫 메모 | 파이프 포함", t0.replace(hour=10)),
+                (hid, "lee", "둘째 메모", t0.replace(hour=11)),
+            ]
+            assert len(s.scalars(select(AuditLog)).all()) == 5  # the audit rows stay
+        command.downgrade(cfg, "0002")
+        with engine.connect() as conn:
+            assert "handoff_notes" not in inspect(conn).get_table_names()
+            assert conn.execute(select(AuditLog.target).where(AuditLog.action == "console.note")).all()
+    finally:
+        engine.dispose()

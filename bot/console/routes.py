@@ -9,10 +9,13 @@ sends ``{"type": "watch", "handoff_id": N}``, to ``handoff:<N>``.
 
 Design choices:
 
-* **Internal notes** are :class:`~crm_store.models.AuditLog` rows (``action="console.note"``,
-  ``target="handoff:<id>|<text>"``, at most :data:`MAX_NOTE` characters).  They are never
-  an :class:`Interaction`, so no channel, history endpoint or transcript can show them
-  to the resident.
+* **Internal notes** are :class:`~crm_store.models.HandoffNote` rows (at most :data:`MAX_NOTE`
+  characters), shown oldest first.  Writing one also writes an :class:`~crm_store.models.AuditLog` row
+  (``action="console.note"``, ``target="handoff:<id>"``) that records that a note was written,
+  not what it says (notes may hold personal data; erasing a resident deletes them).  They are
+  never an :class:`Interaction`, so no channel, history endpoint or transcript can show them
+  to the resident.  (Notes written before migration 0003 were audit rows
+  ``target="handoff:<id>|<text>"``; the migration copied them into ``handoff_notes``.)
 * **Agent replies** are stored with ``record_agent_reply`` and delivered through the
   conversation's channel adapter; on web chat they are published on
   ``conv:webchat:<session>`` as ``{"type": "agent"}`` frames (the widget shows them as a
@@ -52,10 +55,11 @@ from crm_store import handoffs as handoff_store
 from crm_store import interactions
 from crm_store.masking import mask_phone, mask_pii
 from crm_store.models import (
-    AuditLog,
+    NOTE_ACTION,
     ChannelIdentity,
     Conversation,
     Handoff,
+    HandoffNote,
     Interaction,
     Resident,
     ServiceRequest,
@@ -75,8 +79,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'se
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 MAX_REPLY = 2000
-MAX_NOTE = 200
-NOTE_ACTION = "console.note"
+MAX_NOTE = 2000
 RESOLUTION_CODES = {
     "answered": "답변 완료",
     "request_opened": "민원 접수",
@@ -214,10 +217,9 @@ def _phones(s: Session, resident_id: int | None) -> list[str]:
 
 
 def _notes(s: Session, handoff_id: int) -> list[dict[str, Any]]:
-    prefix = f"handoff:{handoff_id}|"
-    rows = s.scalars(select(AuditLog).where(AuditLog.action == NOTE_ACTION, AuditLog.target.startswith(prefix))
-                     .order_by(AuditLog.created_at, AuditLog.id))
-    return [{"who": r.who, "at": _iso(r.created_at), "text": r.target[len(prefix):]} for r in rows]
+    rows = s.scalars(select(HandoffNote).where(HandoffNote.handoff_id == handoff_id)
+                     .order_by(HandoffNote.created_at, HandoffNote.id))
+    return [{"who": r.who, "at": _iso(r.created_at), "text": r.text} for r in rows]
 
 
 def _suggestions(engine: Any, text: str, lang: str) -> list[dict[str, str]]:
@@ -516,11 +518,14 @@ async def api_reply(request: Request, handoff_id: int, body: TextBody,
 async def api_note(request: Request, handoff_id: int, body: NoteBody,
                    user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
     text = body.text.strip()
+    if not text:
+        raise HTTPException(status_code=422, detail="empty note")
 
     def run() -> None:
         with request.app.state.sessions.begin() as s:
             _load_handoff(s, handoff_id, user)
-            s.add(AuditLog(who=user.username, action=NOTE_ACTION, target=f"handoff:{handoff_id}|{text}"[:255]))
+            s.add(HandoffNote(handoff_id=handoff_id, who=user.username, text=text))
+            s.add(audit(user.username, NOTE_ACTION, f"handoff:{handoff_id}"))
 
     await run_in_threadpool(run)
     await _publish(request, [f"handoff:{handoff_id}"],
