@@ -135,6 +135,19 @@ def test_agent_answers_a_webchat_resident_live(browser: Any, server: LiveServer)
             ".some(e => e.textContent === '오늘 오후에 수거 차량이 방문합니다.')")
         assert resident.locator(".pcrm-wc-msg.pcrm-wc-agent .pcrm-wc-author").first.inner_text() == "김청소"
 
+        # An internal note of several lines: kept whole with its line breaks, shown as text, never
+        # sent to the resident.
+        note = "1차 통화: 101동 지하 누수.\n화요일 배관공 방문 <b>확정</b>"
+        agent.get_by_label("메모", exact=True).fill(note)
+        agent.get_by_role("button", name="메모 저장").click()
+        agent.wait_for_function(
+            "t => [...document.querySelectorAll('#notes .text')].some(e => e.textContent === t)", arg=note)
+        agent.reload()
+        agent.wait_for_selector("body[data-live='ready']")
+        assert agent.locator("#notes .text").last.inner_text() == note  # line break rendered
+        assert agent.locator("#notes b").count() == 0
+        assert not any("배관공" in t for t in bot_texts(resident))
+
         # The agent resolves; the resident is asked for a 1-5 rating.
         before = len(bot_texts(resident))
         agent.get_by_label("처리 결과").select_option("answered")
