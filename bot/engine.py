@@ -10,7 +10,6 @@ and a hand-off, never silence.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -23,7 +22,7 @@ from bot.dialogue.context import TurnContext
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
-from bot.nlu.language import detect
+from bot.nlu.language import conversation_lang, detect
 from bot.nlu.model import NLU, Parse, ensure_model
 from bot.nlu.normalize import clean
 from bot.routing import BusinessHours
@@ -31,8 +30,6 @@ from bot.service_requests import InMemoryRequestStore, RequestStore
 from bot.settings import Settings, get_settings
 
 log = logging.getLogger("pcrm.engine")
-_WORDS = re.compile(r"[A-Za-z]{2,}")
-_HANGUL = re.compile("[\uac00-\ud7a3\u3131-\u318e]")  # syllables and compatibility jamo
 #: Keys of a rasa_sdk response dict that are not template values.
 _NOT_VALUES = frozenset(("response", "template", "text", "buttons", "elements", "custom", "image", "attachment"))
 
@@ -199,21 +196,8 @@ class Engine:
                     routing=ctx.routing, entities=parse.entities)
 
     def _conversation_lang(self, parse: Parse, message: Message, state: DialogueState) -> str:
-        """The language to answer in: sticky, so "ok", a button payload or a URL does not flip it.
-
-        Any Hangul means Korean. A Korean conversation turns English only on a message
-        of at least two English words; a first message follows the channel's hint.
-        """
-        text = parse.normalized
-        if _HANGUL.search(text):
-            return "ko"
-        if text.startswith("/") or not text:
-            return state.lang if state.turns else (message.lang or state.lang)
-        if parse.lang == "en" and state.turns and state.lang == "ko":
-            return "en" if len(_WORDS.findall(text)) >= 2 else "ko"
-        if state.turns == 0 and message.lang and parse.lang != "en":
-            return message.lang
-        return parse.lang
+        """The language to answer in: :func:`bot.nlu.language.conversation_lang` on this turn."""
+        return conversation_lang(parse.normalized, parse.lang, state.lang, message.lang, first_message=not state.turns)
 
     def _fail(self, message: Message, state: DialogueState) -> Turn:
         """The apology-and-hand-off turn used when NLU or an action crashed."""

@@ -10,8 +10,13 @@ builtin engine trains on:
   ``DIETClassifier`` for intents; ``RegexEntityExtractor`` + ``EntitySynonymMapper``
   for the regex/lookup entities. ``RulePolicy`` + ``MemoizationPolicy``.
 * ``domain.yml`` — intents are the catalog codes, the entities, the slots our actions
-  read and set (``lang`` is categorical ko/en: every response is conditioned on it),
-  the responses of ``nlu_data/responses.yml`` and our ``actions/``.
+  read and set, the responses of ``nlu_data/responses.yml`` and our ``actions/``.
+  ``lang`` is categorical ko/en and every response is conditioned on it; its
+  ``type: custom`` mapping is filled after every user message by
+  ``action_validate_slot_mappings`` (``actions/language.py``, listed among the
+  actions so that Rasa runs it), with the engine's own rule
+  (:func:`bot.nlu.language.conversation_lang`): an English-speaking resident is
+  answered in English under Rasa too.
 * ``data/nlu.yml`` — every intent example, with entity markup added where our own
   regexes and lookup tables find one (Rasa's extractor only uses patterns whose
   entity occurs in the training data), plus the regexes, lookups and synonyms.
@@ -35,7 +40,10 @@ from bot.nlu import data as nlu_data
 
 RASA_VERSION = "3.6.21"
 DEFAULT_EPOCHS = 100
-ACTIONS = ["action_answer_faq", "action_open_service_request", "action_check_status", "action_handoff"]
+#: Rasa runs ``action_validate_slot_mappings`` after every user message when the domain lists it:
+#: it fills the ``lang`` slot (``actions/language.py``).
+ACTIONS = ["action_answer_faq", "action_open_service_request", "action_check_status", "action_handoff",
+           "action_validate_slot_mappings"]
 #: Lookup tables whose matches our engine treats as the ``address`` entity.
 ADDRESS_LOOKUPS = ("dong", "landmark", "road", "address")
 

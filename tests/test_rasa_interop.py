@@ -11,6 +11,7 @@ marker-gated toolchain (``-m rasa``), never a dependency of ours.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from rasa_sdk import Tracker
 
 from bot.engine import Engine
 from bot.knowledge import Knowledge
@@ -80,6 +82,97 @@ def test_domain_lists_every_catalog_code_entity_slot_and_action(project, knowled
                  "office_open", "handed_off", "status_found", "request_department", "lat", "long", "media_url"):
         assert name in slots and slots[name]["mappings"], name
     assert domain["actions"] == ACTIONS
+
+
+def test_lang_slot_is_filled_by_the_validate_slot_mappings_action(project):
+    """Rasa runs ``action_validate_slot_mappings`` after every user message for ``type: custom`` slots."""
+    domain = _load(project / "domain.yml")
+    assert domain["slots"]["lang"]["mappings"] == [{"type": "custom"}]
+    assert domain["slots"]["lang"]["initial_value"] == "ko"
+    assert "action_validate_slot_mappings" in domain["actions"]
+
+
+# --- the lang slot's action (rasa_sdk, no Rasa needed) ----------------------------------------
+
+def _sdk_tracker(texts: list[str], lang: str = "ko", metadata: dict | None = None) -> Tracker:
+    """A rasa_sdk tracker as Rasa sends it to the action: earlier user turns, then ``texts[-1]``."""
+    events: list[dict] = [{"event": "action", "name": "action_session_start"},
+                          {"event": "session_started"}, {"event": "action", "name": "action_listen"}]
+    for i, text in enumerate(texts):
+        events.append({"event": "user", "text": text, "parse_data": {"text": text},
+                       "metadata": metadata if i == len(texts) - 1 and metadata else {}})
+        if i < len(texts) - 1:
+            events += [{"event": "action", "name": "utter_greet"}, {"event": "action", "name": "action_listen"}]
+    return Tracker.from_dict({"sender_id": "rest:alice", "slots": {"lang": lang, "ticket": None},
+                              "latest_message": {"text": texts[-1], "intent": {"name": "conv.greet"},
+                                                 "entities": [], "metadata": metadata or {}},
+                              "events": events, "paused": False, "followup_action": None, "active_loop": {},
+                              "latest_action_name": "action_listen"})
+
+
+def _validate(project: Path, tracker: Tracker) -> list[dict]:
+    from rasa_sdk.executor import CollectingDispatcher
+
+    from actions.language import ValidateSlotMappings
+
+    domain = _load(project / "domain.yml")
+    dispatcher = CollectingDispatcher()
+    events = asyncio.run(ValidateSlotMappings().run(dispatcher, tracker, domain))
+    assert dispatcher.messages == []
+    return events
+
+
+@pytest.mark.parametrize(("texts", "lang", "metadata", "expected"), [
+    (["How much is a passport?"], "ko", None, "en"),             # a fresh conversation in English
+    (["안녕하세요"], "ko", None, "ko"),
+    (["hello, nice to meet you", "안녕하세요"], "en", None, "ko"),  # any Hangul means Korean
+    (["안녕하세요", "thanks"], "ko", None, "ko"),                    # one English word: a Korean conversation stays
+    (["안녕하세요", "How much is a passport?"], "ko", None, "en"),  # two: it turns English
+    (["hello there", "/faq.passport"], "en", None, "en"),          # a button payload keeps the language
+    (["hello there", "ok"], "en", None, "en"),
+    (["/conv.greet"], "ko", {"lang": "en"}, "en"),                  # a first message follows the channel's hint
+    (["안녕하세요", "/conv.greet"], "ko", {"lang": "en"}, "ko"),    # ...a later one does not
+])
+def test_validate_slot_mappings_action_sets_the_conversation_language(project, texts, lang, metadata, expected):
+    events = _validate(project, _sdk_tracker(texts, lang, metadata))
+    assert [(e["event"], e["name"], e["value"]) for e in events] == [("slot", "lang", expected)]
+
+
+def test_validate_slot_mappings_action_leaves_other_slots_to_rasa(project):
+    """A from_entity slot Rasa just set (``ticket``) is not echoed back: Rasa keeps its own event."""
+    tracker = _sdk_tracker(["2026-000502 status please"], "ko")
+    tracker.events.append({"event": "slot", "name": "ticket", "value": "2026-000502"})
+    tracker.slots["ticket"] = "2026-000502"
+    events = _validate(project, tracker)
+    assert [(e["name"], e["value"]) for e in events] == [("lang", "en")]
+
+
+def test_the_action_and_the_engine_agree_on_the_language(knowledge):
+    """Turn after turn, the slot Rasa would hold equals the language our engine answers in."""
+    from rasa_sdk.executor import CollectingDispatcher
+
+    from actions.language import ValidateSlotMappings
+
+    conversations = [
+        (None, ["hello, nice to meet you", "ok", "/faq.passport", "안녕하세요", "thanks", "How much is a passport?",
+                "<img src=x onerror=alert(1)>", "https://example.org", "여권"]),
+        (None, ["ok", "yes", "Where can I get a resident certificate?", "ㅎㅇ"]),
+        ("en", ["/conv.greet", "네", "ok thanks", "I need help please"]),
+        ("en", ["2026-000502"]),
+        ("ko", ["hi"]),
+    ]
+    action = ValidateSlotMappings()
+    domain = {"slots": {"lang": {"type": "categorical", "mappings": [{"type": "custom"}]}}}
+    for n, (hint, texts) in enumerate(conversations):
+        engine = Engine(nlu=RasaNLU("http://rasa.invalid", client=_fake_rasa("conv.greet")))
+        slot = "ko"
+        for i, text in enumerate(texts):
+            message = Message(channel="rest", sender_id=f"agree-{n}", text=text, lang=hint)
+            engine.handle(message)
+            tracker = _sdk_tracker(texts[:i + 1], slot, {"lang": hint} if hint else None)
+            events = asyncio.run(action.run(CollectingDispatcher(), tracker, domain))
+            slot = next(e["value"] for e in events if e["name"] == "lang")
+            assert slot == engine.states.load(message.conversation_key).lang, (hint, texts[:i + 1])
 
 
 def test_every_response_is_exported_with_korean_and_english(project, knowledge):
@@ -333,3 +426,25 @@ def test_rasa_runs_the_exported_assistant_with_our_actions(rasa_server, knowledg
     r = httpx.post(rasa_server + "/webhooks/rest/webhook", json={"sender": "rasa-only", "message": "안녕하세요"},
                    timeout=60)
     assert r.json()[0]["text"] == knowledge.render("utter_greet", "ko")
+
+
+@needs_rasa
+@pytest.mark.timeout(1200)
+def test_rasa_answers_an_english_speaking_resident_in_english(rasa_server, knowledge):
+    """``lang`` is set by our ``action_validate_slot_mappings`` after every message, as our engine decides it."""
+    def say(sender: str, text: str) -> list[str]:
+        r = httpx.post(rasa_server + "/webhooks/rest/webhook", json={"sender": sender, "message": text}, timeout=60)
+        assert r.status_code == 200, r.text
+        return [m.get("text") for m in r.json()]
+
+    def lang_slot(sender: str) -> str:
+        return httpx.get(f"{rasa_server}/conversations/{sender}/tracker", timeout=30).json()["slots"]["lang"]
+
+    # a training sentence of conv.greet (a static response): the most robust English greeting
+    assert say("rasa-en", "hello, nice to meet you") == [knowledge.render("utter_greet", "en")]
+    assert lang_slot("rasa-en") == "en"
+    assert say("rasa-en", "안녕하세요") == [knowledge.render("utter_greet", "ko")]  # any Hangul: Korean
+    assert lang_slot("rasa-en") == "ko"
+    assert say("rasa-ko", "안녕하세요") == [knowledge.render("utter_greet", "ko")]
+    assert say("rasa-ko", "hi") == [knowledge.render("utter_greet", "ko")]  # one English word: still Korean
+    assert lang_slot("rasa-ko") == "ko"
