@@ -342,7 +342,7 @@ def test_long_notes_are_kept_whole_and_the_audit_row_has_no_text(client: TestCli
     assert [(n["who"], n["text"]) for n in detail["notes"]] == [("waste1", first), ("waste1", second)]
     page = client.get(f"/console/handoffs/{hid}").text
     assert first in page
-    assert f'<input id="note-text" name="text" maxlength="{MAX_NOTE}" required>' in page
+    assert f'<textarea id="note-text" name="text" rows="3" maxlength="{MAX_NOTE}" required></textarea>' in page
     with app.state.sessions() as s:
         assert [n.text for n in s.scalars(select(HandoffNote).where(HandoffNote.handoff_id == hid)
                                           .order_by(HandoffNote.id))] == [first, second]
