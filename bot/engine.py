@@ -18,7 +18,7 @@ from typing import Any
 
 from actions import backend as action_backend
 from bot.dialogue import policy
-from bot.dialogue.context import TurnContext
+from bot.dialogue.context import SYSTEM_PREFIX, TurnContext
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
@@ -181,13 +181,13 @@ class Engine:
         else:
             policy.decide(ctx)
         intent: dict[str, Any] = {"label": ctx.label, "confidence": round(ctx.confidence, 4), "lang": ctx.lang}
-        if ctx.answer_to:
-            # An awaited answer: recorded under its question's topic; the classifier's guess kept beside.
+        if ctx.understood_as:
+            # An awaited answer or a command: recorded as understood; the classifier's guess kept beside.
             intent["nlu"] = {"label": ctx.label, "confidence": intent["confidence"]}
-            ctx.label, ctx.confidence = ctx.answer_to, 1.0
+            ctx.label, ctx.confidence = ctx.understood_as, 1.0
             intent.update(label=ctx.label, confidence=1.0)
-        if not ctx.paused and parse.normalized:
-            state.remember_intent(ctx.label)
+        if not ctx.paused and parse.normalized and not ctx.label.startswith(SYSTEM_PREFIX):
+            state.remember_intent(ctx.label)  # what residents want, for routing and agents' summaries
         events = [Event("intent", intent),
                   *([Event("entities", {"entities": parse.entities})] if parse.entities else []),
                   *ctx.events]

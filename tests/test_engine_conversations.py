@@ -103,6 +103,20 @@ def test_a_person_asked_for_mid_form_keeps_its_label(engine):
     assert "nlu" not in t.event("intent").data
 
 
+@pytest.mark.parametrize("text,label", [("처음으로", "sys.restart"), ("영어로", "sys.language"),
+                                        ("수신거부", "sys.reminders_off"), ("내 정보 보여줘", "sys.show_data"),
+                                        ("전화번호 연결", "sys.link_phone"), ("내 정보 삭제해 주세요", "sys.delete_data")])
+def test_commands_are_recorded_as_understood_not_as_the_classifiers_guess(engine, text, label):
+    """Commands the policy recognises by rule fit no catalog intent; as the classifier's guess at low
+    confidence they filled the supervisors' "not understood" list."""
+    chat = Chat(engine)
+    chat.say("쓰레기 언제 버려요?")
+    t = chat.say(text)
+    assert (t.label, t.confidence) == (label, 1.0)
+    assert t.event("intent").data["nlu"]["label"] != label
+    assert engine.states.load("rest:r1").recent_intents == ["faq.waste_schedule"]  # not a resident's need
+
+
 def test_reminder_offered_after_a_due_date_answer_once(engine):
     chat = Chat(engine)
     t = chat.say("재산세 언제까지 내요?")

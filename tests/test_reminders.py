@@ -183,5 +183,6 @@ def test_consent_is_given_in_the_chat_and_withdrawn_with_수신거부(setup: Any
     assert say("수신거부") == [knowledge.render("utter_reminder_off", "ko")]
     assert consent_and_planned() == (False, False)
     with sessions() as s:
+        assert s.scalars(select(Interaction.label).where(Interaction.text == "수신거부")).one() == "sys.reminders_off"
         assert list(s.scalars(select(AuditLog.action).where(AuditLog.action.like("consent.%"))
                               .order_by(AuditLog.id))) == ["consent.given", "consent.withdrawn"]

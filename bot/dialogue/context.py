@@ -15,6 +15,9 @@ from bot.messages import Button, Event, Message, Reply, Routing
 from bot.nlu.model import Parse
 from bot.routing import priority_for
 
+#: Labels of turns the policy understood by rule, outside the catalog's intents (see ``command``).
+SYSTEM_PREFIX = "sys."
+
 ActionRunner = Callable[["TurnContext", str], Coroutine[Any, Any, None]]
 
 
@@ -46,8 +49,8 @@ class TurnContext:
         self.routing = Routing("answer")
         self.pending_actions: list[str] = []
         self.paused = False
-        #: Set by :meth:`answered`: the topic of the bot's question this message answered.
-        self.answer_to: str | None = None
+        #: Set by :meth:`answered` or :meth:`command`: the label the turn is recorded under.
+        self.understood_as: str | None = None
 
     # --- facts -------------------------------------------------------------------------------
     @property
@@ -115,7 +118,14 @@ class TurnContext:
         skew analytics, tag the resident with needs they never had, and fill the low-confidence
         review with answers that were understood."""
         recent = self.state.recent_intents
-        self.answer_to = topic or (recent[-1] if recent else None)
+        self.understood_as = topic or (recent[-1] if recent else None)
+
+    def command(self, name: str) -> None:
+        """This message was a command the policy recognised by rule ("처음으로", "영어로", "수신거부",
+        "내 정보 삭제", …): recorded as ``sys.<name>`` at full confidence. No catalog intent fits
+        these, and the classifier's guess ("수신거부" → ``waste.bulky_pickup`` 0.27) would put an
+        understood command in the supervisors' "not understood" list and its training export."""
+        self.understood_as = f"{SYSTEM_PREFIX}{name}"
 
     def run_action(self, name: str) -> None:
         """Run a rasa_sdk action now (the engine supplies the runner)."""

@@ -95,29 +95,35 @@ def decide(ctx: TurnContext) -> None:
         return
 
     if _RESTART.match(text):
+        ctx.command("restart")
         state.reset()
         ctx.event("reset")
         ctx.say("utter_restart")
         return
     if _TO_EN.match(text) or _TO_KO.match(text):
+        ctx.command("language")
         state.lang = ctx.lang = "en" if _TO_EN.match(text) else "ko"
         ctx.event("language", lang=state.lang)
         ctx.say("utter_greet")
         return
     if _SHOW_DATA.search(text):
+        ctx.command("show_data")
         # The inbox, which holds the store, fills in the reply (see bot/inbox.py).
         ctx.route("answer")
         ctx.event("show_data")
         return
     if _LINK_PHONE.search(text) and not state.active_form:
+        ctx.command("link_phone")
         ask_phone_link(ctx)
         return
     if _REMINDERS_OFF.match(text) and not (state.active_form and text.lower() == "stop"):
+        ctx.command("reminders_off")
         state.reminders = False
         ctx.event("contact_consent", consent=False)
         ctx.say("utter_reminder_off")
         return
     if _DELETE.search(text):
+        ctx.command("delete_data")
         state.reset()
         state.awaiting = "delete_confirm"
         ctx.say("utter_delete_confirm", buttons=ctx.yes_no())
@@ -151,7 +157,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         m = _RATING.match(text)
         state.awaiting = None
         if m:
-            ctx.answered()
+            ctx.answered("sys.rating")
             ctx.event("feedback", rating=int(m.group(1)))
             ctx.say("utter_rating_thanks")
             return True
@@ -170,7 +176,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         return True
     if awaiting == "delete_confirm":
         state.awaiting = None
-        ctx.answered()
+        ctx.answered("sys.delete_data")
         if is_yes(text):
             ctx.event("delete_data")
             ctx.say("utter_data_deleted")
@@ -178,8 +184,8 @@ def handle_awaiting(ctx: TurnContext) -> bool:
             ctx.say("utter_delete_cancelled")
         return True
     if awaiting == "after_hours_message":
+        # Free text about the resident's problem: the classifier's label says what it is about.
         state.awaiting = None
-        ctx.answered()
         ctx.event("callback_message", text=text, department=state.handoff_department or "general")
         ctx.say("utter_after_hours_message_taken")
         return True
@@ -187,7 +193,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         state.awaiting = None
         phone = first(ctx.entities, "phone")
         if phone:
-            ctx.answered()
+            ctx.answered("sys.link_phone")
             request_code(ctx, phone)
             return True
         return False
@@ -195,7 +201,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         state.awaiting = None
         m = _OTP_CODE.match(text)
         if m:
-            ctx.answered()
+            ctx.answered("sys.link_phone")
             # The inbox checks the code against the store and answers (see bot/inbox.py).
             ctx.route("answer")
             ctx.event("otp_verify", phone=state.slots.pop("otp_phone", None), code=m.group(1))
