@@ -42,8 +42,8 @@ RASA_VERSION = "3.6.21"
 DEFAULT_EPOCHS = 100
 #: Rasa runs ``action_validate_slot_mappings`` after every user message when the domain lists it:
 #: it fills the ``lang`` slot (``actions/language.py``).
-ACTIONS = ["action_answer_faq", "action_open_service_request", "action_check_status", "action_handoff",
-           "action_validate_slot_mappings"]
+ACTIONS = ["action_answer_faq", "action_open_service_request", "action_check_status", "action_list_my_requests",
+           "action_handoff", "action_validate_slot_mappings"]
 #: Lookup tables whose matches our engine treats as the ``address`` entity.
 ADDRESS_LOOKUPS = ("dong", "landmark", "road", "address")
 
@@ -60,6 +60,7 @@ _SLOTS: list[tuple[str, str, dict[str, Any]]] = [
     ("office_open", "bool", {}),
     ("handed_off", "bool", {}),
     ("status_found", "bool", {}),
+    ("my_requests", "float", {}),
     ("request_department", "text", {}),
     ("lat", "float", {}),
     ("long", "float", {}),

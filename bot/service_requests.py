@@ -77,6 +77,12 @@ class RequestStore(ABC):
     def get(self, ticket: str) -> RequestRecord | None:
         """The request with this ticket number, or None."""
 
+    def recent_for(self, sender_key: str, limit: int = 3) -> list[RequestRecord]:
+        """The latest requests of the resident writing as ``sender_key`` (``channel:sender``), newest
+        first: what "제 민원 어떻게 됐어요?" asks about when no ticket number is given. A store
+        that cannot tell whose a request is has none."""
+        return []
+
 
 class InMemoryRequestStore(RequestStore):
     """Requests in a dict; ticket numbers count up per year."""
@@ -108,6 +114,11 @@ class InMemoryRequestStore(RequestStore):
     def get(self, ticket: str) -> RequestRecord | None:
         with self._lock:
             return self._by_ticket.get(ticket)
+
+    def recent_for(self, sender_key: str, limit: int = 3) -> list[RequestRecord]:
+        with self._lock:
+            mine = [r for r in self._by_ticket.values() if r.sender_key == sender_key]
+        return sorted(mine, key=lambda r: (r.requested_at, r.ticket), reverse=True)[:limit]
 
     def add(self, rec: RequestRecord) -> None:
         """Seed a request (tests and demos)."""

@@ -196,7 +196,7 @@ class SqlRequestStore(RequestStore):
             session.flush()
             return self._record(session, ticket)
 
-    def list_for_resident(self, resident_id: int) -> list[RequestRecord]:
+    def list_for_resident(self, resident_id: int, limit: int | None = None) -> list[RequestRecord]:
         """A resident's requests, newest first (across all their channels)."""
         with self._sessions() as session:
             stmt = (
@@ -204,8 +204,16 @@ class SqlRequestStore(RequestStore):
                 .outerjoin(Conversation, Conversation.id == ServiceRequest.conversation_id)
                 .where(ServiceRequest.resident_id == resident_id)
                 .order_by(ServiceRequest.requested_datetime.desc(), ServiceRequest.id.desc())
+                .limit(limit)
             )
             return [to_record(row, key) for row, key in session.execute(stmt)]
+
+    def recent_for(self, sender_key: str, limit: int = 3) -> list[RequestRecord]:
+        """The requests of the resident behind conversation ``sender_key``, on any of their channels."""
+        with self._sessions() as session:
+            resident_id = session.scalars(select(Conversation.resident_id)
+                                          .where(Conversation.key == sender_key)).one_or_none()
+        return [] if resident_id is None else self.list_for_resident(resident_id, limit)
 
     @staticmethod
     def _row(session: Session, ticket: str) -> ServiceRequest | None:

@@ -103,9 +103,10 @@ def test_a_person_asked_for_mid_form_keeps_its_label(engine):
     assert "nlu" not in t.event("intent").data
 
 
-@pytest.mark.parametrize("text,label", [("처음으로", "sys.restart"), ("영어로", "sys.language"),
-                                        ("수신거부", "sys.reminders_off"), ("내 정보 보여줘", "sys.show_data"),
-                                        ("전화번호 연결", "sys.link_phone"), ("내 정보 삭제해 주세요", "sys.delete_data")])
+@pytest.mark.parametrize("text,label", [
+    ("처음으로", "sys.restart"), ("영어로", "sys.language"), ("수신거부", "sys.reminders_off"),
+    ("내 정보 보여줘", "sys.show_data"), ("전화번호 연결", "sys.link_phone"),
+    ("내 정보 삭제해 주세요", "sys.delete_data")])
 def test_commands_are_recorded_as_understood_not_as_the_classifiers_guess(engine, text, label):
     """Commands the policy recognises by rule fit no catalog intent; as the classifier's guess at low
     confidence they filled the supervisors' "not understood" list."""
@@ -184,6 +185,31 @@ def test_status_by_spoken_ticket_number(engine):
     assert t.routing.action == "status"
     assert "2026-000871" in t.text
     assert engine.knowledge.render("status_in_progress", "ko") in t.text
+
+
+def test_status_without_a_number_shows_the_residents_own_requests(engine):
+    chat = Chat(engine)
+    t = chat.say("제가 신고한 민원 어떻게 됐어요?")
+    assert t.text == engine.knowledge.render("utter_ask_ticket", "ko")  # none yet: asks for the number
+    chat.say("취소")
+    tickets = []
+    for report in ("도로에 구멍이 크게 났어요", "가로등이 고장났어요"):
+        chat.say(report)
+        for answer in ("한빛동 중앙로 12", "예", "예"):
+            t = chat.say(answer)
+        tickets.append(TICKET.search(t.text).group(0))
+    Chat(engine, sender="someone-else").say("도로에 구멍이 났어요")  # another resident's form, not listed
+    t = chat.say("제 민원 어떻게 됐어요?")
+    assert t.routing.action == "status" and t.event("status_lookup").data == {"listed": 2, "found": True}
+    assert t.text.index(tickets[1]) < t.text.index(tickets[0])  # newest first
+    assert engine.knowledge.render("status_received", "ko") in t.text
+    t = chat.say(tickets[0])  # a number given next: that one in full
+    assert t.event("status_lookup").data == {"ticket": tickets[0], "found": True}
+    one = Chat(engine, sender="one")
+    for text in ("도로에 구멍이 크게 났어요", "한빛동 중앙로 12", "예", "예"):
+        t = one.say(text)
+    t = one.say("What is the status of my request?")
+    assert t.text.startswith(f"Ticket {TICKET.search(t.text).group(0)}") and "Department" in t.text
 
 
 def test_status_asks_for_ticket_then_reports_unknown(engine):

@@ -130,3 +130,26 @@ def test_status_lookup_leaves_pooled_connections_transactional(session_factory: 
         raise RuntimeError("rolled back")
     with session_factory.begin() as s:
         assert next_ticket(s, 2031) == "2031-000001"
+
+
+def test_recent_for_lists_the_residents_requests_on_every_channel(session_factory: sessionmaker[Session]) -> None:
+    """"제 민원 어떻게 됐어요?" on Telegram finds what the same resident reported by SMS; nobody else's."""
+    with session_factory.begin() as s:
+        r = residents.identify(s, "twilio_sms", "01055556666")
+        conversations.get_or_create(s, "twilio_sms:+821055556666", "twilio_sms", r)
+        tg = residents.link_phone(s, "telegram", "4242", "010-5555-6666")  # the same person on Telegram
+        assert tg.id == r.id
+        conversations.get_or_create(s, "telegram:4242", "telegram", tg)
+        other = residents.identify(s, "webchat", "other-session")
+        conversations.get_or_create(s, "webchat:other-session", "webchat", other)
+    store = SqlRequestStore(session_factory)
+    first = store.open(_draft(channel="twilio_sms", sender_id="+821055556666"))
+    store.open(_draft(channel="webchat", sender_id="other-session"))
+    second = store.open(_draft(channel="twilio_sms", sender_id="+821055556666", service_code="roads.streetlight"))
+    third = store.open(_draft(channel="twilio_sms", sender_id="+821055556666"))
+    fourth = store.open(_draft(channel="twilio_sms", sender_id="+821055556666"))
+    assert [x.ticket for x in store.recent_for("twilio_sms:+821055556666")] == [fourth.ticket, third.ticket,
+                                                                                 second.ticket]
+    assert [x.ticket for x in store.recent_for("twilio_sms:+821055556666", limit=10)][-1] == first.ticket
+    assert [x.ticket for x in store.recent_for("telegram:4242", limit=1)] == [fourth.ticket]
+    assert store.recent_for("telegram:nobody") == []

@@ -267,9 +267,16 @@ def respond_to_intent(ctx: TurnContext) -> None:
         if ticket:
             check_status(ctx, ticket)
         else:
+            # Without a number: the resident's own latest requests, if the store knows any;
+            # a number given next still looks that one up.
             state.awaiting = "ticket"
             ctx.route("status")
-            ctx.say("utter_ask_ticket")
+            ctx.run_action("action_list_my_requests")
+            listed = int(state.slots.pop("my_requests", 0) or 0)
+            if listed:
+                ctx.event("status_lookup", listed=listed, found=True)
+            else:
+                ctx.say("utter_ask_ticket")
     elif label == "conv.human":
         handoff(ctx, state.last_department or "general", reason="asked_for_person")
     elif label == "conv.greet":
