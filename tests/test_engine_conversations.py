@@ -233,6 +233,7 @@ def test_human_handoff_pauses_bot_until_released(engine):
     assert replies and "1" in replies[0].text
     t = chat.say("5")
     assert t.event("feedback").data["rating"] == 5
+    assert (t.label, t.confidence) == ("sys.rating", 1.0)
 
 
 def test_after_hours_handoff_takes_message(engine, clock):

@@ -122,7 +122,8 @@ class TurnContext:
 
     def command(self, name: str) -> None:
         """This message was a command the policy recognised by rule ("처음으로", "영어로", "수신거부",
-        "내 정보 삭제", …): recorded as ``sys.<name>`` at full confidence. No catalog intent fits
+        "내 정보 삭제", …) or the answer to a command's own question (the 예 of a deletion, the code
+        of a phone link, a 1–5 rating): recorded as ``sys.<name>`` at full confidence. No catalog intent fits
         these, and the classifier's guess ("수신거부" → ``waste.bulky_pickup`` 0.27) would put an
         understood command in the supervisors' "not understood" list and its training export."""
         self.understood_as = f"{SYSTEM_PREFIX}{name}"

@@ -157,7 +157,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         m = _RATING.match(text)
         state.awaiting = None
         if m:
-            ctx.answered("sys.rating")
+            ctx.command("rating")
             ctx.event("feedback", rating=int(m.group(1)))
             ctx.say("utter_rating_thanks")
             return True
@@ -176,7 +176,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         return True
     if awaiting == "delete_confirm":
         state.awaiting = None
-        ctx.answered("sys.delete_data")
+        ctx.command("delete_data")
         if is_yes(text):
             ctx.event("delete_data")
             ctx.say("utter_data_deleted")
@@ -193,7 +193,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         state.awaiting = None
         phone = first(ctx.entities, "phone")
         if phone:
-            ctx.answered("sys.link_phone")
+            ctx.command("link_phone")
             request_code(ctx, phone)
             return True
         return False
@@ -201,7 +201,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         state.awaiting = None
         m = _OTP_CODE.match(text)
         if m:
-            ctx.answered("sys.link_phone")
+            ctx.command("link_phone")
             # The inbox checks the code against the store and answers (see bot/inbox.py).
             ctx.route("answer")
             ctx.event("otp_verify", phone=state.slots.pop("otp_phone", None), code=m.group(1))
