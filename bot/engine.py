@@ -19,6 +19,7 @@ from typing import Any
 from actions import backend as action_backend
 from bot.dialogue import policy
 from bot.dialogue.context import SYSTEM_PREFIX, TurnContext
+from bot.dialogue.understanding import denies_emergency
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
@@ -70,6 +71,7 @@ class Engine:
         self.clarify_below = float(nlu_cfg.get("clarify_below", 0.45))
         self.emergency_override = bool(nlu_cfg.get("emergency_override", True))
         self.emergency_min = float(nlu_cfg.get("emergency_min_confidence", 0.3))
+        self.emergency_classifier_min = float(nlu_cfg.get("emergency_classifier_min", 0.6))
         self.max_chars = self.settings.pcrm_max_message_chars
         self._executor: Any = None
         self._sdk: tuple[dict[str, Callable[..., Any]], type, Callable[[dict[str, Any]], Any]] | None = None
@@ -125,10 +127,19 @@ class Engine:
         """NLU only (``pcrm route``), with the emergency override applied."""
         nlu = self.nlu
         result = nlu.parse(text, lang_hint) if isinstance(nlu, NLU) else nlu(text, lang_hint)
-        if self.emergency_override and result.label != policy.EMERGENCY_LABEL \
-                and policy.looks_like_emergency(result.normalized):
+        if not self.emergency_override:
+            return result
+        words = policy.looks_like_emergency(result.normalized)
+        if result.label != policy.EMERGENCY_LABEL and words:
             result.ranking.insert(0, (policy.EMERGENCY_LABEL, max(result.confidence, 0.9)))
             result.label, result.confidence = policy.EMERGENCY_LABEL, max(result.confidence, 0.9)
+        elif result.label == policy.EMERGENCY_LABEL and not words and (
+                result.confidence < self.emergency_classifier_min or denies_emergency(result.normalized)):
+            # The classifier alone, unsure, with none of the words that mean danger ("싫어요"), or
+            # words that deny it ("응급상황 아니고요"): the next meaning, not the emergency script.
+            rest = [(lab, score) for lab, score in result.ranking if lab != policy.EMERGENCY_LABEL]
+            result.ranking = rest
+            result.label, result.confidence = rest[0] if rest else ("conv.out_of_scope", 0.0)
         return result
 
     def route(self, text: str, lang_hint: str | None = None) -> dict[str, Any]:
@@ -176,6 +187,9 @@ class Engine:
         ctx = TurnContext(message, state, parse, self.knowledge, self.clarify_below,
                           lambda: self.hours.is_open(self.clock()), self.emergency_min)
         ctx._runner = self._run_action
+        ctx._parser = self.parse
+        ctx._next_open = lambda lang: self.hours.describe_next_open(self.clock(), lang)
+        ctx._hours = self.hours.describe
         if too_long:
             ctx.say("utter_too_long")
         else:
@@ -203,14 +217,18 @@ class Engine:
         """The apology-and-hand-off turn used when NLU or an action crashed."""
         lang = state.lang or "ko"
         state.reset()
-        state.handed_off = self.hours.is_open(self.clock())
-        state.handoff_department = state.last_department or "general"
-        if not state.handed_off:
-            state.awaiting = "after_hours_message"
-        dept = state.handoff_department
-        reply = Reply(self.knowledge.render("utter_error", lang))
+        is_open = self.hours.is_open(self.clock())
+        dept = state.last_department or "general"
+        state.handed_off = is_open
+        state.handoff_department = dept if is_open else None
+        replies = [Reply(self.knowledge.render("utter_error" if is_open else "utter_error_after_hours", lang))]
+        if not is_open:  # nobody to hand over to: the call-back offer, as for any after-hours hand-off
+            state.awaiting = "callback_offer"
+            state.callback = {"department": dept, "reason": "error", "message": message.text[:500]}
+            replies.append(Reply(self.knowledge.render(
+                "utter_callback_offer", lang, next_open=self.hours.describe_next_open(self.clock(), lang))))
         return Turn(conversation_key=message.conversation_key, lang=lang, label="error", confidence=0.0,
-                    replies=[reply],
+                    replies=replies,
                     events=[Event("error", {}), Event("handoff", {
                         "department": dept, "priority": 10, "reason": "error",
                         "summary": f"처리 중 오류 / 마지막 메시지: {message.text[:200]}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +38,32 @@ class BusinessHours:
     def describe(self, lang: str) -> str:
         days = "평일" if lang == "ko" else "weekdays"
         return f"{days} {self.open}–{self.close}"
+
+    def next_open(self, now: datetime) -> datetime:
+        """When people are next at work (``now`` itself if they are): the call-back promise."""
+        if self.always_open or self.is_open(now):
+            return now
+        local = now.astimezone(self.tz)
+        hour, minute = (int(x) for x in self.open.split(":"))
+        for days in range(0, 15):
+            day = (local + timedelta(days=days)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if day > local and self.is_open(day):
+                return day
+        return local
+
+    def describe_next_open(self, now: datetime, lang: str) -> str:
+        """"내일(금) 09:00", "월요일(12월 7일) 09:00", "today at 09:00": when people are back, in words."""
+        when = self.next_open(now)
+        local, nxt = now.astimezone(self.tz), when.astimezone(self.tz)
+        days = (nxt.date() - local.date()).days
+        hm = nxt.strftime("%H:%M")
+        ko_days, en_days = "월화수목금토일", ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+        if lang == "en":
+            day = "today" if days == 0 else "tomorrow" if days == 1 else f"{en_days[nxt.weekday()]} {nxt:%b} {nxt.day}"
+            return f"{day} at {hm}"
+        day = "오늘" if days == 0 else f"내일({ko_days[nxt.weekday()]})" if days == 1 else \
+            f"{ko_days[nxt.weekday()]}요일({nxt.month}월 {nxt.day}일)"
+        return f"{day} {hm}"
 
 
 def priority_for(label: str, department: str | None) -> int:

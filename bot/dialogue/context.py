@@ -69,6 +69,35 @@ class TurnContext:
     def office_open(self) -> bool:
         return self._office_open()
 
+    def next_open(self) -> str:
+        """When people are back, in the conversation's language ("내일(금) 09:00")."""
+        return self._next_open(self.lang)
+
+    def hours(self) -> str:
+        """Office hours as a phrase ("평일 09:00–18:00")."""
+        return self._hours(self.lang)
+
+    def reparse(self, text: str) -> Parse:
+        """NLU on part of the message (two problems in one message; the topic of a person request)."""
+        return self._parser(text, self.lang)
+
+    def channel_phone(self) -> str | None:
+        """The number the channel itself carries (SMS and voice), formatted for people, else None."""
+        if self.message.channel not in ("twilio_sms", "twilio_voice"):
+            return None
+        sender = self.message.sender_id
+        digits = sender[1:] if sender.startswith("+") else sender
+        if not digits.isdigit():
+            return None  # anonymous caller
+        if digits.startswith("82"):
+            digits = "0" + digits[2:]
+        if len(digits) == 11:
+            return f"{digits[:3]}-{digits[3:7]}-{digits[7:]}"
+        if len(digits) == 10:
+            head = 2 if digits.startswith("02") else 3
+            return f"{digits[:head]}-{digits[head:-4]}-{digits[-4:]}"
+        return sender
+
     def priority(self, department: str) -> int:
         return priority_for(self.label, department)
 
@@ -145,3 +174,6 @@ class TurnContext:
         self.event("paused", department=self.state.handoff_department)
 
     _runner: Callable[[TurnContext, str], None]
+    _parser: Callable[[str, str], Parse]
+    _next_open: Callable[[str], str]
+    _hours: Callable[[str], str]

@@ -1,16 +1,23 @@
-"""The dialogue policy: rules and forms, in one place.
+"""The dialogue policy: rules, forms and conversation repair, in one place.
 
 Read top to bottom, :func:`decide` is the whole conversation design:
 
 1. a handed-off conversation stays with its agent (the bot is silent);
-2. emergencies always win and tell the resident to call 119/112 first;
-3. global words: restart, cancel, language, delete my data, stop reminders;
-4. whatever the bot asked last (rating, ticket, confirmation, a form slot);
-5. otherwise the recognised intent: answer, open a form, look up a status,
-   hand off, or ask one clarifying question when unsure.
+2. emergencies always win: 119/112 first, safety advice for what is happening, and an urgent
+   hand-off; after hours the bot stays in emergency mode and never defers to "the next business day";
+3. global words: restart, language (the pending question asked again in the new language), my
+   data, phone link, stop reminders;
+4. whatever the bot asked last (a call-back, a number, a rating, a ticket, a confirmation, a form
+   slot). A reply that is not an answer is *understood first* (the repair patterns: a question is
+   answered and the pending question asked again, another report is queued, "잠깐만요" pauses,
+   "됐어요" cancels in any words, a correction in natural words fixes the slot it names, a request
+   for a person is honoured); a resident's extra words are kept, never dropped;
+5. otherwise the recognised intent: answer, open a form (two problems become two reports), look
+   up a status, hand off to the department the words name, or ask one clarifying question.
 
-The policy talks to the world only through :class:`TurnContext` (say, run an
-action, hand off), so it knows nothing about channels or stores.
+The policy talks to the world only through :class:`TurnContext` (say, run an action, hand off),
+so it knows nothing about channels or stores. What a reply *is* (yes/no, a place, a time, a
+correction, a cancel) is decided in :mod:`bot.dialogue.understanding`.
 """
 
 from __future__ import annotations
@@ -18,55 +25,53 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from bot.dialogue import understanding as u
 from bot.messages import Button
-from bot.nlu.entities import first
+from bot.nlu.entities import ROAD_ADDRESS, first
 
 if TYPE_CHECKING:
     from bot.dialogue.context import TurnContext
 
-_YES = re.compile(r"^(예|네|넹|넵|넴|응|웅|어|그래|좋아|맞아|맞습니다|맞아요|동의|접수|ㅇㅇ|ㅇㅋ|ok|okay|yes|yeah|yep|sure|y|confirm|1)"
-                  r"(?![가-힣a-z])|^(예|네)[,.!\s]|^(네|예)요|^(좋아요|맞아요|그래요|그렇게 해주세요|접수해 ?주세요)", re.IGNORECASE)
-_NO = re.compile(r"^(아니|아뇨|아니요|아니오|싫어|안 ?돼|no|nope|nah|n|2|동의 ?안|거절)(?![a-z])", re.IGNORECASE)
-_CANCEL = re.compile(r"^(취소|그만|안 ?할래|됐어요|신고 ?취소|접수 ?취소|cancel|stop it|never ?mind|forget it)", re.IGNORECASE)
 _RESTART = re.compile(r"^(처음으로|처음부터|다시 ?시작|리셋|restart|start over|reset|/start)(?![a-z])", re.IGNORECASE)
 _DELETE = re.compile(r"(내|제|개인)\s*(정보|데이터|기록).{0,6}(삭제|지워)|delete my (data|information|info)", re.IGNORECASE)
 _SHOW_DATA = re.compile(r"(내|제)\s*(개인)?\s*(정보|데이터|기록)\s*(보기|보여|확인|조회|열람)|(show|see|view) my (data|information|info)", re.IGNORECASE)
 _LINK_PHONE = re.compile(r"(전화\s*번호|휴대\s*폰|핸드폰|휴대전화)\s*(번호)?\s*(연결|인증|등록)|(link|verify) my (phone|number)", re.IGNORECASE)
 _OTP_CODE = re.compile(r"^\s*(\d{6})\s*$")
-_TO_EN = re.compile(r"^(english|영어로?|in english|speak english)(?![a-z가-힣])", re.IGNORECASE)
-_TO_KO = re.compile(r"^(korean|한국어로?|한국말로?)(?![a-z가-힣])", re.IGNORECASE)
+_TO_EN = re.compile(r"^(english|영어로?|in english|speak english|english please|영어로 ?(해|말해|대답해) ?주세요)(?![a-z가-힣])", re.IGNORECASE)
+_TO_KO = re.compile(r"^(korean|한국어로?|한국말로?|in korean|korean please|한국어로 ?(해|말해) ?주세요)(?![a-z가-힣])", re.IGNORECASE)
 #: Stop the centre's reminders on any channel (an SMS "STOP" is the SMS channel's: it stops all texts).
 _REMINDERS_OFF = re.compile(r"^(수신 ?거부|알림 ?(그만|끄기|꺼 ?주세요|해제|중지|거부|받지 ?않을래요)|"
                             r"stop reminders|no more reminders|unsubscribe|stop)[.!]?$", re.IGNORECASE)
 _RATING = re.compile(r"^\s*([1-5])\s*(점|stars?|/\s*5)?\s*$", re.IGNORECASE)
-_CORRECTION = re.compile(
-    r"^(?:(?:아니(?:요|오)?|아뇨|no)[,.\s]*)?(주소|위치|장소|내용|설명|시간|언제|날짜|address|location|place|description|time|when)"
-    r"\s*(?:는|은|가|이|를|을|:|is|should be)?\s*(.+)$", re.IGNORECASE)
-_SLOT_WORDS = {"주소": "location", "위치": "location", "장소": "location", "address": "location",
-               "location": "location", "place": "location", "내용": "description", "설명": "description",
-               "description": "description", "시간": "when", "언제": "when", "날짜": "when", "time": "when",
-               "when": "when"}
-_EMERGENCY_WORDS = re.compile(
-    r"(불이 ?났|불났|화재|연기가 ?(많이|가득)|사람이 ?쓰러|쓰러졌어요.*(사람|아버지|어머니|엄마|아빠|할머니|할아버지|아이|애)|"
-    r"숨을? ?안 ?쉬|숨을 ?못 ?쉬|의식이 ?없|심정지|피를? ?많이|피가 ?많이|칼을|흉기|살려|폭발|가스가? ?(새|누출)|"
-    r"물에 ?빠졌|갇혔|깔렸|자살|죽을 ?것 ?같|응급|구급차|"
-    r"\bfire\b|not breathing|unconscious|heart attack|bleeding|help me|trapped|drowning|gas leak|explosion|"
-    r"\bknife\b|\bgun\b|ambulance|suicide|collapsed)", re.IGNORECASE)
+#: "가로등 고장 신고하려고요": words that say *that* one reports, not *what* is wrong.
+_REPORT_WORDS = re.compile(
+    r"(신고|접수|민원|제보|요청|신청|문의)\s*(하려고|하고\s*싶|할게|할래|하려는데|좀|해\s*주세요|합니다|해요|드려요|드릴게요|"
+    r"드리려고|하러|넣으려고|넣을게)?\S*|(하려고요|하고\s*싶어요|싶은데요|싶어요|할게요|해요|합니다|있어요|있는데요|"
+    r"i\s*(?:want|would like|'d like)\s*to\s*(?:report|file|make)|report(?:ing)?|file|a complaint|complaint about|"
+    r"please|request|there is|there's)", re.IGNORECASE)
+#: What is left of a report once place, time, service name and reporting words are gone, and says nothing.
+_NOISE = re.compile(
+    r"\b(a|an|the|to|i|my|of|for|is|at|in|on|it|this|there|here|want|would|like|need|about|some|one|please|hi|hello)\b|"
+    r"(하는데요?|인데요?|그런데|근데|거든요|부터|까지|에서|에게|한테|관련|관해|대해|좀|버리려고요?|버릴려고요?|버리고\s*싶어요|"
+    r"내놓으려고요?|수거해\s*주세요|하려고\s*하는데요?|하고요|안녕하세요|여보세요|저기요)|"
+    r"(?<![가-힣])[을를이가은는에도요의](?![가-힣])", re.IGNORECASE)
+_MAX_SLOT_TRIES = 2
 
 EMERGENCY_LABEL = "conv.emergency"
+SMALLTALK = ("conv.greet", "conv.thanks", "conv.goodbye")
 
 
 def is_yes(text: str) -> bool:
-    return bool(_YES.match(text.strip()))
+    return u.yes_no(text).verdict is True
 
 
 def is_no(text: str) -> bool:
-    return bool(_NO.match(text.strip()))
+    return u.yes_no(text).verdict is False
 
 
 def looks_like_emergency(text: str) -> bool:
-    """Words that mean a life may be at stake; a false alarm is cheaper than a miss."""
-    return bool(_EMERGENCY_WORDS.search(text))
+    """Words that mean a life may be at stake (:func:`bot.dialogue.understanding.looks_like_emergency`)."""
+    return u.looks_like_emergency(text)
 
 
 def decide(ctx: TurnContext) -> None:
@@ -76,6 +81,7 @@ def decide(ctx: TurnContext) -> None:
     if state.handed_off:
         if ctx.is_emergency:
             ctx.say("utter_emergency", hints={"emergency": True})
+            ctx.say(f"utter_emergency_advice_{u.emergency_kind(text)}")
         ctx.pause()
         return
 
@@ -93,10 +99,13 @@ def decide(ctx: TurnContext) -> None:
     if ctx.is_emergency:
         emergency(ctx)
         return
+    if state.emergency and emergency_followup(ctx):
+        return
 
     if _RESTART.match(text):
         ctx.command("restart")
         state.reset()
+        state.queue, state.callback = [], {}
         ctx.event("reset")
         ctx.say("utter_restart")
         return
@@ -104,7 +113,8 @@ def decide(ctx: TurnContext) -> None:
         ctx.command("language")
         state.lang = ctx.lang = "en" if _TO_EN.match(text) else "ko"
         ctx.event("language", lang=state.lang)
-        ctx.say("utter_greet")
+        if not ask_pending_again(ctx):
+            ctx.say("utter_greet")
         return
     if _SHOW_DATA.search(text):
         ctx.command("show_data")
@@ -116,7 +126,7 @@ def decide(ctx: TurnContext) -> None:
         ctx.command("link_phone")
         ask_phone_link(ctx)
         return
-    if _REMINDERS_OFF.match(text) and not (state.active_form and text.lower() == "stop"):
+    if _REMINDERS_OFF.match(text) and not ((state.active_form or state.awaiting) and text.lower() == "stop"):
         ctx.command("reminders_off")
         state.reminders = False
         ctx.event("contact_consent", consent=False)
@@ -134,6 +144,9 @@ def decide(ctx: TurnContext) -> None:
     if state.active_form:
         continue_form(ctx)
         return
+    if wants_person(ctx):
+        handoff(ctx, named_department(ctx), reason="asked_for_person")
+        return
     if state.clarify_options and ctx.forced_label is None and ctx.low_confidence:
         # Still unsure after one clarification: a person takes over.
         handoff(ctx, state.last_department or "general", reason="clarify_failed")
@@ -141,18 +154,81 @@ def decide(ctx: TurnContext) -> None:
     respond_to_intent(ctx)
 
 
-def emergency(ctx: TurnContext) -> None:
-    """119/112 first, then an urgent hand-off to the safety department."""
-    ctx.state.reset()
-    ctx.say("utter_emergency", hints={"emergency": True})
-    ctx.say("utter_emergency_handoff")
-    handoff(ctx, "safety", reason="emergency", announce=False)
+def ask_pending_again(ctx: TurnContext) -> bool:
+    """Ask the open question again (after a language switch, an aside, a pause). False if none."""
+    state = ctx.state
+    if state.active_form:
+        ask_next(ctx)
+        return True
+    if state.awaiting in _CALLBACK_QUESTIONS:
+        _CALLBACK_QUESTIONS[state.awaiting](ctx)
+        return True
+    return False
 
+
+# --- emergencies --------------------------------------------------------------------------------
+
+def emergency(ctx: TurnContext) -> None:
+    """119/112 first with advice for what is happening, then an urgent hand-off to safety.
+
+    After hours nobody at the office can take it now: the bot says so honestly, records what the
+    resident says as an urgent item for the first person in, and stays in emergency mode (each
+    further message repeats 119 and is added to the record) instead of promising a call-back.
+    """
+    state = ctx.state
+    kind = u.emergency_kind(ctx.text)
+    state.reset()
+    state.queue, state.callback = [], {}
+    ctx.say("utter_emergency", hints={"emergency": True})
+    ctx.say(f"utter_emergency_advice_{kind}")
+    summary = ctx.summary()
+    priority = ctx.priority("safety")
+    if ctx.office_open():
+        ctx.say("utter_emergency_handoff")
+        state.handed_off = True
+        state.handoff_department = "safety"
+        state.emergency = None
+        after_hours = False
+    else:
+        ctx.say("utter_emergency_after_hours", next_open=ctx.next_open())
+        state.emergency = kind
+        after_hours = True
+    ctx.route("handoff", department="safety", priority=priority)
+    ctx.event("handoff", department="safety", priority=priority, reason="emergency", summary=summary,
+              after_hours=after_hours)
+
+
+def emergency_followup(ctx: TurnContext) -> bool:
+    """After hours, in emergency mode: every message is added to the urgent record, 119 repeated.
+
+    The mode ends when the resident says it is not (or no longer) an emergency, thanks or says
+    goodbye, or clearly moves on to an ordinary request. False lets the turn go on as usual.
+    """
+    state, text = ctx.state, ctx.text
+    moved_on = (ctx.confidence >= 0.8 and (ctx.label in ctx.knowledge.services or ctx.label in ctx.knowledge.faq)
+                and not u.looks_like_emergency(text))
+    if u.denies_emergency(text) or ctx.label in ("conv.thanks", "conv.goodbye") or u.is_cancel(text) or moved_on:
+        state.emergency = None
+        if moved_on:
+            return False
+        ctx.answered(EMERGENCY_LABEL)
+        ctx.say("utter_emergency_cleared")
+        return True
+    ctx.answered(EMERGENCY_LABEL)
+    ctx.event("emergency_note", text=ctx.parse.text[:500], kind=state.emergency)
+    ctx.route("handoff", department="safety", priority=ctx.priority("safety"))
+    ctx.say("utter_emergency_followup", hints={"emergency": True})
+    return True
+
+
+# --- what the bot asked last ---------------------------------------------------------------------
 
 def handle_awaiting(ctx: TurnContext) -> bool:
     """Answer what the bot asked for last. False when the message is about something else."""
     state, text = ctx.state, ctx.text
     awaiting = state.awaiting
+    if awaiting in _CALLBACK_HANDLERS:
+        return _CALLBACK_HANDLERS[awaiting](ctx)
     if awaiting == "rating":
         m = _RATING.match(text)
         state.awaiting = None
@@ -164,10 +240,11 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         return False
     if awaiting == "reminder_consent":
         state.awaiting = None
-        if not (is_yes(text) or is_no(text)):
+        verdict = u.yes_no(text).verdict
+        if verdict is None:
             return False
         ctx.answered()
-        state.reminders = is_yes(text)
+        state.reminders = verdict
         if state.reminders:
             ctx.event("contact_consent", consent=True)
             ctx.say("utter_reminder_on")
@@ -182,12 +259,6 @@ def handle_awaiting(ctx: TurnContext) -> bool:
             ctx.say("utter_data_deleted")
         else:
             ctx.say("utter_delete_cancelled")
-        return True
-    if awaiting == "after_hours_message":
-        # Free text about the resident's problem: the classifier's label says what it is about.
-        state.awaiting = None
-        ctx.event("callback_message", text=text, department=state.handoff_department or "general")
-        ctx.say("utter_after_hours_message_taken")
         return True
     if awaiting == "otp_phone":
         state.awaiting = None
@@ -215,7 +286,7 @@ def handle_awaiting(ctx: TurnContext) -> bool:
             ctx.answered("conv.request_status")
             check_status(ctx, ticket)
             return True
-        if ctx.label == "conv.request_status" or ctx.low_confidence:
+        if ctx.label == "conv.request_status" or (ctx.low_confidence and not u.is_question(text)):
             ctx.answered("conv.request_status")
             ctx.say("utter_status_not_found", ticket=text[:40])
             return True
@@ -243,6 +314,8 @@ def request_code(ctx: TurnContext, phone: str) -> None:
     ctx.event("otp_request", phone=phone)
 
 
+# --- intents -------------------------------------------------------------------------------------
+
 def respond_to_intent(ctx: TurnContext) -> None:
     """No open question: act on what the resident said."""
     state, label = ctx.state, ctx.label
@@ -261,7 +334,14 @@ def respond_to_intent(ctx: TurnContext) -> None:
         ctx.run_action("action_answer_faq")
         offer_reminder(ctx, label)
     elif label in k.services:
-        start_form(ctx, label)
+        reports = split_reports(ctx) if ctx.forced_label is None else []
+        if len(reports) > 1:
+            state.queue = [{"service_code": code, "text": part} for code, part in reports[1:]]
+            ctx.say("utter_two_reports", first=k.services[reports[0][0]].name(ctx.lang),
+                    second=", ".join(k.services[c].name(ctx.lang) for c, _ in reports[1:]))
+            start_form(ctx, reports[0][0], text=reports[0][1])
+        else:
+            start_form(ctx, label)
     elif label == "conv.request_status":
         ticket = first(ctx.entities, "ticket")
         if ticket:
@@ -278,7 +358,7 @@ def respond_to_intent(ctx: TurnContext) -> None:
             else:
                 ctx.say("utter_ask_ticket")
     elif label == "conv.human":
-        handoff(ctx, state.last_department or "general", reason="asked_for_person")
+        handoff(ctx, named_department(ctx), reason="asked_for_person")
     elif label == "conv.greet":
         ctx.route("smalltalk")
         ctx.say("utter_greet")
@@ -299,6 +379,8 @@ def offer_reminder(ctx: TurnContext, topic: str) -> None:
     contacted (``Resident.contact_consent``), without which ``pcrm reminders`` sends nothing."""
     if ctx.state.reminders is not None or topic not in (ctx.knowledge.config.get("deadlines") or {}):
         return
+    if ctx.state.active_form:
+        return  # an aside inside a form: the form's question comes next, not another one
     ctx.state.awaiting = "reminder_consent"
     ctx.say("utter_reminder_offer", buttons=ctx.yes_no())
 
@@ -323,61 +405,132 @@ def check_status(ctx: TurnContext, ticket: str) -> None:
     ctx.event("status_lookup", ticket=ticket, found=bool(ctx.state.slots.get("status_found")))
 
 
+def split_reports(ctx: TurnContext) -> list[tuple[str, str]]:
+    """"가로등도 나가고 도로에 구멍도 났어요" → two reports, each with its own words.
+
+    Only messages with a joint (그리고, "-고", a comma, "and") are split, and only when each part
+    is confidently a different service: one long report is never cut in two.
+    """
+    parts = [p.strip() for p in re.split(r"(?<=[가-힣])고\s+|그리고\s*|또\s+|,\s*|;\s*|\.\s+|\s+and\s+(?:also\s+)?|\s+also\s+",
+                                         ctx.text) if p and len(p.strip()) >= 4]
+    if len(parts) < 2:
+        return []
+    found: list[tuple[str, str]] = []
+    for part in parts:
+        p = ctx.reparse(part)
+        if p.label in ctx.knowledge.services and p.confidence >= 0.5:
+            if found and found[-1][0] == p.label:
+                found[-1] = (p.label, f"{found[-1][1]} {part}")
+            elif all(code != p.label for code, _ in found):
+                found.append((p.label, part))
+        elif found:
+            found[-1] = (found[-1][0], f"{found[-1][1]} {part}")
+    return found if len(found) > 1 else []
+
+
+# --- asking for a person ---------------------------------------------------------------------------
+
+def wants_person(ctx: TurnContext) -> bool:
+    """The resident asks for a person, in the classifier's view or in so many words."""
+    if ctx.label == "conv.human" and (ctx.confidence >= 0.6 or ctx.forced_label):
+        return True
+    return u.asks_for_person(ctx.text) and not u.is_question(ctx.text.split(",")[-1]) \
+        and ctx.label not in ctx.knowledge.services
+
+
+def named_department(ctx: TurnContext) -> str:
+    """The department a request for a person names or implies, else the recent topic's, else general.
+
+    "수도요금이 이상하게 많이 나왔어요, 담당 부서랑 직접 얘기할게요" → water: the words around the
+    request for a person are understood on their own.
+    """
+    k = ctx.knowledge
+    text = ctx.text
+    for code, dept in k.departments.items():
+        names = [str(dept.get("ko", "")), str(dept.get("en", ""))]
+        short = str(dept.get("ko", ""))[:-1] if str(dept.get("ko", "")).endswith("과") else None
+        if any(n and n.lower() in text.lower() for n in names) or (short and len(short) >= 3 and short in text):
+            return code
+    topic = _without_person_words(text)
+    if len(u.squash(topic)) >= 4:
+        p = ctx.reparse(topic)
+        dept = k.department_of(p.label)
+        if dept and not p.label.startswith("conv.") and p.confidence >= 0.35:
+            return dept
+    for lab, score in ctx.ranking:
+        dept = k.department_of(lab)
+        if dept and dept != "general" and not lab.startswith("conv.") and score >= 0.3:
+            return dept
+    return ctx.state.last_department or "general"
+
+
+_PERSON_WORDS = re.compile(
+    r"(상담원|상담사|담당자|담당\s*부서|담당|부서|직원|사람|직접|얘기|이야기|통화|연결|바꿔|하고\s*싶어요|하고\s*싶|할게요|할래요|"
+    r"해\s*주세요|주세요|이랑|하고|랑|님|좀|요|talk to|speak (?:to|with)|someone|a person|an agent|agent|human|"
+    r"please|directly|the department|i want to|i'?d like to|can i|could i|connect me|with)", re.IGNORECASE)
+
+
+def _without_person_words(text: str) -> str:
+    """"수도요금이 많이 나왔어요, 담당 부서랑 직접 얘기할게요" → "수도요금이 많이 나왔어요": the topic."""
+    return _PERSON_WORDS.sub(" ", text).strip(" ,.")
+
+
 # --- forms -------------------------------------------------------------------------------------
 
-def start_form(ctx: TurnContext, service_code: str) -> None:
-    """Open the form of ``service_code``, keeping whatever the first message already said."""
+def start_form(ctx: TurnContext, service_code: str, text: str | None = None) -> None:
+    """Open the form of ``service_code``, keeping whatever the message already said."""
     state = ctx.state
+    queue = state.queue
     state.reset()
+    state.queue = queue
     state.active_form = service_code
     state.slots["service_code"] = service_code
     ctx.event("form_started", service_code=service_code)
-    fill_from_message(ctx, first_message=True)
+    prefill(ctx, ctx.text if text is None else text, use_attachments=text is None)
     ask_next(ctx)
 
 
-def fill_from_message(ctx: TurnContext, first_message: bool = False) -> None:
-    """Put entities (and, for the slot just asked, the text itself) into the form's slots."""
-    state, slots = ctx.state, ctx.state.slots
-    loc = ctx.message_location()
+def prefill(ctx: TurnContext, text: str, use_attachments: bool = True) -> None:
+    """Slots from the report's first words: the longest address, a real time, a real description."""
+    slots = ctx.state.slots
+    loc = ctx.message_location() if use_attachments else None
     if loc:
         slots.update(loc)
     else:
-        address = first(ctx.entities, "address")
-        if address and not slots.get("location"):
-            slots["location"] = address
-    when = first(ctx.entities, "when")
-    if when and not slots.get("when"):
+        address = u.longest(ROAD_ADDRESS, text) or _place_entity(ctx, text)
+        if address:
+            after = text[text.find(address) + len(address):] if address in text else ""
+            slots["location"] = address + u._landmark_tail(after)
+    when = u.time_expression([e for e in ctx.entities if str(e.get("value", "")) in text])
+    if when:
         slots["when"] = when
-    photo = ctx.message.attachment("photo")
-    if photo:
-        slots["media_url"] = photo.url or photo.file_id
-    if first_message:
-        # A report that already says something concrete is its own short description.
-        if len(ctx.text) >= 8:
-            slots.setdefault("description", ctx.text[:500])
-        return
-    asked = state.requested_slot
-    if asked == "consent":
-        if is_yes(ctx.text):
-            slots["consent"] = True
-        elif is_no(ctx.text):
-            slots["consent"] = False
-    elif asked == "location" and not loc and ctx.text:
-        # The answer to "where?" is the place as the resident put it, landmarks and all.
-        slots["location"] = _strip_polite(ctx.text)[:300]
-    elif asked == "description" and ctx.text:
-        slots["description"] = ctx.text[:500]
-    elif asked == "when" and ctx.text and not slots.get("when"):
-        slots["when"] = ctx.text[:100]
+    if use_attachments:
+        photo = ctx.message.attachment("photo")
+        if photo:
+            slots["media_url"] = photo.url or photo.file_id
+    if has_description(ctx, text, slots.get("location"), slots.get("when")):
+        slots["description"] = text[:500]
 
 
-_POLITE_TAIL = re.compile(r"\s*(이에요|예요|입니다|이요|요|이라고요|로 해주세요|으로 해주세요|로요|으로요)?[.!~]*$")
+def _place_entity(ctx: TurnContext, text: str) -> str | None:
+    """The longest ``address`` entity (landmarks, 동 names) inside ``text``."""
+    values = [str(e["value"]) for e in ctx.entities if e["entity"] == "address" and str(e["value"]) in text]
+    return max(values, key=len) if values else None
 
 
-def _strip_polite(text: str) -> str:
-    """"중앙로 12 앞이요" → "중앙로 12 앞": the value without the sentence ending."""
-    return _POLITE_TAIL.sub("", text).strip() or text
+def has_description(ctx: TurnContext, text: str, location: str | None, when: str | None) -> bool:
+    """Whether a report says *what* is wrong, beyond naming the service ("불법주정차 신고하려고요": no)."""
+    rest = text
+    for part in (location, when):
+        if part:
+            rest = rest.replace(part, " ")
+    service = ctx.knowledge.services.get(ctx.state.active_form or "")
+    names = re.split(r"[\s()/·]+", f"{service.ko} {service.en}" if service else "")
+    for word in sorted((w for w in names if len(w) >= 2), key=len, reverse=True):
+        rest = re.sub(re.escape(word), " ", rest, flags=re.IGNORECASE)
+    rest = _REPORT_WORDS.sub(" ", u.strip_fillers(rest))
+    rest = _NOISE.sub(" ", rest)
+    return len(u.squash(rest)) >= 2
 
 
 def missing_slots(ctx: TurnContext) -> list[str]:
@@ -385,13 +538,15 @@ def missing_slots(ctx: TurnContext) -> list[str]:
     return [s for s in service.slots if ctx.state.slots.get(s) in (None, "")]
 
 
-def ask_next(ctx: TurnContext) -> None:
+def ask_next(ctx: TurnContext, prefix: str | None = None) -> None:
     """Ask for the next missing slot, or show the summary for confirmation."""
     state = ctx.state
     service = ctx.knowledge.services[state.active_form or ""]
     missing = missing_slots(ctx)
     ctx.route("collect", department=service.department, service_code=service.code)
     name = service.name(ctx.lang)
+    if prefix:
+        ctx.say(prefix)
     if not missing:
         state.requested_slot = None
         state.awaiting_confirm = True
@@ -404,91 +559,527 @@ def ask_next(ctx: TurnContext) -> None:
         return
     slot = missing[0]
     state.requested_slot = slot
+    state.awaiting_confirm = False
+    asks = (ctx.knowledge.config.get("services") or {}).get(service.code, {}).get("ask") or {}
     if slot == "location":
-        ctx.say("utter_ask_location", service=name, hints={"request_location": True})
+        ctx.say(asks.get("location", "utter_ask_location"), service=name, hints={"request_location": True})
     elif slot == "description":
-        ctx.say("utter_ask_description", service=name)
+        ctx.say(asks.get("description", "utter_ask_description"), service=name)
     elif slot == "when":
-        ctx.say("utter_ask_when")
+        ctx.say(asks.get("when", "utter_ask_when"), service=name)
     else:
         ctx.say("utter_ask_consent", buttons=ctx.yes_no())
 
 
-def continue_form(ctx: TurnContext) -> None:
-    """The resident answered a form question, corrected something, cancelled, or confirmed."""
-    state, text = ctx.state, ctx.text
-    wants_person = ctx.label == "conv.human" and ctx.confidence >= 0.6
-    if not wants_person:
-        ctx.answered(state.active_form)
-    if _CANCEL.match(text) or ctx.forced_label == "cancel":
-        code = state.active_form
-        state.reset()
-        ctx.event("form_cancelled", service_code=code)
-        ctx.route("answer")
-        ctx.say("utter_request_cancelled")
+def add_detail(ctx: TurnContext, extra: str) -> None:
+    """Keep words the resident added at any step: appended to the description, never dropped."""
+    extra = extra.strip(" ,.")
+    if len(u.squash(extra)) < 3:
         return
-    if wants_person:
-        service = ctx.knowledge.services[state.active_form or ""]
+    slots = ctx.state.slots
+    current = slots.get("description")
+    if current and extra in current:
+        return
+    slots["description"] = f"{current} / {extra}"[:1000] if current else extra[:500]
+    ctx.event("slot", name="description", value=slots["description"])
+
+
+def continue_form(ctx: TurnContext) -> None:
+    """The resident answered a form question, or did one of the repair moves around it."""
+    state, text = ctx.state, ctx.text
+    service = ctx.knowledge.services[state.active_form or ""]
+    if u.is_cancel(text) or ctx.forced_label == "cancel":
+        cancel_form(ctx)
+        return
+    if wants_person(ctx) and not u.correction(text, state.awaiting_confirm, state.requested_slot):
         handoff(ctx, service.department, reason="asked_for_person")
         return
-    correction = _CORRECTION.match(text)
-    if correction and (state.awaiting_confirm or is_no(text) or state.requested_slot != correction.group(1)):
-        slot = _SLOT_WORDS.get(correction.group(1).lower())
-        value = _strip_polite(correction.group(2).strip())
-        if slot:
-            state.slots[slot] = value
-            ctx.event("slot", name=slot, value=value)
-            ctx.say("utter_correction_ack")
+    ctx.answered(state.active_form)
+    if u.is_pause(text):
+        ctx.route("collect", department=service.department, service_code=service.code)
+        ctx.say("utter_pause")
+        return
+    fix = u.correction(text, state.awaiting_confirm, state.requested_slot)
+    if fix and fix.slot in service.slots + ["location", "description"]:
+        apply_correction(ctx, fix.slot, fix.value)
+        return
+    if state.awaiting_confirm:
+        confirm(ctx)
+        return
+    if aside(ctx):
+        return
+    fill_slot(ctx)
+
+
+def cancel_form(ctx: TurnContext) -> None:
+    state = ctx.state
+    code = state.active_form
+    queue = state.queue
+    state.reset()
+    ctx.answered(code)
+    ctx.event("form_cancelled", service_code=code)
+    ctx.route("answer")
+    ctx.say("utter_request_cancelled")
+    state.queue = []
+    if queue:
+        ctx.say("utter_next_report", service=ctx.knowledge.services[queue[0]["service_code"]].name(ctx.lang))
+        state.queue = queue[1:]
+        start_form(ctx, queue[0]["service_code"], text=queue[0]["text"])
+
+
+def apply_correction(ctx: TurnContext, slot: str, value: str) -> None:
+    """"주소 잘못 말했어요 한빛로 17이에요" sets it; "내용이 틀렸어요" asks for it again."""
+    state = ctx.state
+    if value:
+        state.slots[slot] = value
+        if slot == "location":
+            state.slots.pop("lat", None)
+            state.slots.pop("long", None)
+        ctx.event("slot", name=slot, value=value)
+        ask_next(ctx, prefix="utter_correction_ack")
+        return
+    state.slots.pop(slot, None)
+    state.awaiting_confirm = False
+    ctx.event("slot", name=slot, value=None)
+    ask_next(ctx, prefix="utter_correction_ask")
+
+
+def confirm(ctx: TurnContext) -> None:
+    """The summary was shown: yes opens the ticket, no asks what to fix, anything else is understood."""
+    state, text = ctx.state, ctx.text
+    reading = u.yes_no(text)
+    if reading.verdict is True:
+        if reading.rest:
+            add_detail(ctx, reading.rest)
+        open_request(ctx)
+        return
+    if reading.verdict is False:
+        if state.slots.get("_fix_asked"):
+            cancel_form(ctx)
+            return
+        state.slots["_fix_asked"] = True
+        ctx.route("collect", department=ctx.knowledge.services[state.active_form or ""].department,
+                  service_code=state.active_form)
+        ctx.say("utter_ask_what_to_fix")
+        return
+    if aside(ctx):
+        return
+    address = u.longest(ROAD_ADDRESS, text)
+    if address:
+        apply_correction(ctx, "location", address)
+        return
+    ask_next(ctx)  # something else: show the summary again
+
+
+def open_request(ctx: TurnContext) -> None:
+    state = ctx.state
+    state.slots.pop("_fix_asked", None)
+    state.awaiting_confirm = False
+    ctx.run_action("action_open_service_request")
+    ticket = state.slots.get("ticket")
+    service = ctx.knowledge.services[state.active_form or ""]
+    ctx.route("request", department=service.department, service_code=service.code, ticket=ticket)
+    ctx.event("request_opened", ticket=ticket, service_code=service.code,
+              department=service.department, **_request_fields(state.slots))
+    state.last_department = service.department
+    queue = state.queue
+    state.reset()
+    state.queue = []
+    if queue:
+        ctx.say("utter_next_report", service=ctx.knowledge.services[queue[0]["service_code"]].name(ctx.lang))
+        state.queue = queue[1:]
+        start_form(ctx, queue[0]["service_code"], text=queue[0]["text"])
+
+
+def aside(ctx: TurnContext) -> bool:
+    """A reply that is not an answer to the form's question: a question, another report, small talk.
+
+    Understood first, then the pending question is asked again. False when it is (or may be) an
+    answer. At the description step almost anything is an answer, so only questions count there.
+    """
+    state, text, label, k = ctx.state, ctx.text, ctx.label, ctx.knowledge
+    asked = state.requested_slot
+    placey = u.looks_like_place(text) or bool(ctx.message_location())
+    if u.is_question(text) and not (asked == "location" and placey and not label.startswith("faq.")):
+        answer_aside(ctx)
+        ask_next(ctx, prefix="utter_back_to_form")
+        return True
+    if asked == "description":
+        return False
+    if label in k.services and label != state.active_form and ctx.confidence >= 0.6 and not placey \
+            and u.yes_no(text).verdict is None:
+        if all(q["service_code"] != label for q in state.queue):
+            state.queue.append({"service_code": label, "text": text})
+        ctx.say("utter_report_queued", service=k.services[label].name(ctx.lang),
+                current=k.services[state.active_form or ""].name(ctx.lang))
+        ask_next(ctx)
+        return True
+    if label in SMALLTALK and ctx.confidence >= 0.7 and not placey and u.yes_no(text).verdict is None \
+            and len(text) <= 20:
+        ask_next(ctx, prefix="utter_thanks_short" if label == "conv.thanks" else None)
+        return True
+    return False
+
+
+def answer_aside(ctx: TurnContext) -> None:
+    """Answer a question asked in the middle of something else, without leaving it."""
+    k, label = ctx.knowledge, ctx.label
+    if label in k.faq and not ctx.low_confidence:
+        ctx.understood_as = label
+        ctx.run_action("action_answer_faq")
+    elif label == "conv.request_status":
+        ticket = first(ctx.entities, "ticket")
+        if ticket:
+            ctx.state.slots["ticket"] = ticket
+            ctx.run_action("action_check_status")
+        else:
+            ctx.run_action("action_list_my_requests")
+            if not int(ctx.state.slots.pop("my_requests", 0) or 0):
+                ctx.say("utter_aside_unknown")
+    else:
+        ctx.say("utter_aside_unknown")
+
+
+def fill_slot(ctx: TurnContext) -> None:
+    """Validate the reply against the slot it answers; keep what it adds; ask the next question."""
+    state, text = ctx.state, ctx.text
+    slots = state.slots
+    asked = state.requested_slot
+    loc = ctx.message_location()
+    photo = ctx.message.attachment("photo")
+    if photo:
+        slots["media_url"] = photo.url or photo.file_id
+    if loc:
+        slots.update(loc)
+    tries_key = f"_tries_{asked}"
+    if asked == "location" and not loc:
+        if u.is_dont_know(text):
+            if slots.get(tries_key):
+                slots["location"] = ctx.knowledge.render("location_unknown", ctx.lang)
+            else:
+                slots[tries_key] = 1
+                ctx.route("collect", department=ctx.knowledge.services[state.active_form or ""].department,
+                          service_code=state.active_form)
+                ctx.say("utter_ask_location_hint")
+                return
+        elif text and (u.looks_like_place(text) or _plausible_answer(ctx)):
+            address = u.longest(ROAD_ADDRESS, text)
+            place, extra = u.split_location(text, address)
+            slots["location"] = place[:300]
+            if extra:
+                add_detail(ctx, extra)
+        elif text:
+            if not slots.get(tries_key):
+                slots[tries_key] = 1
+                ask_next(ctx, prefix="utter_not_a_place")
+                return
+            slots["location"] = u.strip_polite(text)[:300]
+    elif asked == "description" and text:
+        if u.is_dont_know(text):
+            slots["description"] = "-"
+        elif u.yes_no(text).verdict is not None and len(u.squash(text)) <= 4:
             ask_next(ctx)
             return
-    if state.awaiting_confirm:
-        if is_yes(text):
-            state.awaiting_confirm = False
-            ctx.run_action("action_open_service_request")
-            ticket = state.slots.get("ticket")
-            service = ctx.knowledge.services[state.active_form or ""]
-            ctx.route("request", department=service.department, service_code=service.code, ticket=ticket)
-            ctx.event("request_opened", ticket=ticket, service_code=service.code,
-                      department=service.department, **_request_fields(state.slots))
-            state.last_department = service.department
-            state.reset()
+        else:
+            slots["description"] = text[:500]
+    elif asked == "when" and text:
+        if u.is_dont_know(text):
+            slots["when"] = ctx.knowledge.render("when_unknown", ctx.lang)
+        elif u.looks_like_time(text):
+            slots["when"] = u.strip_polite(text)[:100]
+        elif not slots.get(tries_key):
+            slots[tries_key] = 1
+            add_detail(ctx, text)
+            ask_next(ctx, prefix="utter_not_a_time")
             return
-        if is_no(text):
-            code = state.active_form
-            state.reset()
-            ctx.event("form_cancelled", service_code=code)
-            ctx.say("utter_request_cancelled")
-            return
-        ask_next(ctx)  # something else: show the summary again
-        return
-    fill_from_message(ctx)
+        else:
+            slots["when"] = u.strip_polite(text)[:100]
+    elif asked == "consent":
+        reading = u.yes_no(text)
+        if reading.verdict is None:
+            tries = int(slots.get(tries_key, 0))
+            if len(u.squash(text)) >= 6:
+                add_detail(ctx, text)  # a description typed at the consent question is kept
+            if tries >= _MAX_SLOT_TRIES:
+                slots["consent"] = False
+            else:
+                slots[tries_key] = tries + 1
+                ask_next(ctx, prefix="utter_yes_no_please")
+                return
+        else:
+            slots["consent"] = reading.verdict
+            if reading.rest:
+                add_detail(ctx, reading.rest)
+    for key in [k for k in slots if k.startswith("_tries_")]:
+        if key != f"_tries_{state.requested_slot}" or slots.get(state.requested_slot or "") not in (None, ""):
+            slots.pop(key, None)
     ask_next(ctx)
 
 
+def _plausible_answer(ctx: TurnContext) -> bool:
+    """A location reply with no place words that is still not something else (small talk, a yes)."""
+    if u.yes_no(ctx.text).verdict is not None:
+        return False
+    if ctx.label in SMALLTALK and ctx.confidence >= 0.5:
+        return False
+    return len(u.squash(ctx.text)) >= 3
+
+
 def _request_fields(slots: dict[str, Any]) -> dict[str, Any]:
-    keys = ("location", "description", "when", "consent", "lat", "long", "media_url")
+    keys = ("location", "description", "when", "consent", "lat", "long", "media_url", "publish_consent")
     return {k: slots.get(k) for k in keys if slots.get(k) is not None}
 
 
-# --- hand-off ----------------------------------------------------------------------------------
+# --- hand-off and call-backs ---------------------------------------------------------------------
 
 def handoff(ctx: TurnContext, department: str, reason: str, announce: bool = True) -> None:
-    """Give the conversation to a person; after hours, take a message for a call-back."""
+    """Give the conversation to a person; after hours, offer a call-back instead."""
     state = ctx.state
-    is_open = ctx.office_open()
+    if not ctx.office_open():
+        offer_callback(ctx, department, reason)
+        return
     summary = ctx.summary()
     form = state.active_form
     state.reset()
+    state.queue = []
     # The action reads these two slots: set them after the reset, not before.
     state.slots["handoff_department"] = department
-    state.slots["office_open"] = is_open
-    if announce or not is_open:
+    state.slots["office_open"] = True
+    if announce:
         ctx.run_action("action_handoff")
-    state.handed_off = is_open
+    state.handed_off = True
     state.handoff_department = department
-    if not is_open:
-        state.awaiting = "after_hours_message"
     priority = ctx.priority(department)
     ctx.route("handoff", department=department, priority=priority, service_code=form)
     ctx.event("handoff", department=department, priority=priority, reason=reason, summary=summary,
-              after_hours=not is_open)
+              after_hours=False)
+
+
+def offer_callback(ctx: TurnContext, department: str, reason: str) -> None:
+    """After hours: say when people are back, and ask whether a call-back is wanted.
+
+    The resident's own words about the problem (if this message had any beyond asking for a
+    person) become the message for the department; nothing is promised until a number is given.
+    """
+    state = ctx.state
+    summary = ctx.summary()
+    message = ctx.parse.text if len(u.squash(_without_person_words(ctx.text))) >= 6 else ""
+    state.reset()
+    state.queue = []
+    state.callback = {"department": department, "reason": reason, "summary": summary, "message": message[:500]}
+    state.awaiting = "callback_offer"
+    ctx.route("answer", department=department)
+    ctx.say("utter_after_hours", department=ctx.knowledge.department_name(department, ctx.lang),
+            next_open=ctx.next_open(), hours=ctx.hours())
+    ask_callback_offer(ctx)
+
+
+def ask_callback_offer(ctx: TurnContext) -> None:
+    ctx.say("utter_callback_offer", next_open=ctx.next_open(), buttons=ctx.yes_no())
+
+
+def ask_callback_phone(ctx: TurnContext) -> None:
+    ctx.say("utter_callback_ask_phone")
+
+
+def ask_callback_channel_phone(ctx: TurnContext) -> None:
+    ctx.say("utter_callback_channel_phone", phone=ctx.channel_phone() or "-", buttons=ctx.yes_no())
+
+
+def ask_callback_confirm(ctx: TurnContext) -> None:
+    ctx.say("utter_callback_read_back", phone=ctx.state.callback.get("phone", "-"), buttons=ctx.yes_no())
+
+
+def ask_callback_message(ctx: TurnContext) -> None:
+    ctx.say("utter_callback_ask_message")
+
+
+_CALLBACK_QUESTIONS = {
+    "callback_offer": ask_callback_offer,
+    "callback_channel_phone": ask_callback_channel_phone,
+    "callback_phone": ask_callback_phone,
+    "callback_confirm": ask_callback_confirm,
+    "callback_message": ask_callback_message,
+}
+
+
+def _callback_digression(ctx: TurnContext) -> bool:
+    """In the call-back questions: a change of mind, a new report or a question is understood first."""
+    state, text, k = ctx.state, ctx.text, ctx.knowledge
+    if u.is_cancel(text) or (u.changes_mind(text) and (ctx.label in k.services or "여기서" in text or "here" in text)):
+        state.awaiting = None
+        state.callback = {}
+        ctx.event("callback_declined")
+        if ctx.label in k.services and ctx.confidence >= 0.4:
+            start_form(ctx, ctx.label)
+        else:
+            ctx.route("answer")
+            ctx.say("utter_callback_never_mind")
+        return True
+    if ctx.label in k.services and ctx.confidence >= 0.6 and u.yes_no(text).verdict is None \
+            and not u.phone_number(text) and state.awaiting != "callback_message":
+        state.awaiting = None
+        state.callback = {}
+        ctx.event("callback_declined")
+        start_form(ctx, ctx.label)
+        return True
+    if u.is_question(text) and ctx.label in k.faq and not ctx.low_confidence:
+        answer_aside(ctx)
+        ctx.say("utter_back_to_form")
+        _CALLBACK_QUESTIONS[state.awaiting or "callback_offer"](ctx)
+        return True
+    return False
+
+
+def on_callback_offer(ctx: TurnContext) -> bool:
+    state, text = ctx.state, ctx.text
+    if _callback_digression(ctx):
+        return True
+    reading = u.yes_no(text)
+    phone = u.phone_number(text)
+    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    if reading.verdict is False:
+        state.awaiting = None
+        state.callback = {}
+        ctx.event("callback_declined")
+        ctx.route("answer")
+        ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
+        return True
+    if phone:
+        state.callback["phone"] = phone
+        state.awaiting = "callback_confirm"
+        ask_callback_confirm(ctx)
+        return True
+    if reading.verdict is True:
+        if reading.rest and not state.callback.get("message"):
+            state.callback["message"] = reading.rest[:500]
+        if ctx.channel_phone():
+            state.awaiting = "callback_channel_phone"
+            ask_callback_channel_phone(ctx)
+        else:
+            state.awaiting = "callback_phone"
+            ask_callback_phone(ctx)
+        return True
+    if len(u.squash(text)) >= 6:  # the problem in their words: kept as the message, then asked again
+        state.callback["message"] = (f"{state.callback.get('message', '')} {ctx.parse.text}").strip()[:500]
+    ask_callback_offer(ctx)
+    return True
+
+
+def on_callback_channel_phone(ctx: TurnContext) -> bool:
+    state = ctx.state
+    if _callback_digression(ctx):
+        return True
+    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    phone = u.phone_number(ctx.text)
+    if phone:
+        state.callback["phone"] = phone
+        state.awaiting = "callback_confirm"
+        ask_callback_confirm(ctx)
+        return True
+    verdict = u.yes_no(ctx.text).verdict
+    if verdict is True:
+        state.callback["phone"] = ctx.channel_phone()
+        return _after_number(ctx)
+    if verdict is False:
+        state.awaiting = "callback_phone"
+        ask_callback_phone(ctx)
+        return True
+    ask_callback_channel_phone(ctx)
+    return True
+
+
+def on_callback_phone(ctx: TurnContext) -> bool:
+    state = ctx.state
+    if _callback_digression(ctx):
+        return True
+    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    phone = u.phone_number(ctx.text)
+    if phone:
+        state.callback["phone"] = phone
+        state.callback.pop("tries", None)
+        state.awaiting = "callback_confirm"
+        ask_callback_confirm(ctx)
+        return True
+    if u.yes_no(ctx.text).verdict is False:
+        return on_callback_offer(ctx)
+    tries = int(state.callback.get("tries", 0)) + 1
+    state.callback["tries"] = tries
+    if tries > _MAX_SLOT_TRIES:
+        state.awaiting = None
+        state.callback = {}
+        ctx.say("utter_callback_no_number", next_open=ctx.next_open())
+        return True
+    ctx.say("utter_callback_bad_phone")
+    return True
+
+
+def on_callback_confirm(ctx: TurnContext) -> bool:
+    state = ctx.state
+    if _callback_digression(ctx):
+        return True
+    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    phone = u.phone_number(ctx.text)
+    reading = u.yes_no(ctx.text)
+    if phone and phone != state.callback.get("phone"):
+        state.callback["phone"] = phone
+        ask_callback_confirm(ctx)
+        return True
+    if reading.verdict is True:
+        return _after_number(ctx)
+    if reading.verdict is False:
+        state.callback.pop("phone", None)
+        state.awaiting = "callback_phone"
+        ask_callback_phone(ctx)
+        return True
+    ask_callback_confirm(ctx)
+    return True
+
+
+def on_callback_message(ctx: TurnContext) -> bool:
+    state = ctx.state
+    if u.is_cancel(ctx.text):
+        return _callback_digression(ctx)
+    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    state.callback["message"] = ctx.parse.text[:500]
+    if u.is_question(ctx.text) and ctx.label in ctx.knowledge.faq and not ctx.low_confidence:
+        answer_aside(ctx)  # answered now, and still passed on
+    record_callback(ctx)
+    return True
+
+
+def _after_number(ctx: TurnContext) -> bool:
+    if ctx.state.callback.get("message"):
+        record_callback(ctx)
+    else:
+        ctx.state.awaiting = "callback_message"
+        ask_callback_message(ctx)
+    return True
+
+
+def record_callback(ctx: TurnContext) -> None:
+    """The call-back task: a queued hand-off for the department with the number and the message."""
+    state = ctx.state
+    cb = state.callback
+    department = cb.get("department") or "general"
+    phone, message = cb.get("phone"), cb.get("message") or ""
+    summary = " / ".join(p for p in (cb.get("summary", ""), f"콜백 요청 번호: {phone}",
+                                     f"남긴 말: {message}" if message else "") if p)
+    priority = ctx.priority(department)
+    ctx.event("callback", phone=phone, department=department, message=message, reason=cb.get("reason"))
+    ctx.event("handoff", department=department, priority=priority, reason=cb.get("reason") or "asked_for_person",
+              summary=summary, after_hours=True, callback_phone=phone)
+    ctx.route("handoff", department=department, priority=priority)
+    ctx.say("utter_callback_recorded", department=ctx.knowledge.department_name(department, ctx.lang),
+            next_open=ctx.next_open(), phone=phone)
+    state.awaiting = None
+    state.callback = {}
+
+
+_CALLBACK_HANDLERS = {
+    "callback_offer": on_callback_offer,
+    "callback_channel_phone": on_callback_channel_phone,
+    "callback_phone": on_callback_phone,
+    "callback_confirm": on_callback_confirm,
+    "callback_message": on_callback_message,
+}

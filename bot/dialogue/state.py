@@ -33,6 +33,9 @@ class DialogueState:
     handoff_department: str | None = None
     last_department: str | None = None
     reminders: bool | None = None           # due-date reminders: asked and agreed / declined or stopped
+    queue: list[dict[str, Any]] = field(default_factory=list)  # reports said mid-form, taken up next
+    callback: dict[str, Any] = field(default_factory=dict)     # after hours: department, reason, message, phone
+    emergency: str | None = None            # after hours: the emergency's kind, until the resident says otherwise
     turns: int = 0
     version: int = 0                        # bumped on every save; lets stores detect races
 

@@ -13,6 +13,10 @@ MAX_NLU_CHARS = 1000  # the classifier only needs the start of a very long messa
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _SPACES = re.compile(r"\s+")
+#: NFKC turns compatibility jamo (ㅇ, U+3147) into conjoining jamo (ᄋ, U+110B), so "ㅇㅇ"/"ㅇㅋ"
+#: stopped matching anything; a lone conjoining jamo left after NFKC goes back to its compatibility form.
+_JAMO_BACK = {ord(unicodedata.normalize("NFKC", chr(c))): chr(c) for c in range(0x3131, 0x318F)
+              if unicodedata.normalize("NFKC", chr(c)) != chr(c) and len(unicodedata.normalize("NFKC", chr(c))) == 1}
 
 _KO_DIGITS = {"공": "0", "영": "0", "빵": "0", "일": "1", "이": "2", "삼": "3", "사": "4", "오": "5",
               "육": "6", "륙": "6", "칠": "7", "팔": "8", "구": "9"}
@@ -26,7 +30,7 @@ _MIN_SPOKEN_DIGITS = 4  # shorter runs are ordinary words (일이, 사이, 오�
 
 def clean(text: str) -> str:
     """NFKC, no control or bidi-override characters, single spaces, trimmed."""
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text).translate(_JAMO_BACK)
     text = _CONTROL.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
 

@@ -1,0 +1,410 @@
+"""What a reply *is*, before the policy decides what to do with it.
+
+The policy (``bot/dialogue/policy.py``) asks residents questions: where, what, when, may we
+contact you, is this right, do you want a call-back, what number. A reply is not always an
+answer: it may be a question of its own, a change of mind, a pause, a correction, a second
+problem. These functions tell them apart with lexicons and patterns, so the policy can read as
+a list of rules. They know nothing about channels or stores, and are pure (no NLU calls).
+
+Why hand-written lexicons: these are closed classes of conversational words (yes/no in their
+Korean and English variants, jamo shorthand, fillers, cancel phrases), where a list is exact,
+explainable and instant, and where the classifier, trained on whole requests, is weakest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.nlu.entities import PHONE, ROAD_ADDRESS, WHEN
+
+# --- small helpers ----------------------------------------------------------------------------
+
+#: Fillers residents (and speech recognisers) put in front of the real words.
+_LEAD_FILLERS = re.compile(
+    r"^(?:(?:여보세요|저기요|저기|저|아|어|음|엄|흠|그|그게|그러니까|네\s*그|아\s*네|아\s*참|참|근데|"
+    r"um+|uh+|er+|hmm+|well|oh|so|ok so|hello|hi)[\s,.!~…]+)+", re.IGNORECASE)
+_PUNCT = re.compile(r"[\s.,!?~…^ㅎㅋ;:'\"()\[\]]+")
+
+
+def strip_fillers(text: str) -> str:
+    """"아 네 됐어요" → "네 됐어요": leading fillers off, the words kept."""
+    return _LEAD_FILLERS.sub("", text.strip()).strip()
+
+
+def squash(text: str) -> str:
+    """Lower case without spaces or punctuation: "네, 네!" → "네네"."""
+    return _PUNCT.sub("", text.lower())
+
+
+# --- yes / no ---------------------------------------------------------------------------------
+
+# Whole-reply forms (after :func:`squash`). Compatibility jamo (ㅇㅇ) survive clean() since
+# bot/nlu/normalize.py maps NFKC's conjoining jamo back.
+_YES_WHOLE = {
+    "예", "네", "넹", "넵", "넴", "녜", "예예", "네네", "넵넵", "네네네", "응", "웅", "ㅇㅇ", "ㅇㅋ", "ㅇㅇㅇ", "ㅇ",
+    "ok", "okay", "okey", "오케이", "오키", "yes", "yeah", "yep", "yup", "ya", "y", "sure", "confirm", "correct",
+    "그래", "그래요", "그래요네", "그럼요", "그러세요", "그러시죠", "그렇게해주세요", "그렇게해줘", "좋아", "좋아요",
+    "좋습니다", "맞아", "맞아요", "맞습니다", "맞네요", "맞음", "동의", "동의해요", "동의합니다", "동의함", "접수",
+    "접수해주세요", "접수해줘", "접수해요", "연락주세요", "연락해주세요", "연락줘요", "연락주셔도돼요", "연락주셔도됩니다",
+    "연락하셔도돼요", "연락하셔도됩니다", "연락가능해요", "연락가능", "전화주세요", "전화해주세요", "전화주셔도돼요",
+    "괜찮아요연락주세요", "네그렇게해주세요", "네맞아요", "네맞습니다", "네좋아요", "네부탁해요", "부탁해요",
+    "부탁드려요", "부탁드립니다", "yesplease", "pleasedo", "goahead", "ofcourse", "thatsright", "thatscorrect",
+    "itscorrect", "right", "alright", "allright", "fine", "sounds good", "soundsgood", "yesitis", "yesthatsright",
+}
+_NO_WHOLE = {
+    "아니", "아니요", "아니오", "아뇨", "아니에요", "아닙니다", "아니야", "노", "ㄴㄴ", "ㄴ", "no", "nope", "nah", "n",
+    "싫어", "싫어요", "싫습니다", "안돼", "안돼요", "안됩니다", "됐어요아니요", "아니요괜찮아요", "아니괜찮아요",
+    "필요없어요", "필요없습니다", "안해도돼요", "안하셔도돼요", "nothanks", "nothankyou", "noneed", "wrong", "incorrect",
+    "아니요틀려요", "틀려요", "틀렸어요", "notreally", "dont", "donot", "pleasedont",
+}
+# Phrases that say no wherever they stand ("연락은 안 주셔도 돼요", "연락하지 마세요").
+_NO_ANYWHERE = re.compile(
+    r"(연락|전화|문자)\S*\s*(하지|주지|드리지|안\s*(하셔|주셔|해|줘|드려))|(하지|주지)\s*마(세요|요|십시오)|"
+    r"동의\s*(안|하지\s*않|못)|원하지\s*않|안\s*원해|필요\s*없|괜찮습니다\s*$|"
+    r"\bdon'?t\b|\bdo not\b|\bno thanks\b|\bnot (?:now|necessary|needed)\b", re.IGNORECASE)
+# Leading words that carry the verdict when more follows ("네 그리고 사진도 있어요").
+_YES_LEAD = re.compile(r"^(?:예|네|넹|넵|응|ㅇㅇ|ㅇㅋ|yes|yeah|yep|sure|ok(?:ay)?|그래요|좋아요|맞아요|맞습니다)"
+                       r"(?:[\s,.!~]+|$)", re.IGNORECASE)
+_NO_LEAD = re.compile(r"^(?:아니요|아니오|아뇨|아니|no|nope)(?:[\s,.!~]+|$)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class YesNo:
+    """A yes/no reading of a reply: ``verdict`` None when it is neither; ``rest`` is what follows."""
+
+    verdict: bool | None
+    rest: str = ""
+
+
+def yes_no(text: str) -> YesNo:
+    """Read a reply to a yes/no question, robustly.
+
+    "ㅇㅇ", "네네", "그러세요", "연락 주세요" are yes; "연락하지 마세요", "ㄴㄴ", "no thanks" are no;
+    "어" (a filler), "2번 출구" or a question are neither. A verdict followed by more words keeps
+    those words in ``rest`` so that the policy can keep them (an extra detail is never lost).
+    """
+    raw = text.strip()
+    core = strip_fillers(raw) or raw
+    sq = squash(core)
+    if not sq:
+        return YesNo(None)
+    if _NO_ANYWHERE.search(core):
+        return YesNo(False)
+    if sq in _YES_WHOLE:
+        return YesNo(True)
+    if sq in _NO_WHOLE:
+        return YesNo(False)
+    m = _NO_LEAD.match(core)
+    if m:
+        return YesNo(False, core[m.end():].strip())
+    m = _YES_LEAD.match(core)
+    if m and not _QUESTION.search(core):
+        return YesNo(True, core[m.end():].strip())
+    return YesNo(None)
+
+
+# --- questions, cancels, pauses, persons ------------------------------------------------------
+
+_QUESTION = re.compile(
+    r"\?|？|(나요|까요|가요|ㄴ가요|는지|은지|니까|습니까|어요\s*\?|에요\s*\?|죠\s*\?)\s*$|"
+    r"(어떻게|언제|어디서|어디에|어딨|얼마|몇\s*(시|개|장|일|명|번)|무엇|뭐|뭘|왜|되나요|있나요|하나요|돼요\?|"
+    r"열어요|해요\?|인가요|할\s*수\s*있)|"
+    r"^(what|when|where|how|why|who|which|is|are|do|does|can|could|will|should)\b", re.IGNORECASE)
+
+
+def is_question(text: str) -> bool:
+    """A reply that asks something ("근데 민원실 토요일에도 열어요?", "how much is it")."""
+    return bool(_QUESTION.search(text.strip()))
+
+
+_CANCEL = re.compile(
+    r"^(?:취소|그만|됐어요|됐습니다|됐고|됐어|안\s*할래|안\s*할게|안\s*해요|나중에\s*(?:할게|할래|하겠)|"
+    r"다음에\s*(?:할게|할래|하겠)|신고\s*안\s*할|신고\s*취소|접수\s*취소|그만\s*(?:할게|할래|둘게|두겠)|"
+    r"필요\s*없어|관둘게|관두|cancel|stop|quit|never\s*mind|nevermind|forget\s*(?:it|about it)|"
+    r"i\s*(?:don'?t|do not)\s*want\s*to|no\s*longer|not\s*anymore)"
+    r"|(?:안\s*할래요|안\s*할게요|취소(?:할게요|해\s*주세요|해요|할래요)|그만\s*할게요|나중에\s*할게요|"
+    r"다음에\s*할게요|관둘래요|필요\s*없어요|let'?s\s*(?:stop|not)|cancel\s*(?:it|this|that|the report)|"
+    r"(?:i'?ll|i\s*will)\s*do\s*it\s*later)", re.IGNORECASE)
+
+
+def is_cancel(text: str) -> bool:
+    """"아 됐어요 안 할래요", "나중에 할게요", "never mind", "stop": the resident gives up the form."""
+    core = strip_fillers(text) or text
+    return bool(_CANCEL.search(core)) and len(core) <= 60
+
+
+_PAUSE = re.compile(
+    r"^(?:잠깐만요?|잠시만요?|잠깐|잠시만\s*기다려\s*(?:주세요|줘요)?|잠깐\s*기다려\s*(?:주세요|줘요)?|"
+    r"잠시\s*(?:만)?\s*(?:요)?|기다려\s*주세요|확인\s*좀\s*해\s*볼게요|찾아\s*볼게요|"
+    r"hold on|wait|one (?:sec|second|moment|minute)|just a (?:sec|second|moment|minute)|"
+    r"give me a (?:sec|second|moment|minute)|hang on|let me (?:check|see|look))[\s.!~…]*$", re.IGNORECASE)
+
+
+def is_pause(text: str) -> bool:
+    """"잠깐만요", "hold on": the resident needs a moment; nothing is filled."""
+    return bool(_PAUSE.match(strip_fillers(text) or text))
+
+
+_DONT_KNOW = re.compile(r"(모르겠|몰라요|몰라|잘\s*모름|모름|기억이?\s*안|기억\s*못|확실하지\s*않|"
+                        r"i\s*(?:don'?t|do not)\s*know|not\s*sure|no\s*idea|can'?t\s*remember|unsure)",
+                        re.IGNORECASE)
+
+
+def is_dont_know(text: str) -> bool:
+    return bool(_DONT_KNOW.search(text)) and len(text) <= 40
+
+
+_PERSON = re.compile(
+    r"(상담원|상담사|담당자|담당\s*부서|담당\s*직원|직원(?:분|이랑|하고|과|와)|사람(?:이랑|하고|과|한테|이)\s*(?:통화|얘기|이야기|연결|상담)|"
+    r"직접\s*(?:얘기|이야기|통화|말)|통화\s*(?:하고\s*싶|할\s*수|하고|가능)|연결\s*해\s*주|바꿔\s*주|"
+    r"talk to|speak (?:to|with)|real person|human|an agent|\bagent\b|someone from|operator|representative|"
+    r"call me|the department directly)", re.IGNORECASE)
+
+
+def asks_for_person(text: str) -> bool:
+    """Words that ask for a person, whatever else the message says."""
+    return bool(_PERSON.search(text))
+
+
+_CHANGE_OF_MIND = re.compile(r"(아니다|아니에요|됐어요|그냥|괜찮아요|필요\s*없|never\s*mind|forget it|actually|instead)",
+                             re.IGNORECASE)
+
+
+def changes_mind(text: str) -> bool:
+    """"아니다 그냥 여기서 할게요", "never mind": back to the bot."""
+    return bool(_CHANGE_OF_MIND.search(text))
+
+
+# --- corrections ------------------------------------------------------------------------------
+
+_SLOT_WORD = re.compile(
+    r"(주소|위치|장소|곳|내용|설명|상황|시간|언제|날짜|때|번호|전화\s*번호|연락처|"
+    r"address|location|place|description|details|time|date|when|number|phone)", re.IGNORECASE)
+_SLOT_OF = {"주소": "location", "위치": "location", "장소": "location", "곳": "location", "address": "location",
+            "location": "location", "place": "location", "내용": "description", "설명": "description",
+            "상황": "description", "description": "description", "details": "description", "시간": "when",
+            "언제": "when", "날짜": "when", "때": "when", "time": "when", "date": "when", "when": "when",
+            "번호": "phone", "전화번호": "phone", "연락처": "phone", "number": "phone", "phone": "phone"}
+_CORRECTION_CUE = re.compile(
+    r"(잘못|틀렸|틀려|틀린|아니라|아니고|아니구|바꿔|바꿀|수정|정정|고쳐|고칠|변경|다시\s*말|"
+    r"wrong|mistake|change|correct(?:ion)?|update|should be|actually|instead|not\b)", re.IGNORECASE)
+# "주소는 한빛로 17", "the address is 5 Main-ro": a slot word with its new value.
+_SLOT_IS = re.compile(
+    r"(주소|위치|장소|내용|설명|시간|날짜|번호|address|location|place|description|time|date|number)"
+    r"\s*(?:는|은|가|이|를|을|:|is|should be|=)\s*(.+)$", re.IGNORECASE)
+_CUE_TAIL = re.compile(
+    r"^.*?(?:잘못\s*(?:말했|썼|적었|입력했|알려\s*드렸)\S*|틀렸\S*|틀려요|아니라|아니고|아니구|바꿔\s*주세요|바꿀게요|"
+    r"수정해\s*주세요|수정할게요|정정할게요|고쳐\s*주세요|변경해\s*주세요|wrong|mistake|should be|is actually|actually|"
+    r"change it to|change to)[\s,.!]*", re.IGNORECASE)
+_POLITE_TAIL = re.compile(r"\s*(이에요|예요|에요|입니다|이요|요|이라고요|라고요|로 해주세요|으로 해주세요|로 해 주세요|"
+                          r"으로 해 주세요|로요|으로요|이고요|고요)?[.!~]*$")
+
+
+def strip_polite(text: str) -> str:
+    """"중앙로 12 앞이요" → "중앙로 12 앞": the value without the sentence ending."""
+    return _POLITE_TAIL.sub("", text.strip()).strip() or text.strip()
+
+
+@dataclass(frozen=True)
+class Correction:
+    """"아 잠깐 주소 잘못 말했어요 한빛로 17이에요" → slot ``location``, value ``한빛로 17``.
+
+    ``value`` is empty when the resident only said what was wrong ("아니 내용이 틀렸어요"): the
+    policy then asks for that slot again, and never stores "틀렸어".
+    """
+
+    slot: str
+    value: str
+
+
+def correction(text: str, at_confirmation: bool, asked: str | None) -> Correction | None:
+    """A correction of a slot in natural words, or None.
+
+    Needs a slot word plus a cue ("잘못", "틀렸", "아니라", "바꿔", "wrong", "should be"), or, at the
+    confirmation, "아니요 주소는 …"/"주소는 …" alone. An answer to the very slot being asked
+    ("주소는 중앙로 12요" at the location question) is an answer, not a correction.
+    """
+    core = strip_fillers(text) or text
+    slot_m = _SLOT_WORD.search(core)
+    cue = _CORRECTION_CUE.search(core)
+    is_m = _SLOT_IS.search(core)
+    if not slot_m:
+        return None
+    slot = _SLOT_OF.get(re.sub(r"\s+", "", slot_m.group(1).lower()))
+    if slot is None:
+        return None
+    if not cue and not (is_m and (at_confirmation or _NO_LEAD.match(core))):
+        return None
+    if not cue and slot == asked:
+        return None
+    value = ""
+    address = longest(ROAD_ADDRESS, core) if slot == "location" else None
+    phone = PHONE.search(core) if slot == "phone" else None
+    if address:
+        after = core[core.find(address) + len(address):]
+        value = address + _landmark_tail(after)
+    elif phone:
+        value = phone.group(0)
+    elif is_m and not _CORRECTION_CUE.fullmatch(is_m.group(2).strip()):
+        value = is_m.group(2)
+    elif cue:
+        value = _CUE_TAIL.sub("", core, count=1)
+        if value == core:
+            value = ""
+    value = strip_polite(value)
+    left = squash(_CORRECTION_CUE.sub("", value))
+    if len(left) < 2 or re.fullmatch(r"(었|어|요|네|다|됐|되었|습니다|거든|같아)+", left):
+        value = ""  # only the complaint ("틀렸어요"), no new value
+    return Correction(slot, value[:300])
+
+
+# --- slot values ------------------------------------------------------------------------------
+
+_LANDMARK = re.compile(
+    r"(앞|옆|뒤|근처|건너편|맞은편|사이|입구|출구|정문|후문|골목|모퉁이|코너|사거리|삼거리|오거리|교차로|횡단보도|육교|"
+    r"다리|터널|역|정류장|버스정류장|아파트|빌라|빌딩|건물|상가|시장|마트|편의점|학교|초등학교|중학교|고등학교|공원|놀이터|"
+    r"주차장|주민센터|구청|병원|약국|은행|교회|성당|카페|식당|주유소|번지|번길|\d+\s*동|\d+\s*호|\d+\s*층|로\s*\d|길\s*\d|"
+    r"[가-힣]+동(?:\s|$)|[가-힣]+로(?:\s|$)|[가-힣]+길(?:\s|$)|"
+    r"\bnear\b|in front of|opposite|across from|next to|corner|intersection|station|exit|street|road|\bro\b|-ro|-gil|"
+    r"-dong|apartment|\bapt\b|building|park|school|market|bus stop|crossing)", re.IGNORECASE)
+
+
+def longest(rx: re.Pattern[str], text: str) -> str | None:
+    """The longest match of ``rx`` in ``text`` ("중앙로 100", never just "중앙로")."""
+    best = None
+    for m in rx.finditer(text):
+        v = m.group(0).strip()
+        if best is None or len(v) > len(best):
+            best = v
+    return best
+
+
+def _landmark_tail(after: str) -> str:
+    """" 앞이요" → " 앞": a landmark word right after an address belongs to it."""
+    m = re.match(r"\s*(앞|옆|뒤|근처|건너편|맞은편|입구|사거리)", after)
+    return f" {m.group(1)}" if m else ""
+
+
+def looks_like_place(text: str) -> bool:
+    """Something a resident would give as a location: an address, a landmark, a street word."""
+    return bool(ROAD_ADDRESS.search(text) or _LANDMARK.search(text))
+
+
+_CLAUSE = re.compile(r"(?:,\s*|\.\s+|(?<=[가-힣])(?:인데|는데|은데|이고|구요|고요)\s+|\s+and\s+|\s+but\s+)")
+
+
+def split_location(text: str, address: str | None) -> tuple[str, str]:
+    """A location answer → (the place, extra details said with it).
+
+    "중앙로 12 앞인데 구멍이 엄청 커요" → ("중앙로 12 앞", "구멍이 엄청 커요"): the place is the
+    clause that holds the address; the rest is kept for the description.
+    """
+    parts = [p for p in _CLAUSE.split(text.strip()) if p and p.strip()]
+    if len(parts) <= 1:
+        return strip_polite(text), ""
+    holder = next((i for i, p in enumerate(parts) if (address and address in p) or looks_like_place(p)), 0)
+    place = strip_polite(parts[holder])
+    rest = " ".join(p.strip() for i, p in enumerate(parts) if i != holder)
+    return place, rest.strip()
+
+
+_VAGUE_WHEN = re.compile(r"^(계속|매일|늘|항상|자주|요즘|밤|새벽|아침|저녁|낮|every ?day|every ?night|always|often|at night)$",
+                         re.IGNORECASE)
+_TIME_WORD = re.compile(
+    r"(\d|오늘|어제|그제|그저께|엊그제|내일|모레|글피|지난|이번|다음\s*주|아까|방금|며칠|전부터|부터|쯤|경|째|요즘|최근|"
+    r"새벽|아침|오전|오후|점심|저녁|밤|주말|평일|월요일|화요일|수요일|목요일|금요일|토요일|일요일|한\s*시간|두\s*시간|"
+    r"한\s*달|일주일|계속|매일|today|yesterday|tomorrow|morning|afternoon|evening|night|ago|since|last|this|"
+    r"next|week|month|monday|tuesday|wednesday|thursday|friday|saturday|sunday|hour|minute|now|earlier)", re.IGNORECASE)
+
+
+def time_expression(entities: list[dict[str, object]]) -> str | None:
+    """The first real time expression among ``when`` entities (not "계속", "매일", a bare "밤")."""
+    for e in entities:
+        if e.get("entity") == "when":
+            v = str(e.get("value", "")).strip()
+            if v and not _VAGUE_WHEN.match(v):
+                return v
+    return None
+
+
+def looks_like_time(text: str) -> bool:
+    """A reply to "when?" that talks about time ("사흘 전부터", "last night", "매일 밤")."""
+    return bool(_TIME_WORD.search(text) or WHEN.search(text))
+
+
+def phone_number(text: str) -> str | None:
+    """A Korean phone number in the text, formatted 010-1234-5678, or None."""
+    m = PHONE.search(text.replace("‐", "-").replace("–", "-"))
+    if not m:
+        return None
+    area = m.group(1)
+    prefix = area if area.startswith("0") else "0" + area
+    return f"{prefix}-{m.group(2)}-{m.group(3)}"
+
+
+# --- emergencies ------------------------------------------------------------------------------
+
+_EMERGENCY = re.compile(
+    r"(불이\s*(났|붙|번지)|불났|화재(?!\s*(보험|경보기\s*(점검|설치|교체)|예방|안전\s*(점검|교육)|감지기\s*(설치|점검|교체)|대피\s*훈련|훈련))|"
+    r"연기가\s*(많이|가득|나|자욱|올라)|타는\s*냄새|"
+    r"(사람|아버지|어머니|엄마|아빠|할머니|할아버지|아이|애|남편|아내|친구|동생|형|누나|언니|오빠)\S{0,3}\s*(이|가|께서)?\s*.{0,20}쓰러(졌|지셨|져)|"
+    r"쓰러(졌어|지셨어|져\s*있|졌습니다|지셨습니다)|가슴을?\s*(움켜|부여|쥐고)|가슴\s*통증|"
+    r"숨을?\s*(안|못)\s*쉬|숨이\s*(안|막혀|멎)|호흡이\s*(없|멈)|의식이\s*없|심정지|심장\s*마비|경련|발작|"
+    r"피(를|가)?\s*(많이|철철)|피투성이|칼(을|로)|흉기|살려\s*주|살려줘|폭발|터졌어요.*(가스|보일러)|"
+    r"가스\S{0,2}\s*(가|이)?\s*(새|누출|냄새)|물에\s*빠졌|갇혔|깔렸|자살|죽고\s*싶|목숨을|뛰어내리|"
+    r"넘어져서?\s*(못|일어나지\s*못|안)\s*(일어나|움직)|못\s*일어나|(머리|크게)\s*다쳐|"
+    r"응급(?!실\s*(있는|어디|위치|찾|알려|가까운)|\s*상황\s*(은|이)?\s*아니|\s*아니|의료|실이)|"
+    r"구급차\s*(좀|불러|보내|와|필요|빨리)|구급차(?!\s*(사이렌|소리|소음))|"
+    r"\bfire\b(?!\s*(insurance|drill|alarm test|safety class|extinguisher|station|department))|on fire|"
+    r"(?:there'?s|thick|black|lots of|full of|see|smell(?:s|ing)?)\s+smoke|smoke\s+(?:coming|everywhere|is\s+coming|from)|not breathing|can'?t breathe|"
+    r"unconscious|heart attack|clutching (?:his|her|their|my) chest|chest pain|bleeding (?:a lot|heavily|badly)|"
+    r"\bbleeding\b|please help|help me(?!\s+(?:find|with|get|to|know|understand|pay|apply|check))|help!|\btrapped\b|"
+    r"drowning|gas leak|smell(?:s)? (?:of )?gas|explosion|\bknife\b|\bgun\b|call an ambulance|need an ambulance|"
+    r"suicide|kill myself|collapsed|fell and can'?t get up|can'?t get up|overdose|stroke|seizure)",
+    re.IGNORECASE)
+_NOT_EMERGENCY = re.compile(
+    r"(응급\s*상황\s*(은|이)?\s*아니|긴급\s*(한\s*건|상황)?\s*(은|이)?\s*아니|급한\s*(건|거)\s*아니|위급\s*(하지|한\s*건)\s*않|"
+    r"not an emergency|not urgent|no emergency|isn'?t an emergency|it'?s not urgent|"
+    r"(소음|시끄러워|더워|추워|배고파|피곤|힘들어|짜증|답답해|심심해|웃겨)\S*\s*.{0,12}죽(을|겠)|"
+    r"(죽겠어요|죽을\s*것\s*같아요)\s*$)", re.IGNORECASE)
+
+
+def looks_like_emergency(text: str) -> bool:
+    """Words that mean a life may be at stake, unless the words deny it.
+
+    A false alarm is cheaper than a miss, but not free: "소음 때문에 죽을 것 같아요", "화재보험",
+    "응급실 있는 병원", "구급차 사이렌 소음", "help me find the passport office" and "응급상황
+    아니고요" used to start the emergency script.
+    """
+    if _NOT_EMERGENCY.search(text) and not re.search(
+            r"(불이|불났|연기|쓰러|숨을|숨이|의식|피를|피가|칼|흉기|가스|자살|죽고\s*싶|fire|smoke|breath|unconscious|"
+            r"bleed|gas|suicide)", text, re.IGNORECASE):
+        return False
+    return bool(_EMERGENCY.search(text))
+
+
+def denies_emergency(text: str) -> bool:
+    """"아니 응급상황 아니고요", "not an emergency"."""
+    return bool(_NOT_EMERGENCY.search(text)) and not _EMERGENCY.search(re.sub(r"응급\s*상황|긴급|emergency", "", text))
+
+
+_KINDS = (
+    ("gas", re.compile(r"가스|gas|냄새.*(새|누출)", re.IGNORECASE)),
+    ("fire", re.compile(r"불이|불났|화재|연기|타는|폭발|fire|smoke|burn|explosion", re.IGNORECASE)),
+    ("flood", re.compile(r"물에\s*빠|침수|물이\s*(차|넘)|홍수|떠내려|flood|drown", re.IGNORECASE)),
+    ("collapse", re.compile(r"붕괴|무너|깔렸|갇혔|collapse(?!d\b)|trapped|cave", re.IGNORECASE)),
+    ("crime", re.compile(r"칼|흉기|폭행|때려|강도|도둑|납치|위협|스토킹|knife|gun|attack|robbery|threat|stalk",
+                         re.IGNORECASE)),
+    ("suicide", re.compile(r"자살|죽고\s*싶|목숨|뛰어내리|suicide|kill myself|end my life", re.IGNORECASE)),
+    ("medical", re.compile(r"쓰러|숨|의식|심장|가슴|피|경련|발작|넘어져|일어나|다쳐|breath|unconscious|heart|chest|"
+                           r"bleed|seizure|stroke|collapsed|get up|overdose|ambulance|구급", re.IGNORECASE)),
+)
+
+
+def emergency_kind(text: str) -> str:
+    """Which safety advice fits: gas, fire, flood, collapse, crime, suicide, medical (or general)."""
+    for kind, rx in _KINDS:
+        if rx.search(text):
+            return kind
+    return "general"
