@@ -305,6 +305,12 @@ class TwilioVoiceChannel(ChannelAdapter):
                     self._say(resp, PROMPTS[lang]["transfer"], lang)
                 self._dial(resp, engine, turn.routing.department, lang)
             return resp
+        if any(r.hints.get("record_message") for r in turn.replies):
+            # The bot asks for a message (an after-hours call-back): on the phone that is a voicemail.
+            for reply in turn.replies:
+                self._say(resp, reply.text)
+            self._record(resp, lang, PROMPTS[lang]["record_hint"])
+            return resp
         if any(r.hints.get("end_call") for r in turn.replies):
             for reply in turn.replies:
                 self._say(resp, reply.text)
@@ -468,14 +474,19 @@ class TwilioVoiceChannel(ChannelAdapter):
                           message_id=f"{call_sid}:recording",
                           metadata={"call_sid": call_sid, "recording_sid": first(params, "RecordingSid"),
                                     "duration": first(params, "RecordingDuration")})
+            turn: Turn | None = None
             try:
-                await self._receive(engine, msg)
+                turn = await self._receive(engine, msg)
             except Exception:  # noqa: BLE001 - the recording stays at Twilio; the log says which call
                 log.exception("could not store voicemail of call %s", call_sid)
-            # Spoken in the call's language: the engine would take the Latin-only voicemail text
-            # for English, and a hand-off in business hours has no bot reply at all.
             resp = VoiceResponse()
-            self._say(resp, engine.knowledge.render("utter_after_hours_message_taken", lang), lang)
+            if turn is not None and turn.event("callback") is not None:
+                for reply in turn.replies:  # the call-back the engine recorded, with its number
+                    self._say(resp, reply.text, lang)
+            else:
+                # Spoken in the call's language: the engine would take the Latin-only voicemail text
+                # for English, and a hand-off in business hours has no bot reply at all.
+                self._say(resp, engine.knowledge.render("utter_after_hours_message_taken", lang), lang)
             self._say(resp, PROMPTS[lang]["bye"], lang)
             resp.hangup()
             return _xml(resp)

@@ -336,10 +336,12 @@ def respond_to_intent(ctx: TurnContext) -> None:
     elif label in k.services:
         reports = split_reports(ctx) if ctx.forced_label is None else []
         if len(reports) > 1:
-            state.queue = [{"service_code": code, "text": part} for code, part in reports[1:]]
+            # A place said once ("… 중앙로 12 앞이에요") belongs to every report that names none.
+            place = u.longest(ROAD_ADDRESS, ctx.text)
+            state.queue = [{"service_code": code, "text": part, "location": place} for code, part in reports[1:]]
             ctx.say("utter_two_reports", first=k.services[reports[0][0]].name(ctx.lang),
                     second=", ".join(k.services[c].name(ctx.lang) for c, _ in reports[1:]))
-            start_form(ctx, reports[0][0], text=reports[0][1])
+            start_form(ctx, reports[0][0], text=reports[0][1], location=place)
         else:
             start_form(ctx, label)
     elif label == "conv.request_status":
@@ -411,7 +413,7 @@ def split_reports(ctx: TurnContext) -> list[tuple[str, str]]:
     Only messages with a joint (그리고, "-고", a comma, "and") are split, and only when each part
     is confidently a different service: one long report is never cut in two.
     """
-    parts = [p.strip() for p in re.split(r"(?<=[가-힣])고\s+|그리고\s*|또\s+|,\s*|;\s*|\.\s+|\s+and\s+(?:also\s+)?|\s+also\s+",
+    parts = [p.strip() for p in re.split(r"(?<=[가-힣]고)\s+|그리고\s*|또\s+|,\s*|;\s*|\.\s+|\s+and\s+(?:also\s+)?|\s+also\s+",
                                          ctx.text) if p and len(p.strip()) >= 4]
     if len(parts) < 2:
         return []
@@ -425,7 +427,10 @@ def split_reports(ctx: TurnContext) -> list[tuple[str, str]]:
                 found.append((p.label, part))
         elif found:
             found[-1] = (found[-1][0], f"{found[-1][1]} {part}")
-    return found if len(found) > 1 else []
+    if len(found) < 2:
+        return []
+    # A place said once ("… 중앙로 12 앞이에요") belongs to every report that names none.
+    return found
 
 
 # --- asking for a person ---------------------------------------------------------------------------
@@ -477,8 +482,8 @@ def _without_person_words(text: str) -> str:
 
 # --- forms -------------------------------------------------------------------------------------
 
-def start_form(ctx: TurnContext, service_code: str, text: str | None = None) -> None:
-    """Open the form of ``service_code``, keeping whatever the message already said."""
+def start_form(ctx: TurnContext, service_code: str, text: str | None = None, location: str | None = None) -> None:
+    """Open the form of ``service_code``, keeping whatever the message (or ``text``) already said."""
     state = ctx.state
     queue = state.queue
     state.reset()
@@ -487,7 +492,19 @@ def start_form(ctx: TurnContext, service_code: str, text: str | None = None) -> 
     state.slots["service_code"] = service_code
     ctx.event("form_started", service_code=service_code)
     prefill(ctx, ctx.text if text is None else text, use_attachments=text is None)
+    if location and not state.slots.get("location"):
+        state.slots["location"] = location
     ask_next(ctx)
+
+
+def start_queued(ctx: TurnContext) -> None:
+    """The next report the resident mentioned earlier, if any, with what they said about it."""
+    queue = ctx.state.queue
+    ctx.state.queue = queue[1:]
+    if queue:
+        item = queue[0]
+        ctx.say("utter_next_report", service=ctx.knowledge.services[item["service_code"]].name(ctx.lang))
+        start_form(ctx, item["service_code"], text=item["text"], location=item.get("location"))
 
 
 def prefill(ctx: TurnContext, text: str, use_attachments: bool = True) -> None:
@@ -620,11 +637,8 @@ def cancel_form(ctx: TurnContext) -> None:
     ctx.event("form_cancelled", service_code=code)
     ctx.route("answer")
     ctx.say("utter_request_cancelled")
-    state.queue = []
-    if queue:
-        ctx.say("utter_next_report", service=ctx.knowledge.services[queue[0]["service_code"]].name(ctx.lang))
-        state.queue = queue[1:]
-        start_form(ctx, queue[0]["service_code"], text=queue[0]["text"])
+    state.queue = queue
+    start_queued(ctx)
 
 
 def apply_correction(ctx: TurnContext, slot: str, value: str) -> None:
@@ -684,11 +698,8 @@ def open_request(ctx: TurnContext) -> None:
     state.last_department = service.department
     queue = state.queue
     state.reset()
-    state.queue = []
-    if queue:
-        ctx.say("utter_next_report", service=ctx.knowledge.services[queue[0]["service_code"]].name(ctx.lang))
-        state.queue = queue[1:]
-        start_form(ctx, queue[0]["service_code"], text=queue[0]["text"])
+    state.queue = queue
+    start_queued(ctx)
 
 
 def aside(ctx: TurnContext) -> bool:
@@ -706,8 +717,9 @@ def aside(ctx: TurnContext) -> bool:
         return True
     if asked == "description":
         return False
-    if label in k.services and label != state.active_form and ctx.confidence >= 0.6 and not placey \
-            and u.yes_no(text).verdict is None:
+    another = re.search(r"(또|그리고|도\s|신고|also|another|too\b|as well)", text, re.IGNORECASE)
+    if label in k.services and label != state.active_form and ctx.confidence >= (0.45 if another else 0.6) \
+            and (not placey or another) and u.yes_no(text).verdict is None:
         if all(q["service_code"] != label for q in state.queue):
             state.queue.append({"service_code": label, "text": text})
         ctx.say("utter_report_queued", service=k.services[label].name(ctx.lang),
@@ -891,7 +903,7 @@ def ask_callback_confirm(ctx: TurnContext) -> None:
 
 
 def ask_callback_message(ctx: TurnContext) -> None:
-    ctx.say("utter_callback_ask_message")
+    ctx.say("utter_callback_ask_message", hints={"record_message": True})
 
 
 _CALLBACK_QUESTIONS = {
