@@ -19,8 +19,8 @@ from typing import Any
 from actions import backend as action_backend
 from bot.dialogue import policy
 from bot.dialogue.context import SYSTEM_PREFIX, TurnContext
-from bot.dialogue.understanding import denies_emergency
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
+from bot.dialogue.understanding import denies_emergency
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
 from bot.nlu.language import conversation_lang, detect

@@ -59,7 +59,8 @@ class BusinessHours:
         hm = nxt.strftime("%H:%M")
         ko_days, en_days = "월화수목금토일", ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
         if lang == "en":
-            day = "today" if days == 0 else "tomorrow" if days == 1 else f"{en_days[nxt.weekday()]} {nxt:%b} {nxt.day}"
+            day = "today" if days == 0 else "tomorrow" if days == 1 else \
+                f"{en_days[nxt.weekday()]} {nxt:%b} {nxt.day}"
             return f"{day} at {hm}"
         day = "오늘" if days == 0 else f"내일({ko_days[nxt.weekday()]})" if days == 1 else \
             f"{ko_days[nxt.weekday()]}요일({nxt.month}월 {nxt.day}일)"
