@@ -57,7 +57,8 @@ class BusinessHours:
         local, nxt = now.astimezone(self.tz), when.astimezone(self.tz)
         days = (nxt.date() - local.date()).days
         hm = nxt.strftime("%H:%M")
-        ko_days, en_days = "월화수목금토일", ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+        ko_days = "월화수목금토일"
+        en_days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
         if lang == "en":
             day = "today" if days == 0 else "tomorrow" if days == 1 else \
                 f"{en_days[nxt.weekday()]} {nxt:%b} {nxt.day}"
