@@ -450,9 +450,15 @@ class Inbox:
         """"내 정보 보기": what we hold, summarised (the full export is a staff CLI away)."""
         with self.sessions() as s:
             data = residents.export_resident(s, resident_id)
-        channels = sorted({i["channel"] for i in data["identities"] if i["channel"] != "phone"})
-        requests = ", ".join(f"{r['service_request_id']} ({r['sub_status']})" for r in data["service_requests"])
-        text = self.engine.knowledge.render("utter_my_data", lang, channels=", ".join(channels) or "-",
+        k = self.engine.knowledge
+
+        def shown(prefix: str, code: str) -> str:  # a resident never sees an internal code ("rest")
+            return k.render(f"{prefix}_{code}", lang) if f"{prefix}_{code}" in k.responses else code
+
+        channels = sorted({shown("channel", i["channel"]) for i in data["identities"] if i["channel"] != "phone"})
+        requests = ", ".join(f"{r['service_request_id']} ({shown('status', r['sub_status'])})"
+                             for r in data["service_requests"])
+        text = k.render("utter_my_data", lang, channels=", ".join(channels) or "-",
                                             messages=len(data["interactions"]), requests=requests or "-")
         return Reply(text)
 
