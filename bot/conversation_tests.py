@@ -254,12 +254,31 @@ def _conversation(data: Any, where: str) -> Conversation:
                         sender_phone=phone, xfail=xfail, expect=expect)
 
 
-def load_file(path: Path) -> list[Conversation]:
-    """The conversations of one YAML file, validated (:class:`FormatError` says what is wrong)."""
+def _yaml_loader() -> type:
+    """A safe loader for which only true/false are booleans (YAML 1.2), not yes/no/on/off.
+
+    Residents say "yes", "no", "y", "n", "on" all the time; with YAML 1.1's rules
+    ``user: yes`` would load as ``True``.
+    """
     import yaml  # here, not at the top: `pcrm --help` imports this module for its arguments
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    bool_tag = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    return Loader
+
+
+def load_file(path: Path) -> list[Conversation]:
+    """The conversations of one YAML file, validated (:class:`FormatError` says what is wrong)."""
+    import yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise FormatError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
