@@ -181,8 +181,6 @@ def _turn(data: Any, where: str) -> TurnSpec:
     if "user" not in data:
         raise FormatError(f"{where}: a turn needs 'user' (what the resident says)")
     user = data["user"]
-    if isinstance(user, (int, float)) and not isinstance(user, bool):
-        user = str(user)  # "1", "5" typed bare
     if not isinstance(user, str):
         raise FormatError(f"{where}: user must be text, got {user!r}")
     spec = TurnSpec(user=user)
@@ -255,10 +253,11 @@ def _conversation(data: Any, where: str) -> Conversation:
 
 
 def _yaml_loader() -> type:
-    """A safe loader for which only true/false are booleans (YAML 1.2), not yes/no/on/off.
+    """A safe loader for which only true/false and null are special; everything else is text.
 
-    Residents say "yes", "no", "y", "n", "on" all the time; with YAML 1.1's rules
-    ``user: yes`` would load as ``True``.
+    Residents say "yes", "no", "on" and type numbers all the time: with YAML 1.1's rules
+    ``user: yes`` would load as ``True``, ``user: 01055556666`` as the octal 146202038 and
+    a date as a ``date``. Expected values compare as text too (see :func:`_value_matches`).
     """
     import yaml  # here, not at the top: `pcrm --help` imports this module for its arguments
 
@@ -266,8 +265,9 @@ def _yaml_loader() -> type:
         pass
 
     bool_tag = "tag:yaml.org,2002:bool"
+    as_text = {bool_tag, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}
     Loader.yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
+        first: [(tag, rx) for tag, rx in resolvers if tag not in as_text]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     return Loader

@@ -173,7 +173,7 @@ def test_xfail_counts_apart_and_an_xpass_is_still_a_pass(tmp_path):
     ("- name: x\n  turns: [{user: hi}]\n  expect: {ticket: []}\n", "unknown key(s) ticket"),
     ("name: x\n", "must be a list of conversations"),
     ("- name: x\n  turns: [{user: hi\n", "not valid YAML"),
-    ("- name: x\n  sender_phone: 821012345678\n  turns: [{user: hi}]\n", "sender_phone must be a quoted string"),
+    ("- name: x\n  sender_phone: [82]\n  turns: [{user: hi}]\n", "sender_phone must be a quoted string"),
 ])
 def test_format_errors_say_where_and_what(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -189,9 +189,11 @@ def test_names_are_unique_across_files(tmp_path):
         ct.load([tmp_path])
 
 
-def test_yes_and_no_are_what_residents_typed_not_booleans(tmp_path):
-    [conv] = ct.load_file(write(tmp_path, "- {name: x, turns: [{user: yes}, {user: no}, {user: on}, {user: 5}]}\n"))
-    assert [t.user for t in conv.turns] == ["yes", "no", "on", "5"]
+def test_yes_no_and_numbers_are_what_residents_typed_not_booleans_or_octal(tmp_path):
+    text = ("- {name: x, turns: [{user: yes}, {user: no}, {user: on}, {user: 5}, {user: 01055556666},"
+            " {user: 2026-12-01}]}\n")
+    [conv] = ct.load_file(write(tmp_path, text))
+    assert [t.user for t in conv.turns] == ["yes", "no", "on", "5", "01055556666", "2026-12-01"]
     [conv] = ct.load_file(write(tmp_path, "- {name: x, turns: [{user: a, slots: {consent: false}}]}\n"))
     assert conv.turns[0].slots == {"consent": False}
 
