@@ -265,6 +265,12 @@ def cmd_reminders_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test_conversations(args: argparse.Namespace) -> int:
+    from bot import conversation_tests
+
+    return conversation_tests.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -329,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--today", help="YYYY-MM-DD (default: today in municipality time)")
     rr.add_argument("--dry-run", action="store_true", help="list what would be sent; send and record nothing")
     rr.set_defaults(func=cmd_reminders_run)
+
+    te = sub.add_parser("test", help="behaviour tests of the dialogue")
+    tc = te.add_subparsers(dest="test_command", required=True).add_parser(
+        "conversations", help="run the YAML conversations (tests/conversations) through the engine")
+    from bot.conversation_tests import add_arguments as add_conversation_test_arguments
+
+    add_conversation_test_arguments(tc)
+    tc.set_defaults(func=cmd_test_conversations)
 
     us = sub.add_parser("users", help="console users (agents)")
     ua = us.add_subparsers(dest="users_command", required=True).add_parser("add", help="add a console user")
