@@ -130,8 +130,10 @@ class Engine:
         if not self.emergency_override:
             return result
         words = policy.looks_like_emergency(result.normalized)
-        if result.label != policy.EMERGENCY_LABEL and words:
-            result.ranking.insert(0, (policy.EMERGENCY_LABEL, max(result.confidence, 0.9)))
+        if words and (result.label != policy.EMERGENCY_LABEL or result.confidence < 0.9):
+            # The words that mean danger count as a confident emergency, whatever the classifier said.
+            result.ranking = [(policy.EMERGENCY_LABEL, max(result.confidence, 0.9))] + \
+                [(lab, score) for lab, score in result.ranking if lab != policy.EMERGENCY_LABEL]
             result.label, result.confidence = policy.EMERGENCY_LABEL, max(result.confidence, 0.9)
         elif result.label == policy.EMERGENCY_LABEL and not words and (
                 result.confidence < self.emergency_classifier_min or denies_emergency(result.normalized)):
@@ -296,6 +298,7 @@ class Engine:
         state = self.states.load(conversation_key)
         state.handed_off = False
         state.handoff_department = None
+        state.emergency = None
         state.reset()
         replies = []
         if ask_rating:

@@ -344,6 +344,13 @@ class Inbox:
                     s.flush()
                     live.append((f"dept:{h.department}", {"type": "handoff", "handoff_id": h.id,
                                                           "department": h.department, "priority": h.priority}))
+                elif ev.type in ("callback", "emergency_note"):
+                    # The call-back's number and message, or what a resident in an emergency added,
+                    # go on the conversation's open hand-off, where the agent reads them.
+                    h = handoffs.annotate(s, cid, ev.type, ev.data)
+                    if h is not None:
+                        live.append((f"dept:{h.department}", {"type": "handoff_updated", "handoff_id": h.id,
+                                                              "department": h.department}))
                 elif ev.type == "paused":
                     open_h = s.query(Handoff).filter(Handoff.conversation_id == cid,
                                                      Handoff.status != "closed").first()
@@ -516,7 +523,8 @@ class Inbox:
 
 
 #: Turn events that write to the store besides the turn itself.
-_STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened", "contact_consent"})
+_STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened", "contact_consent",
+                           "callback", "emergency_note"})
 
 
 def _pg_writes_all(turn: Turn) -> bool:

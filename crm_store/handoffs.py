@@ -105,3 +105,26 @@ def close(session: Session, handoff_id: int, resolution_code: str, agent_id: int
         conv.state = state.to_json()
     session.flush()
     return row
+
+
+def annotate(session: Session, conversation_id: int, kind: str, data: dict[str, object]) -> Handoff | None:
+    """Add a call-back's number and message (``kind="callback"``) or an emergency's further words
+    (``"emergency_note"``) to the conversation's open hand-off, for the agent who takes it.
+
+    A call-back marks the hand-off's reason ``callback:<why>`` (the console's call-back queue).
+    """
+    h = session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
+                                              Handoff.status != "closed").order_by(Handoff.id.desc())).first()
+    if h is None:
+        return None
+    if kind == "callback":
+        if not h.reason.startswith("callback:"):
+            h.reason = f"callback:{data.get('reason') or h.reason or 'asked_for_person'}"[:255]
+        parts = [f"콜백 요청 번호: {data['phone']}" if data.get("phone") and not data.get("note") else "",
+                 f"남긴 말: {data['message']}" if data.get("message") else ""]
+    else:
+        parts = [f"추가 내용: {data.get('text', '')}"]
+    addition = " / ".join(p for p in parts if p)
+    if addition:
+        h.summary = f"{h.summary} / {addition}" if h.summary else addition
+    return h

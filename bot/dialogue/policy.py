@@ -79,9 +79,18 @@ def decide(ctx: TurnContext) -> None:
     state, text = ctx.state, ctx.text
 
     if state.handed_off:
+        # The agent has the conversation; in an emergency the bot still answers each message at
+        # once (119 first), since the agent may take a minute to read it.
         if ctx.is_emergency:
+            state.emergency = state.emergency or u.emergency_kind(text)
             ctx.say("utter_emergency", hints={"emergency": True})
             ctx.say(f"utter_emergency_advice_{u.emergency_kind(text)}")
+        elif state.emergency:
+            if u.denies_emergency(text):
+                state.emergency = None
+            else:
+                ctx.event("emergency_note", text=ctx.parse.text[:500], kind=state.emergency)
+                ctx.say("utter_emergency_followup_open", hints={"emergency": True})
         ctx.pause()
         return
 
@@ -183,15 +192,14 @@ def emergency(ctx: TurnContext) -> None:
     ctx.say(f"utter_emergency_advice_{kind}")
     summary = ctx.summary()
     priority = ctx.priority("safety")
+    state.emergency = kind
     if ctx.office_open():
         ctx.say("utter_emergency_handoff")
         state.handed_off = True
         state.handoff_department = "safety"
-        state.emergency = None
         after_hours = False
     else:
         ctx.say("utter_emergency_after_hours", next_open=ctx.next_open())
-        state.emergency = kind
         after_hours = True
     ctx.route("handoff", department="safety", priority=priority)
     ctx.event("handoff", department="safety", priority=priority, reason="emergency", summary=summary,
@@ -436,11 +444,17 @@ def split_reports(ctx: TurnContext) -> list[tuple[str, str]]:
 # --- asking for a person ---------------------------------------------------------------------------
 
 def wants_person(ctx: TurnContext) -> bool:
-    """The resident asks for a person, in the classifier's view or in so many words."""
+    """The resident asks for a person, in the classifier's view or in so many words.
+
+    Unmistakable words ("연결해 주세요", "직접 얘기하고 싶어요", "talk to a person") count even
+    inside a report or a question; looser ones ("담당 부서") only outside them, since "담당 부서
+    전화번호가 뭐예요?" is a question to answer and a report may mention staff.
+    """
     if ctx.label == "conv.human" and (ctx.confidence >= 0.6 or ctx.forced_label):
         return True
-    return u.asks_for_person(ctx.text) and not u.is_question(ctx.text.split(",")[-1]) \
-        and ctx.label not in ctx.knowledge.services
+    if u.asks_for_person(ctx.text, strong=True):
+        return True
+    return u.asks_for_person(ctx.text) and not u.is_question(ctx.text) and ctx.label not in ctx.knowledge.services
 
 
 def named_department(ctx: TurnContext) -> str:
@@ -451,6 +465,9 @@ def named_department(ctx: TurnContext) -> str:
     """
     k = ctx.knowledge
     text = ctx.text
+    for word, code in _DEPARTMENT_WORDS:
+        if re.search(word + r"\s*(담당|부서|과|팀|쪽|department|dept|office)", text, re.IGNORECASE):
+            return code
     for code, dept in k.departments.items():
         names = [str(dept.get("ko", "")), str(dept.get("en", ""))]
         short = str(dept.get("ko", ""))[:-1] if str(dept.get("ko", "")).endswith("과") else None
@@ -469,6 +486,11 @@ def named_department(ctx: TurnContext) -> str:
     return ctx.state.last_department or "general"
 
 
+#: "교통 담당자", "환경 담당 부서", "the tax department": a department named by its field.
+_DEPARTMENT_WORDS = (("교통|주차|traffic|parking", "traffic"), ("환경|소음|environment", "environment"),
+                     ("세무|세금|tax", "tax"), ("청소|쓰레기|waste|sanitation", "waste"), ("도로|road", "roads"),
+                     ("공원|녹지|park", "parks"), ("수도|상하수도|water", "water"), ("보건|health", "health"),
+                     ("복지|welfare", "welfare"), ("민원여권|여권|civil|passport", "civil"), ("안전|safety", "safety"))
 _PERSON_WORDS = re.compile(
     r"(상담원|상담사|담당자|담당\s*부서|담당|부서|직원|사람|직접|얘기|이야기|통화|연결|바꿔|하고\s*싶어요|하고\s*싶|할게요|할래요|"
     r"해\s*주세요|주세요|이랑|하고|랑|님|좀|요|talk to|speak (?:to|with)|someone|a person|an agent|agent|human|"
@@ -678,11 +700,13 @@ def confirm(ctx: TurnContext) -> None:
         return
     if aside(ctx):
         return
-    address = u.longest(ROAD_ADDRESS, text)
+    address = u.last_address(text)
     if address:
         apply_correction(ctx, "location", address)
         return
-    ask_next(ctx)  # something else: show the summary again
+    if len(u.squash(text)) >= 8:
+        add_detail(ctx, ctx.parse.text)  # more about the problem: added, and the summary shown again
+    ask_next(ctx)
 
 
 def open_request(ctx: TurnContext) -> None:
@@ -716,6 +740,9 @@ def aside(ctx: TurnContext) -> bool:
         ask_next(ctx, prefix="utter_back_to_form")
         return True
     if asked == "description":
+        if label in SMALLTALK and ctx.confidence >= 0.5 and len(text) <= 12:
+            ask_next(ctx, prefix="utter_thanks_short" if label == "conv.thanks" else None)
+            return True
         return False
     another = re.search(r"(또|그리고|도\s|신고|also|another|too\b|as well)", text, re.IGNORECASE)
     if label in k.services and label != state.active_form and ctx.confidence >= (0.45 if another else 0.6) \
@@ -774,15 +801,25 @@ def fill_slot(ctx: TurnContext) -> None:
                           service_code=state.active_form)
                 ctx.say("utter_ask_location_hint")
                 return
-        elif text and (u.looks_like_place(text) or _plausible_answer(ctx)):
-            address = u.longest(ROAD_ADDRESS, text)
-            place, extra = u.split_location(text, address)
+        elif text and u.looks_like_place(text):
+            address = u.last_address(text)
+            if address and u._INSTEAD.search(text):  # "중앙로 50 아니고 중앙로 52예요"
+                after = text[text.rfind(address) + len(address):]
+                place, extra = u.strip_polite(address + u._landmark_tail(after)), ""
+            else:
+                place, extra = u.split_location(text, address)
             slots["location"] = place[:300]
             if extra:
                 add_detail(ctx, extra)
         elif text:
-            if not slots.get(tries_key):
+            if not slots.get(tries_key) and not _plausible_answer(ctx):
                 slots[tries_key] = 1
+                ask_next(ctx, prefix="utter_not_a_place")
+                return
+            if not slots.get(tries_key) and len(u.squash(text)) >= 8:
+                # Words about the problem, not a place: kept as details, the question stays open.
+                slots[tries_key] = 1
+                add_detail(ctx, text)
                 ask_next(ctx, prefix="utter_not_a_place")
                 return
             slots["location"] = u.strip_polite(text)[:300]
@@ -868,22 +905,31 @@ def handoff(ctx: TurnContext, department: str, reason: str, announce: bool = Tru
 
 
 def offer_callback(ctx: TurnContext, department: str, reason: str) -> None:
-    """After hours: say when people are back, and ask whether a call-back is wanted.
+    """After hours: say when people are back, queue the request, and offer a call-back.
 
-    The resident's own words about the problem (if this message had any beyond asking for a
-    person) become the message for the department; nothing is promised until a number is given.
+    The request is queued for the department at once (the first person in sees it), but nobody is
+    promised a call until a number is given: the channel's own (SMS, voice) when the resident
+    agrees to it, or one they type, checked and read back. The resident's own words about the
+    problem become the message passed on.
     """
     state = ctx.state
     summary = ctx.summary()
     message = ctx.parse.text if len(u.squash(_without_person_words(ctx.text))) >= 6 else ""
     state.reset()
     state.queue = []
-    state.callback = {"department": department, "reason": reason, "summary": summary, "message": message[:500]}
-    state.awaiting = "callback_offer"
-    ctx.route("answer", department=department)
+    state.callback = {"department": department, "reason": reason, "message": message[:500]}
+    priority = ctx.priority(department)
+    ctx.route("handoff", department=department, priority=priority)
+    ctx.event("handoff", department=department, priority=priority, reason=reason, summary=summary,
+              after_hours=True)
     ctx.say("utter_after_hours", department=ctx.knowledge.department_name(department, ctx.lang),
             next_open=ctx.next_open(), hours=ctx.hours())
-    ask_callback_offer(ctx)
+    if ctx.channel_phone():
+        state.awaiting = "callback_channel_phone"
+        ask_callback_channel_phone(ctx)
+    else:
+        state.awaiting = "callback_offer"
+        ask_callback_offer(ctx)
 
 
 def ask_callback_offer(ctx: TurnContext) -> None:
@@ -895,11 +941,8 @@ def ask_callback_phone(ctx: TurnContext) -> None:
 
 
 def ask_callback_channel_phone(ctx: TurnContext) -> None:
-    ctx.say("utter_callback_channel_phone", phone=ctx.channel_phone() or "-", buttons=ctx.yes_no())
-
-
-def ask_callback_confirm(ctx: TurnContext) -> None:
-    ctx.say("utter_callback_read_back", phone=ctx.state.callback.get("phone", "-"), buttons=ctx.yes_no())
+    ctx.say("utter_callback_channel_phone", phone=ctx.channel_phone() or "-", next_open=ctx.next_open(),
+            buttons=ctx.yes_no())
 
 
 def ask_callback_message(ctx: TurnContext) -> None:
@@ -910,7 +953,6 @@ _CALLBACK_QUESTIONS = {
     "callback_offer": ask_callback_offer,
     "callback_channel_phone": ask_callback_channel_phone,
     "callback_phone": ask_callback_phone,
-    "callback_confirm": ask_callback_confirm,
     "callback_message": ask_callback_message,
 }
 
@@ -918,6 +960,8 @@ _CALLBACK_QUESTIONS = {
 def _callback_digression(ctx: TurnContext) -> bool:
     """In the call-back questions: a change of mind, a new report or a question is understood first."""
     state, text, k = ctx.state, ctx.text, ctx.knowledge
+    if u.phone_number(text):
+        return False
     if u.is_cancel(text) or (u.changes_mind(text) and (ctx.label in k.services or "여기서" in text or "here" in text)):
         state.awaiting = None
         state.callback = {}
@@ -929,27 +973,38 @@ def _callback_digression(ctx: TurnContext) -> bool:
             ctx.say("utter_callback_never_mind")
         return True
     if ctx.label in k.services and ctx.confidence >= 0.6 and u.yes_no(text).verdict is None \
-            and not u.phone_number(text) and state.awaiting != "callback_message":
+            and state.awaiting != "callback_message":
         state.awaiting = None
         state.callback = {}
         ctx.event("callback_declined")
         start_form(ctx, ctx.label)
         return True
-    if u.is_question(text) and ctx.label in k.faq and not ctx.low_confidence:
+    if (u.is_question(text) or ctx.label in k.faq) and ctx.label in k.faq and not ctx.low_confidence \
+            and u.yes_no(text).verdict is None:
         answer_aside(ctx)
+        if state.awaiting == "callback_message":
+            return False  # answered, and still passed on as the message
         ctx.say("utter_back_to_form")
         _CALLBACK_QUESTIONS[state.awaiting or "callback_offer"](ctx)
         return True
     return False
 
 
+def _understood(ctx: TurnContext) -> None:
+    ctx.answered(ctx.state.recent_intents[-1] if ctx.state.recent_intents else "conv.human")
+
+
 def on_callback_offer(ctx: TurnContext) -> bool:
+    """"콜백을 요청해 드릴까요?": yes asks for a number (a number given is taken at once), no is respected."""
     state, text = ctx.state, ctx.text
     if _callback_digression(ctx):
         return True
-    reading = u.yes_no(text)
+    _understood(ctx)
     phone = u.phone_number(text)
-    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    if phone:
+        record_callback(ctx, phone)
+        return True
+    reading = u.yes_no(text)
     if reading.verdict is False:
         state.awaiting = None
         state.callback = {}
@@ -957,20 +1012,11 @@ def on_callback_offer(ctx: TurnContext) -> bool:
         ctx.route("answer")
         ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
         return True
-    if phone:
-        state.callback["phone"] = phone
-        state.awaiting = "callback_confirm"
-        ask_callback_confirm(ctx)
-        return True
     if reading.verdict is True:
-        if reading.rest and not state.callback.get("message"):
+        if len(u.squash(reading.rest)) >= 8 and not state.callback.get("message"):
             state.callback["message"] = reading.rest[:500]
-        if ctx.channel_phone():
-            state.awaiting = "callback_channel_phone"
-            ask_callback_channel_phone(ctx)
-        else:
-            state.awaiting = "callback_phone"
-            ask_callback_phone(ctx)
+        state.awaiting = "callback_phone"
+        ask_callback_phone(ctx)
         return True
     if len(u.squash(text)) >= 6:  # the problem in their words: kept as the message, then asked again
         state.callback["message"] = (f"{state.callback.get('message', '')} {ctx.parse.text}").strip()[:500]
@@ -979,42 +1025,52 @@ def on_callback_offer(ctx: TurnContext) -> bool:
 
 
 def on_callback_channel_phone(ctx: TurnContext) -> bool:
+    """"지금 연락 주신 010-… 번호로 전화드릴까요?": yes takes it, another number replaces it."""
     state = ctx.state
     if _callback_digression(ctx):
         return True
-    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    _understood(ctx)
     phone = u.phone_number(ctx.text)
     if phone:
-        state.callback["phone"] = phone
-        state.awaiting = "callback_confirm"
-        ask_callback_confirm(ctx)
+        record_callback(ctx, phone)
         return True
-    verdict = u.yes_no(ctx.text).verdict
-    if verdict is True:
-        state.callback["phone"] = ctx.channel_phone()
-        return _after_number(ctx)
-    if verdict is False:
-        state.awaiting = "callback_phone"
-        ask_callback_phone(ctx)
+    reading = u.yes_no(ctx.text)
+    if reading.verdict is True:
+        record_callback(ctx, ctx.channel_phone() or "")
+        return True
+    if reading.verdict is False:
+        if re.search(r"(다른|딴)\s*(번호|전화)|another|different|other number", ctx.text, re.IGNORECASE):
+            state.awaiting = "callback_phone"
+            ask_callback_phone(ctx)
+            return True
+        state.awaiting = None
+        state.callback = {}
+        ctx.event("callback_declined")
+        ctx.route("answer")
+        ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
         return True
     ask_callback_channel_phone(ctx)
     return True
 
 
 def on_callback_phone(ctx: TurnContext) -> bool:
+    """A number, checked: a bad one is asked for again (twice), never stored."""
     state = ctx.state
     if _callback_digression(ctx):
         return True
-    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
+    _understood(ctx)
     phone = u.phone_number(ctx.text)
     if phone:
-        state.callback["phone"] = phone
         state.callback.pop("tries", None)
-        state.awaiting = "callback_confirm"
-        ask_callback_confirm(ctx)
+        record_callback(ctx, phone)
         return True
-    if u.yes_no(ctx.text).verdict is False:
-        return on_callback_offer(ctx)
+    if u.yes_no(ctx.text).verdict is False and not re.search(r"\d", ctx.text):
+        state.awaiting = None
+        state.callback = {}
+        ctx.event("callback_declined")
+        ctx.route("answer")
+        ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
+        return True
     tries = int(state.callback.get("tries", 0)) + 1
     state.callback["tries"] = tries
     if tries > _MAX_SLOT_TRIES:
@@ -1026,72 +1082,65 @@ def on_callback_phone(ctx: TurnContext) -> bool:
     return True
 
 
-def on_callback_confirm(ctx: TurnContext) -> bool:
-    state = ctx.state
-    if _callback_digression(ctx):
+def on_callback_message(ctx: TurnContext) -> bool:
+    """After the call-back is booked without a message: what they say next is passed on with it.
+
+    A number here corrects the one booked ("아니 번호 틀렸어요 010-…"); "없어요" leaves it as it is;
+    anything clearly about something else goes its own way.
+    """
+    state, text = ctx.state, ctx.text
+    phone = u.phone_number(text)
+    if phone:
+        _understood(ctx)
+        record_callback(ctx, phone)
         return True
-    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
-    phone = u.phone_number(ctx.text)
-    reading = u.yes_no(ctx.text)
-    if phone and phone != state.callback.get("phone"):
-        state.callback["phone"] = phone
-        ask_callback_confirm(ctx)
-        return True
-    if reading.verdict is True:
-        return _after_number(ctx)
-    if reading.verdict is False:
-        state.callback.pop("phone", None)
+    if re.search(r"(번호|number).{0,6}(틀|잘못|wrong)", text, re.IGNORECASE):
+        _understood(ctx)
         state.awaiting = "callback_phone"
         ask_callback_phone(ctx)
         return True
-    ask_callback_confirm(ctx)
+    reading = u.yes_no(text)
+    if reading.verdict is False or re.fullmatch(r"(없어요|없습니다|없음|괜찮아요|됐어요|nothing|no message|that'?s all)[.!]*",
+                                                text.strip(), re.IGNORECASE):
+        _understood(ctx)
+        state.awaiting = None
+        state.callback = {}
+        ctx.route("answer")
+        ctx.say("utter_callback_done")
+        return True
+    if _callback_digression(ctx):
+        return True
+    _understood(ctx)
+    ctx.event("callback", phone=state.callback.get("phone"), department=state.callback.get("department"),
+              message=ctx.parse.text[:500], reason=state.callback.get("reason"), note=True)
+    ctx.say("utter_callback_message_taken")
+    state.awaiting = None
+    state.callback = {}
     return True
 
 
-def on_callback_message(ctx: TurnContext) -> bool:
-    state = ctx.state
-    if u.is_cancel(ctx.text):
-        return _callback_digression(ctx)
-    ctx.answered(state.recent_intents[-1] if state.recent_intents else "conv.human")
-    state.callback["message"] = ctx.parse.text[:500]
-    if u.is_question(ctx.text) and ctx.label in ctx.knowledge.faq and not ctx.low_confidence:
-        answer_aside(ctx)  # answered now, and still passed on
-    record_callback(ctx)
-    return True
-
-
-def _after_number(ctx: TurnContext) -> bool:
-    if ctx.state.callback.get("message"):
-        record_callback(ctx)
-    else:
-        ctx.state.awaiting = "callback_message"
-        ask_callback_message(ctx)
-    return True
-
-
-def record_callback(ctx: TurnContext) -> None:
-    """The call-back task: a queued hand-off for the department with the number and the message."""
+def record_callback(ctx: TurnContext, phone: str) -> None:
+    """The call-back task: the number (read back) and the message, on the department's queued item."""
     state = ctx.state
     cb = state.callback
     department = cb.get("department") or "general"
-    phone, message = cb.get("phone"), cb.get("message") or ""
-    summary = " / ".join(p for p in (cb.get("summary", ""), f"콜백 요청 번호: {phone}",
-                                     f"남긴 말: {message}" if message else "") if p)
-    priority = ctx.priority(department)
+    said = u.words_besides_number(ctx.parse.text) if u.phone_number(ctx.text) else ""
+    message = " / ".join(m for m in (cb.get("message") or "", said) if m)
+    cb["phone"] = phone
     ctx.event("callback", phone=phone, department=department, message=message, reason=cb.get("reason"))
-    ctx.event("handoff", department=department, priority=priority, reason=cb.get("reason") or "asked_for_person",
-              summary=summary, after_hours=True, callback_phone=phone)
-    ctx.route("handoff", department=department, priority=priority)
+    ctx.route("handoff", department=department, priority=ctx.priority(department))
     ctx.say("utter_callback_recorded", department=ctx.knowledge.department_name(department, ctx.lang),
             next_open=ctx.next_open(), phone=phone)
-    state.awaiting = None
-    state.callback = {}
+    if message:
+        ctx.say("utter_callback_fix_hint")
+    else:
+        ask_callback_message(ctx)
+    state.awaiting = "callback_message"
 
 
 _CALLBACK_HANDLERS = {
     "callback_offer": on_callback_offer,
     "callback_channel_phone": on_callback_channel_phone,
     "callback_phone": on_callback_phone,
-    "callback_confirm": on_callback_confirm,
     "callback_message": on_callback_message,
 }

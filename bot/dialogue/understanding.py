@@ -22,7 +22,7 @@ from bot.nlu.entities import PHONE, ROAD_ADDRESS, WHEN
 
 #: Fillers residents (and speech recognisers) put in front of the real words.
 _LEAD_FILLERS = re.compile(
-    r"^(?:(?:여보세요|저기요|저기|저|아|어|음|엄|흠|그|그게|그러니까|네\s*그|아\s*네|아\s*참|참|근데|"
+    r"^(?:(?:여보세요|저기요|저기|저|아|어|음|엄|흠|그|그게|그러니까|아\s*참|참|근데|"
     r"um+|uh+|er+|hmm+|well|oh|so|ok so|hello|hi)[\s,.!~…]+)+", re.IGNORECASE)
 _PUNCT = re.compile(r"[\s.,!?~…^ㅎㅋ;:'\"()\[\]]+")
 
@@ -63,9 +63,12 @@ _NO_ANYWHERE = re.compile(
     r"(연락|전화|문자)\S*\s*(하지|주지|드리지|안\s*(하셔|주셔|해|줘|드려))|(하지|주지)\s*마(세요|요|십시오)|"
     r"동의\s*(안|하지\s*않|못)|원하지\s*않|안\s*원해|필요\s*없|괜찮습니다\s*$|"
     r"\bdon'?t\b|\bdo not\b|\bno thanks\b|\bnot (?:now|necessary|needed)\b", re.IGNORECASE)
+# Phrases that say yes wherever they stand ("내일 오전에 전화 주세요", "please call me").
+_YES_ANYWHERE = re.compile(r"(전화|연락|콜백)\s*(주세요|줘요|주시면|해\s*주세요|해\s*줘|부탁|받을게요|받고\s*싶|원해요|바랍니다)|"
+                           r"\bcall me\b|\bcall me back\b|\bplease call\b|\bcall back\b", re.IGNORECASE)
 # Leading words that carry the verdict when more follows ("네 그리고 사진도 있어요").
-_YES_LEAD = re.compile(r"^(?:예|네|넹|넵|응|ㅇㅇ|ㅇㅋ|yes|yeah|yep|sure|ok(?:ay)?|그래요|좋아요|맞아요|맞습니다)"
-                       r"(?:[\s,.!~]+|$)", re.IGNORECASE)
+_YES_LEAD = re.compile(r"^(?:(?:예|네|넹|넵|응|ㅇㅇ|ㅇㅋ|yes|yeah|yep|sure|ok(?:ay)?|그래요|좋아요|맞아요|맞습니다)[\s,.!~]*)+"
+                       r"(?:[\s,.!~]+|$)|^(?:예|네|넹|넵|응)+(?=[가-힣])(?!요)", re.IGNORECASE)
 _NO_LEAD = re.compile(r"^(?:아니요|아니오|아뇨|아니|no|nope)(?:[\s,.!~]+|$)", re.IGNORECASE)
 
 
@@ -92,6 +95,8 @@ def yes_no(text: str) -> YesNo:
     if _NO_ANYWHERE.search(core):
         return YesNo(False)
     if sq in _YES_WHOLE:
+        return YesNo(True)
+    if _YES_ANYWHERE.search(core) and not _QUESTION.search(core):
         return YesNo(True)
     if sq in _NO_WHOLE:
         return YesNo(False)
@@ -124,14 +129,15 @@ _CANCEL = re.compile(
     r"필요\s*없어|관둘게|관두|cancel|stop|quit|never\s*mind|nevermind|forget\s*(?:it|about it)|"
     r"i\s*(?:don'?t|do not)\s*want\s*to|no\s*longer|not\s*anymore)"
     r"|(?:안\s*할래요|안\s*할게요|취소(?:할게요|해\s*주세요|해요|할래요)|그만\s*할게요|나중에\s*할게요|"
-    r"다음에\s*할게요|관둘래요|필요\s*없어요|let'?s\s*(?:stop|not)|cancel\s*(?:it|this|that|the report)|"
+    r"다음에\s*할게요|관둘래요|필요\s*없어요|(?:신고|접수)?\s*안\s*해도\s*(?:될|돼|되)|할\s*필요\s*없|"
+    r"no need to (?:report|file)|(?:i|we)\s*don'?t need to|let'?s\s*(?:stop|not)|cancel\s*(?:it|this|that|the report)|"
     r"(?:i'?ll|i\s*will)\s*do\s*it\s*later)", re.IGNORECASE)
 
 
 def is_cancel(text: str) -> bool:
     """"아 됐어요 안 할래요", "나중에 할게요", "never mind", "stop": the resident gives up the form."""
     core = strip_fillers(text) or text
-    return bool(_CANCEL.search(core)) and len(core) <= 60
+    return bool(_CANCEL.search(core)) and len(core) <= 80
 
 
 _PAUSE = re.compile(
@@ -141,9 +147,22 @@ _PAUSE = re.compile(
     r"give me a (?:sec|second|moment|minute)|hang on|let me (?:check|see|look))[\s.!~…]*$", re.IGNORECASE)
 
 
+_PAUSE_LEAD = re.compile(r"^(?:잠깐만요?|잠시만요?|잠깐|잠시만|hold on|wait|one sec(?:ond)?|just a (?:sec|second|moment|minute)|"
+                         r"hang on|give me a (?:sec|second|moment|minute))\b[\s,.!~…]*", re.IGNORECASE)
+_LOOKING = re.compile(r"(찾아\s*볼게|확인해\s*볼게|볼게요|알아볼게|기다려|물어볼게|a sec|a second|a moment|a minute|let me|"
+                      r"check|look|find|ask)", re.IGNORECASE)
+
+
 def is_pause(text: str) -> bool:
-    """"잠깐만요", "hold on": the resident needs a moment; nothing is filled."""
-    return bool(_PAUSE.match(strip_fillers(text) or text))
+    """"잠깐만요", "잠시만요 주소 좀 찾아볼게요", "hold on a sec": a moment needed; nothing is filled."""
+    core = strip_fillers(text) or text
+    if _PAUSE.match(core):
+        return True
+    m = _PAUSE_LEAD.match(core)
+    if not m:
+        return False
+    rest = core[m.end():]
+    return not rest or (bool(_LOOKING.search(rest)) and not ROAD_ADDRESS.search(rest) and len(rest) <= 30)
 
 
 _DONT_KNOW = re.compile(r"(모르겠|몰라요|몰라|잘\s*모름|모름|기억이?\s*안|기억\s*못|확실하지\s*않|"
@@ -162,9 +181,16 @@ _PERSON = re.compile(
     r"call me|the department directly)", re.IGNORECASE)
 
 
-def asks_for_person(text: str) -> bool:
-    """Words that ask for a person, whatever else the message says."""
-    return bool(_PERSON.search(text))
+_PERSON_STRONG = re.compile(
+    r"((연결|바꿔|돌려)\s*(해\s*)?(주|줘|주실|줄\s*수)|(통화|얘기|이야기|말|상담)\s*(좀\s*)?(하고\s*싶|할\s*수\s*있|하려고|할게|할래|원해|드리고\s*싶)|"
+    r"직접\s*(얘기|이야기|통화|말)|사람이랑|상담원|상담사|"
+    r"talk (?:to|with)|speak (?:to|with)|real person|a human|an agent|connect me|put me through|representative|operator)",
+    re.IGNORECASE)
+
+
+def asks_for_person(text: str, strong: bool = False) -> bool:
+    """Words that ask for a person, whatever else the message says (``strong``: unmistakably)."""
+    return bool((_PERSON_STRONG if strong else _PERSON).search(text))
 
 
 _CHANGE_OF_MIND = re.compile(r"(아니다|아니에요|됐어요|그냥|괜찮아요|필요\s*없|never\s*mind|forget it|actually|instead)",
@@ -187,14 +213,14 @@ _SLOT_OF = {"주소": "location", "위치": "location", "장소": "location", "�
             "언제": "when", "날짜": "when", "때": "when", "time": "when", "date": "when", "when": "when",
             "번호": "phone", "전화번호": "phone", "연락처": "phone", "number": "phone", "phone": "phone"}
 _CORRECTION_CUE = re.compile(
-    r"(잘못|틀렸|틀려|틀린|아니라|아니고|아니구|바꿔|바꿀|수정|정정|고쳐|고칠|변경|다시\s*말|"
+    r"(잘못|틀렸|틀려|틀린|틀림|아니라|아니고|아니구|말고|바꿔|바꿀|수정|정정|고쳐|고칠|변경|다시\s*말|"
     r"wrong|mistake|change|correct(?:ion)?|update|should be|actually|instead|not\b)", re.IGNORECASE)
 # "주소는 한빛로 17", "the address is 5 Main-ro": a slot word with its new value.
 _SLOT_IS = re.compile(
     r"(주소|위치|장소|내용|설명|시간|날짜|번호|address|location|place|description|time|date|number)"
     r"\s*(?:는|은|가|이|를|을|:|is|should be|=)\s*(.+)$", re.IGNORECASE)
 _CUE_TAIL = re.compile(
-    r"^.*?(?:잘못\s*(?:말했|썼|적었|입력했|알려\s*드렸)\S*|틀렸\S*|틀려요|아니라|아니고|아니구|바꿔\s*주세요|바꿀게요|"
+    r"^.*(?:잘못\s*(?:말했|썼|적었|입력했|알려\s*드렸)\S*|틀렸\S*|틀려요|틀림|아니라|아니고|아니구|말고|바꿔\s*주세요|바꿀게요|"
     r"수정해\s*주세요|수정할게요|정정할게요|고쳐\s*주세요|변경해\s*주세요|wrong|mistake|should be|is actually|actually|"
     r"change it to|change to)[\s,.!]*", re.IGNORECASE)
 _POLITE_TAIL = re.compile(r"\s*(이에요|예요|에요|입니다|이요|요|이라고요|라고요|로 해주세요|으로 해주세요|로 해 주세요|"
@@ -204,6 +230,9 @@ _POLITE_TAIL = re.compile(r"\s*(이에요|예요|에요|입니다|이요|요|이
 def strip_polite(text: str) -> str:
     """"중앙로 12 앞이요" → "중앙로 12 앞": the value without the sentence ending."""
     return _POLITE_TAIL.sub("", text.strip()).strip() or text.strip()
+
+
+_APOLOGY = re.compile(r"(죄송|미안|정정|아\s*참|잘못\s*말|sorry|my bad|i mean|oops)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -229,6 +258,11 @@ def correction(text: str, at_confirmation: bool, asked: str | None) -> Correctio
     slot_m = _SLOT_WORD.search(core)
     cue = _CORRECTION_CUE.search(core)
     is_m = _SLOT_IS.search(core)
+    address = last_address(core)
+    if address and asked != "location" and (_APOLOGY.search(core) or (cue and _INSTEAD.search(core))):
+        # "아 죄송해요 한빛로 91이에요", "중앙로 50 아니고 52예요" after the location was given.
+        after = core[core.rfind(address) + len(address):]
+        return Correction("location", strip_polite(address + _landmark_tail(after)))
     if not slot_m:
         return None
     slot = _SLOT_OF.get(re.sub(r"\s+", "", slot_m.group(1).lower()))
@@ -239,19 +273,17 @@ def correction(text: str, at_confirmation: bool, asked: str | None) -> Correctio
     if not cue and slot == asked:
         return None
     value = ""
-    address = longest(ROAD_ADDRESS, core) if slot == "location" else None
+    address = last_address(core) if slot == "location" else None
     phone = PHONE.search(core) if slot == "phone" else None
     if address:
         after = core[core.find(address) + len(address):]
         value = address + _landmark_tail(after)
     elif phone:
         value = phone.group(0)
+    elif cue and _CUE_TAIL.match(core) and _CUE_TAIL.sub("", core, count=1).strip():
+        value = _CUE_TAIL.sub("", core, count=1)
     elif is_m and not _CORRECTION_CUE.fullmatch(is_m.group(2).strip()):
         value = is_m.group(2)
-    elif cue:
-        value = _CUE_TAIL.sub("", core, count=1)
-        if value == core:
-            value = ""
     value = strip_polite(value)
     left = squash(_CORRECTION_CUE.sub("", value))
     if len(left) < 2 or re.fullmatch(r"(었|어|요|네|다|됐|되었|습니다|거든|같아)+", left):
@@ -278,6 +310,18 @@ def longest(rx: re.Pattern[str], text: str) -> str | None:
         if best is None or len(v) > len(best):
             best = v
     return best
+
+
+_INSTEAD = re.compile(r"(?:아니고|아니라|말고|이\s*아니라|가\s*아니라|not\b)", re.IGNORECASE)
+
+
+def last_address(text: str) -> str | None:
+    """The address a resident settles on: "중앙로 50 아니고 중앙로 52예요" → "중앙로 52"."""
+    m = None
+    for m in _INSTEAD.finditer(text):
+        pass
+    tail = text[m.end():] if m else text
+    return longest(ROAD_ADDRESS, tail) or longest(ROAD_ADDRESS, text)
 
 
 def _landmark_tail(after: str) -> str:
@@ -346,17 +390,21 @@ def phone_number(text: str) -> str | None:
 # --- emergencies ------------------------------------------------------------------------------
 
 _EMERGENCY = re.compile(
-    r"(불이\s*(났|붙|번지)|불났|화재(?!\s*(보험|경보기\s*(점검|설치|교체)|예방|안전\s*(점검|교육)|감지기\s*(설치|점검|교체)|대피\s*훈련|훈련))|"
-    r"연기가\s*(많이|가득|나|자욱|올라)|타는\s*냄새|"
+    r"(불이\s*(났|붙|번지)(?!던)|불났(?!던)|불길|불이\s*붙|타고\s*있어|화재(?!\s*(보험|경보기|예방|안전|감지기|대피\s*훈련|훈련|신고\s*방법))|"
+    r"연기가\s*(많이|가득|나|자욱|올라)|타는\s*냄새|일산화탄소|보일러.{0,25}(머리가|두통|어지러)|머리가\s*깨질\s*듯.{0,15}어지러|"
+    r"(하천|강|물|바다|저수지|호수|개울|계곡|수영장)\S{0,3}\s*빠(졌|져)|입술이\s*파래|"
+    r"말이\s*어눌|한쪽\s*(팔|다리|얼굴|몸)\S{0,2}\s*(을|이|를|가)?\s*(못|마비|안)|"
     r"(사람|아버지|어머니|엄마|아빠|할머니|할아버지|아이|애|남편|아내|친구|동생|형|누나|언니|오빠)\S{0,3}\s*(이|가|께서)?\s*.{0,20}쓰러(졌|지셨|져)|"
     r"쓰러(졌어|지셨어|져\s*있|졌습니다|지셨습니다)|가슴을?\s*(움켜|부여|쥐고)|가슴\s*통증|"
-    r"숨을?\s*(안|못)\s*쉬|숨이\s*(안|막혀|멎)|호흡이\s*(없|멈)|의식이\s*없|심정지|심장\s*마비|경련|발작|"
+    r"숨을?\s*(잘\s*)?(안|못)\s*쉬|숨이\s*(안|막혀|멎)|호흡이\s*(없|멈)|의식이\s*없|심정지|심장\s*마비|경련|발작|"
     r"피(를|가)?\s*(많이|철철)|피투성이|칼(을|로)|흉기|살려\s*주|살려줘|폭발|터졌어요.*(가스|보일러)|"
     r"가스\S{0,2}\s*(가|이)?\s*(새|누출|냄새)|물에\s*빠졌|갇혔|깔렸|자살|죽고\s*싶|목숨을|뛰어내리|"
     r"넘어져서?\s*(못|일어나지\s*못|안)\s*(일어나|움직)|못\s*일어나|(머리|크게)\s*다쳐|"
     r"응급(?!실\s*(있는|어디|위치|찾|알려|가까운)|\s*상황\s*(은|이)?\s*아니|\s*아니|의료|실이)|"
     r"구급차\s*(좀|불러|보내|와|필요|빨리)|구급차(?!\s*(사이렌|소리|소음))|"
-    r"\bfire\b(?!\s*(insurance|drill|alarm test|safety class|extinguisher|station|department))|on fire|"
+    r"\bfire\b(?!\s*(insurance|drill|alarm|safety|extinguisher|station|department|hydrant|exit|escape|inspection))|on fire|"
+    r"grabbed (?:his|her|their|my) chest|fell to the floor|won'?t (?:answer|wake up|respond)|unresponsive|not responding|"
+    r"breaking into|broke into|break-?in|intruder|burglar|someone is (?:in|inside) my (?:house|home|apartment)|"
     r"(?:there'?s|thick|black|lots of|full of|see|smell(?:s|ing)?)\s+smoke|smoke\s+(?:coming|everywhere|is\s+coming|from)|not breathing|can'?t breathe|"
     r"unconscious|heart attack|clutching (?:his|her|their|my) chest|chest pain|bleeding (?:a lot|heavily|badly)|"
     r"\bbleeding\b|please help|help me(?!\s+(?:find|with|get|to|know|understand|pay|apply|check))|help!|\btrapped\b|"
@@ -390,14 +438,15 @@ def denies_emergency(text: str) -> bool:
 
 
 _KINDS = (
-    ("gas", re.compile(r"가스|gas|냄새.*(새|누출)", re.IGNORECASE)),
-    ("fire", re.compile(r"불이|불났|화재|연기|타는|폭발|fire|smoke|burn|explosion", re.IGNORECASE)),
-    ("flood", re.compile(r"물에\s*빠|침수|물이\s*(차|넘)|홍수|떠내려|flood|drown", re.IGNORECASE)),
+    ("gas", re.compile(r"가스|gas|냄새.*(새|누출)|일산화탄소|보일러|carbon monoxide", re.IGNORECASE)),
+    ("fire", re.compile(r"불이|불났|불길|화재|연기|타는|폭발|fire|smoke|burn|explosion", re.IGNORECASE)),
+    ("flood", re.compile(r"물에\s*빠|(하천|강|바다|저수지|호수|개울|계곡)\S{0,3}\s*빠|침수|물이\s*(차|넘)|홍수|떠내려|flood|drown", re.IGNORECASE)),
     ("collapse", re.compile(r"붕괴|무너|깔렸|갇혔|collapse(?!d\b)|trapped|cave", re.IGNORECASE)),
-    ("crime", re.compile(r"칼|흉기|폭행|때려|강도|도둑|납치|위협|스토킹|knife|gun|attack|robbery|threat|stalk",
+    ("crime", re.compile(r"칼|흉기|폭행|때려|강도|도둑|납치|위협|스토킹|knife|gun|attack|robbery|threat|stalk|breaking into|"
+                         r"broke into|break-?in|intruder|burglar",
                          re.IGNORECASE)),
     ("suicide", re.compile(r"자살|죽고\s*싶|목숨|뛰어내리|suicide|kill myself|end my life", re.IGNORECASE)),
-    ("medical", re.compile(r"쓰러|숨|의식|심장|가슴|피|경련|발작|넘어져|일어나|다쳐|breath|unconscious|heart|chest|"
+    ("medical", re.compile(r"쓰러|숨|의식|심장|가슴|피|경련|발작|넘어져|넘어지|일어나|다쳐|어눌|마비|입술|breath|unconscious|heart|chest|"
                            r"bleed|seizure|stroke|collapsed|get up|overdose|ambulance|구급", re.IGNORECASE)),
 )
 
@@ -408,3 +457,16 @@ def emergency_kind(text: str) -> str:
         if rx.search(text):
             return kind
     return "general"
+
+
+_CALL_ME = re.compile(r"(으?로|번호로|에)?\s*(연락|전화|콜백)\s*(주세요|줘요|해\s*주세요|부탁(해요|드려요|드립니다)?|주시면\s*돼요)[.!]?|"
+                      r"(please\s*)?call\s*me(\s*(back|at|on))?|my number is|number is|\bat\b|\bon\b", re.IGNORECASE)
+
+
+def words_besides_number(text: str) -> str:
+    """"010-4444-5555로 연락 주세요 보도블록 깨진 거 문의예요" → "보도블록 깨진 거 문의예요"."""
+    rest = PHONE.sub(" ", text.replace("‐", "-").replace("–", "-"))
+    rest = _CALL_ME.sub(" ", rest)
+    rest = re.sub(r"^\s*(네|예|yes|ok|okay)\b[\s,.]*", " ", rest.strip(), flags=re.IGNORECASE)
+    rest = re.sub(r"\s+", " ", rest).strip(" ,.")
+    return rest if len(squash(rest)) >= 6 else ""
