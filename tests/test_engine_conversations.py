@@ -240,19 +240,18 @@ def test_after_hours_handoff_offers_a_call_back_and_records_it_with_the_number(e
     clock.now = CLOSED
     chat = Chat(engine)
     t = chat.say("직원이랑 통화하고 싶어요")
-    assert t.event("handoff") is None  # nothing promised before a number is given
+    assert t.event("handoff").data["after_hours"] is True  # queued for the first person in ...
+    assert t.event("callback") is None  # ... but no call promised before a number is given
     assert "09:00" in t.text and "콜백" in t.text
     assert not engine.states.load("rest:r1").handed_off
-    t = chat.say("내일 오전에 010-1234-5678로 전화 주세요")
-    assert "010-1234-5678" in t.text  # read back
-    t = chat.say("네")
-    assert t.event("callback") is None and engine.states.load("rest:r1").awaiting == "callback_message"
-    t = chat.say("수도요금이 두 배로 나왔어요")
+    t = chat.say("010-1234-56")
+    assert t.event("callback") is None and "010-1234-5678" not in t.text  # a bad number is asked again
+    t = chat.say("010-1234-5678로 전화 주세요")
     cb = t.event("callback").data
-    assert cb["phone"] == "010-1234-5678" and "수도요금" in cb["message"]
-    h = t.event("handoff").data
-    assert h["after_hours"] is True and "010-1234-5678" in h["summary"]
-    assert "010-1234-5678" in t.text and "다음 업무일" not in t.text
+    assert cb["phone"] == "010-1234-5678" and "010-1234-5678" in t.text  # recorded and read back
+    assert "다음 업무일" not in t.text
+    t = chat.say("수도요금이 두 배로 나왔어요")
+    assert "수도요금" in t.event("callback").data["message"]  # the message, added to the call-back
 
 
 @pytest.mark.parametrize("text", ["불이 났어요 사람이 안에 있어요", "아버지가 쓰러지셨어요 숨을 안 쉬어요",
@@ -348,7 +347,8 @@ def test_handoff_reply_names_the_routed_department(engine, clock):
     clock.now = CLOSED
     t = Chat(engine, sender="late").say("상담원 연결해 주세요")
     assert t.replies[0].text == engine.knowledge.render("utter_after_hours", "ko", hours="평일 09:00–18:00",
-                                                        next_open="내일(금) 09:00")
+                                                        next_open="내일(금) 09:00",
+                                                        department=engine.knowledge.department_name("general", "ko"))
 
 
 def test_button_payload_and_ok_keep_the_conversation_language(engine):

@@ -49,10 +49,17 @@ _REPORT_WORDS = re.compile(
     r"드리려고|하러|넣으려고|넣을게)?\S*|(하려고요|하고\s*싶어요|싶은데요|싶어요|할게요|해요|합니다|있어요|있는데요|"
     r"i\s*(?:want|would like|'d like)\s*to\s*(?:report|file|make)|report(?:ing)?|file|a complaint|complaint about|"
     r"please|request|there is|there's)", re.IGNORECASE)
+#: "신고하려고요", "I want to report": the message asks to report rather than says what is wrong.
+_REQUEST_PHRASE = re.compile(
+    r"(신고|접수|민원|제보|신청|요청)\s*(하려고|하고\s*싶|할게|할래|하려는데|드려요|드릴게요|드리려고|합니다|해요|해\s*주세요|요\b|좀)|"
+    r"넣을게요|넣으려고|넣고\s*싶|(want|would like|'d like|need) to (report|file|make|request|book|complain)|"
+    r"can i (report|file)|how (do|can) i report|report(?:ing)? (a|an|the|some)\b", re.IGNORECASE)
 #: What is left of a report once place, time, service name and reporting words are gone, and says nothing.
 _NOISE = re.compile(
     r"\b(a|an|the|to|i|my|of|for|is|at|in|on|it|this|there|here|want|would|like|need|about|some|one|please|hi|hello)\b|"
     r"(하는데요?|인데요?|그런데|근데|거든요|부터|까지|에서|에게|한테|관련|관해|대해|좀|버리려고요?|버릴려고요?|버리고\s*싶어요|"
+    r"넣을게요|넣으려고요?|넣고\s*싶어요|할게요|하려고요?|싶어요|원해요|부탁해요|부탁드려요|드려요|해\s*주세요|해요|"
+    r"차량|차가|것|거|건|문제|상황|부분|쪽|관련|\bvehicle\b|\bcar\b|\bthing\b|\bissue\b|\bproblem\b|"
     r"내놓으려고요?|수거해\s*주세요|하려고\s*하는데요?|하고요|안녕하세요|여보세요|저기요)|"
     r"(?<![가-힣])[을를이가은는에도요의](?![가-힣])", re.IGNORECASE)
 _MAX_SLOT_TRIES = 2
@@ -261,6 +268,8 @@ def handle_awaiting(ctx: TurnContext) -> bool:
         return True
     if awaiting == "delete_confirm":
         state.awaiting = None
+        if u.yes_no(text).verdict is None and (u.is_question(text) or not ctx.low_confidence):
+            return False  # something else (a question): answered as such, and nothing is deleted
         ctx.command("delete_data")
         if is_yes(text):
             ctx.event("delete_data")
@@ -483,6 +492,9 @@ def named_department(ctx: TurnContext) -> str:
         dept = k.department_of(lab)
         if dept and dept != "general" and not lab.startswith("conv.") and score >= 0.3:
             return dept
+    for word, code in _DEPARTMENT_WORDS:
+        if re.search(word, topic, re.IGNORECASE):
+            return code
     return ctx.state.last_department or "general"
 
 
@@ -514,6 +526,7 @@ def start_form(ctx: TurnContext, service_code: str, text: str | None = None, loc
     state.slots["service_code"] = service_code
     ctx.event("form_started", service_code=service_code)
     prefill(ctx, ctx.text if text is None else text, use_attachments=text is None)
+    state.slots["_said"] = (ctx.parse.text if text is None else text)[:500]
     if location and not state.slots.get("location"):
         state.slots["location"] = location
     ask_next(ctx)
@@ -558,18 +571,34 @@ def _place_entity(ctx: TurnContext, text: str) -> str | None:
 
 
 def has_description(ctx: TurnContext, text: str, location: str | None, when: str | None) -> bool:
-    """Whether a report says *what* is wrong, beyond naming the service ("불법주정차 신고하려고요": no)."""
+    """Whether a report says *what* is wrong, beyond naming the service.
+
+    A statement about the problem ("가로등이 어제부터 꺼져 있어요", "streetlight broken at 3
+    Saesol-ro") is its own description. A request to report ("불법주정차 신고하려고요", "I want to
+    report an illegally parked car") is one only if something is left once the service's name,
+    the reporting words, the place and the time are taken out.
+    """
+    if not _REQUEST_PHRASE.search(text):
+        return len(u.squash(text)) >= 6
     rest = text
     for part in (location, when):
         if part:
             rest = rest.replace(part, " ")
     service = ctx.knowledge.services.get(ctx.state.active_form or "")
-    names = re.split(r"[\s()/·]+", f"{service.ko} {service.en}" if service else "")
-    for word in sorted((w for w in names if len(w) >= 2), key=len, reverse=True):
-        rest = re.sub(re.escape(word), " ", rest, flags=re.IGNORECASE)
+    name_chars = set(re.sub(r"\W", "", service.ko)) if service else set()
+    stems = {w.lower()[:4] for w in re.split(r"\W+", service.en) if len(w) >= 3} if service else set()
     rest = _REPORT_WORDS.sub(" ", u.strip_fillers(rest))
     rest = _NOISE.sub(" ", rest)
-    return len(u.squash(rest)) >= 2
+    kept: list[str] = []
+    for word in rest.split():
+        if re.fullmatch(r"[가-힣]{1,5}", word) and set(word) <= name_chars:
+            continue  # "불법 주차" for 불법주정차: the service's own name in other words
+        if re.fullmatch(r"[A-Za-z]+", word) and word.lower()[:4] in stems:
+            continue
+        kept.append(word)
+    korean = "".join(w for w in kept if re.search(r"[가-힣]", w))
+    english = [w for w in kept if re.fullmatch(r"[A-Za-z']+", w)]
+    return len(u.squash(korean)) >= 2 or len(english) >= 2
 
 
 def missing_slots(ctx: TurnContext) -> list[str]:
@@ -630,7 +659,8 @@ def continue_form(ctx: TurnContext) -> None:
     if u.is_cancel(text) or ctx.forced_label == "cancel":
         cancel_form(ctx)
         return
-    if wants_person(ctx) and not u.correction(text, state.awaiting_confirm, state.requested_slot):
+    if wants_person(ctx) and u.yes_no(text).verdict is None \
+            and not u.correction(text, state.awaiting_confirm, state.requested_slot):
         handoff(ctx, service.department, reason="asked_for_person")
         return
     ctx.answered(state.active_form)
@@ -744,9 +774,9 @@ def aside(ctx: TurnContext) -> bool:
             ask_next(ctx, prefix="utter_thanks_short" if label == "conv.thanks" else None)
             return True
         return False
-    another = re.search(r"(또|그리고|도\s|신고|also|another|too\b|as well)", text, re.IGNORECASE)
+    another = re.search(r"(또|그리고|도\s|신고|근데|그런데|참|also|another|too\b|as well|by the way)", text, re.IGNORECASE)
     if label in k.services and label != state.active_form and ctx.confidence >= (0.45 if another else 0.6) \
-            and (not placey or another) and u.yes_no(text).verdict is None:
+            and (not placey or another or asked != "location") and u.yes_no(text).verdict is None:
         if all(q["service_code"] != label for q in state.queue):
             state.queue.append({"service_code": label, "text": text})
         ctx.say("utter_report_queued", service=k.services[label].name(ctx.lang),
@@ -760,9 +790,19 @@ def aside(ctx: TurnContext) -> bool:
     return False
 
 
+_HOW_LONG = re.compile(r"(얼마나\s*걸|언제\s*(까지|쯤)?\s*(처리|고쳐|해결|수거|와)|처리\s*(기간|시간)|며칠|how long|when will)",
+                       re.IGNORECASE)
+
+
 def answer_aside(ctx: TurnContext) -> None:
     """Answer a question asked in the middle of something else, without leaving it."""
     k, label = ctx.knowledge, ctx.label
+    form = k.services.get(ctx.state.active_form or "")
+    if form and _HOW_LONG.search(ctx.text):
+        hours = form.expected_hours
+        ctx.say("utter_expected_time", service=form.name(ctx.lang), department=k.department_name(form.department, ctx.lang),
+                hours=int(hours) if hours == int(hours) else hours)
+        return
     if label in k.faq and not ctx.low_confidence:
         ctx.understood_as = label
         ctx.run_action("action_answer_faq")
@@ -827,8 +867,8 @@ def fill_slot(ctx: TurnContext) -> None:
         if u.is_dont_know(text):
             slots["description"] = "-"
         elif u.yes_no(text).verdict is not None and len(u.squash(text)) <= 4:
-            ask_next(ctx)
-            return
+            # A bare "네" here: what the report first said stands as its description.
+            slots["description"] = slots.get("_said") or "-"
         else:
             slots["description"] = text[:500]
     elif asked == "when" and text:
@@ -875,6 +915,7 @@ def _plausible_answer(ctx: TurnContext) -> bool:
 
 
 def _request_fields(slots: dict[str, Any]) -> dict[str, Any]:
+    """The slots a ticket carries (never the policy's own ``_`` bookkeeping)."""
     keys = ("location", "description", "when", "consent", "lat", "long", "media_url", "publish_consent")
     return {k: slots.get(k) for k in keys if slots.get(k) is not None}
 
@@ -966,8 +1007,12 @@ def _callback_digression(ctx: TurnContext) -> bool:
         state.awaiting = None
         state.callback = {}
         ctx.event("callback_declined")
-        if ctx.label in k.services and ctx.confidence >= 0.4:
-            start_form(ctx, ctx.label)
+        rest = re.sub(r"(no thanks|never ?mind|아니다|아니에요|됐어요|그냥|여기서|할게요|here|actually|instead)", " ", text,
+                      flags=re.IGNORECASE)
+        other = ctx.reparse(rest) if len(u.squash(rest)) >= 4 else ctx.parse
+        label = ctx.label if ctx.label in k.services and ctx.confidence >= 0.4 else other.label
+        if label in k.services and (label == ctx.label or other.confidence >= 0.35):
+            start_form(ctx, label)
         else:
             ctx.route("answer")
             ctx.say("utter_callback_never_mind")

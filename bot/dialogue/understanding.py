@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.nlu.entities import PHONE, ROAD_ADDRESS, WHEN
+from bot.nlu.entities import EN_ADDRESS, PHONE, ROAD_ADDRESS, WHEN
 
 # --- small helpers ----------------------------------------------------------------------------
 
@@ -24,7 +24,7 @@ from bot.nlu.entities import PHONE, ROAD_ADDRESS, WHEN
 _LEAD_FILLERS = re.compile(
     r"^(?:(?:여보세요|저기요|저기|저|아|어|음|엄|흠|그|그게|그러니까|아\s*참|참|근데|"
     r"um+|uh+|er+|hmm+|well|oh|so|ok so|hello|hi)[\s,.!~…]+)+", re.IGNORECASE)
-_PUNCT = re.compile(r"[\s.,!?~…^ㅎㅋ;:'\"()\[\]]+")
+_PUNCT = re.compile(r"[\s.,!?~…^ㅎㅋ;:'\"()\[\]\-_]+")
 
 
 def strip_fillers(text: str) -> str:
@@ -51,6 +51,7 @@ _YES_WHOLE = {
     "괜찮아요연락주세요", "네그렇게해주세요", "네맞아요", "네맞습니다", "네좋아요", "네부탁해요", "부탁해요",
     "부탁드려요", "부탁드립니다", "yesplease", "pleasedo", "goahead", "ofcourse", "thatsright", "thatscorrect",
     "itscorrect", "right", "alright", "allright", "fine", "sounds good", "soundsgood", "yesitis", "yesthatsright",
+    "uhhuh", "mhm", "mmhm", "yeahsure", "yessure", "surething", "absolutely", "definitely",
 }
 _NO_WHOLE = {
     "아니", "아니요", "아니오", "아뇨", "아니에요", "아닙니다", "아니야", "노", "ㄴㄴ", "ㄴ", "no", "nope", "nah", "n",
@@ -124,13 +125,14 @@ def is_question(text: str) -> bool:
 
 
 _CANCEL = re.compile(
-    r"^(?:취소|그만|됐어요|됐습니다|됐고|됐어|안\s*할래|안\s*할게|안\s*해요|나중에\s*(?:할게|할래|하겠)|"
+    r"^(?:취소|그만|됐어요|됐습니다|됐고|됐어|nvm|안\s*할래|안\s*할게|안\s*해요|나중에\s*(?:할게|할래|하겠)|"
     r"다음에\s*(?:할게|할래|하겠)|신고\s*안\s*할|신고\s*취소|접수\s*취소|그만\s*(?:할게|할래|둘게|두겠)|"
     r"필요\s*없어|관둘게|관두|cancel|stop|quit|never\s*mind|nevermind|forget\s*(?:it|about it)|"
     r"i\s*(?:don'?t|do not)\s*want\s*to|no\s*longer|not\s*anymore)"
     r"|(?:안\s*할래요|안\s*할게요|취소(?:할게요|해\s*주세요|해요|할래요)|그만\s*할게요|나중에\s*할게요|"
     r"다음에\s*할게요|관둘래요|필요\s*없어요|(?:신고|접수)?\s*안\s*해도\s*(?:될|돼|되)|할\s*필요\s*없|"
-    r"no need to (?:report|file)|(?:i|we)\s*don'?t need to|let'?s\s*(?:stop|not)|cancel\s*(?:it|this|that|the report)|"
+    r"no need to (?:report|file)|(?:i|we)\s*don'?t need to|(?:don'?t|do not) want to (?:report|file|continue|do (?:it|this))|"
+    r"\bcancel\b|let'?s\s*(?:stop|not)|"
     r"(?:i'?ll|i\s*will)\s*do\s*it\s*later)", re.IGNORECASE)
 
 
@@ -178,7 +180,7 @@ _PERSON = re.compile(
     r"(상담원|상담사|담당자|담당\s*부서|담당\s*직원|직원(?:분|이랑|하고|과|와)|사람(?:이랑|하고|과|한테|이)\s*(?:통화|얘기|이야기|연결|상담)|"
     r"직접\s*(?:얘기|이야기|통화|말)|통화\s*(?:하고\s*싶|할\s*수|하고|가능)|연결\s*해\s*주|바꿔\s*주|"
     r"talk to|speak (?:to|with)|real person|human|an agent|\bagent\b|someone from|operator|representative|"
-    r"call me|the department directly)", re.IGNORECASE)
+    r"the department directly)", re.IGNORECASE)
 
 
 _PERSON_STRONG = re.compile(
@@ -299,7 +301,8 @@ _LANDMARK = re.compile(
     r"주차장|주민센터|구청|병원|약국|은행|교회|성당|카페|식당|주유소|번지|번길|\d+\s*동|\d+\s*호|\d+\s*층|로\s*\d|길\s*\d|"
     r"[가-힣]+동(?:\s|$)|[가-힣]+로(?:\s|$)|[가-힣]+길(?:\s|$)|"
     r"\bnear\b|in front of|opposite|across from|next to|corner|intersection|station|exit|street|road|\bro\b|-ro|-gil|"
-    r"-dong|apartment|\bapt\b|building|park|school|market|bus stop|crossing)", re.IGNORECASE)
+    r"-dong|apartment|\bapt\b|building|park|school|market|bus stop|crossing|outside|behind|beside|by the|bakery|shop|"
+    r"store|cafe|restaurant|church|bank|pharmacy|hospital|playground|alley|entrance|gate)", re.IGNORECASE)
 
 
 def longest(rx: re.Pattern[str], text: str) -> str | None:
@@ -316,12 +319,15 @@ _INSTEAD = re.compile(r"(?:아니고|아니라|말고|이\s*아니라|가\s*아�
 
 
 def last_address(text: str) -> str | None:
-    """The address a resident settles on: "중앙로 50 아니고 중앙로 52예요" → "중앙로 52"."""
-    m = None
-    for m in _INSTEAD.finditer(text):
-        pass
-    tail = text[m.end():] if m else text
-    return longest(ROAD_ADDRESS, tail) or longest(ROAD_ADDRESS, text)
+    """The address a resident settles on: "중앙로 50 아니고 중앙로 52예요" → "중앙로 52";
+    "it's 52 Jungang-ro, not 50" → "52 Jungang-ro"."""
+    english_not = re.search(r"[,;]?\s+not\s+\d", text)
+    if english_not:
+        text = text[:english_not.start()]
+        return longest(EN_ADDRESS, text) or longest(ROAD_ADDRESS, text)
+    cuts = [m.end() for m in _INSTEAD.finditer(text)]
+    tail = text[cuts[-1]:] if cuts else text
+    return longest(ROAD_ADDRESS, tail) or longest(EN_ADDRESS, tail) or longest(ROAD_ADDRESS, text) or longest(EN_ADDRESS, text)
 
 
 def _landmark_tail(after: str) -> str:
@@ -341,15 +347,16 @@ _CLAUSE = re.compile(r"(?:,\s*|\.\s+|(?<=[가-힣])(?:인데|는데|은데|이�
 def split_location(text: str, address: str | None) -> tuple[str, str]:
     """A location answer → (the place, extra details said with it).
 
-    "중앙로 12 앞인데 구멍이 엄청 커요" → ("중앙로 12 앞", "구멍이 엄청 커요"): the place is the
-    clause that holds the address; the rest is kept for the description.
+    "중앙로 12 앞인데 구멍이 엄청 커요" → ("중앙로 12 앞", "구멍이 엄청 커요"): the place is every
+    clause that says where ("21 Jungang-ro, outside the bakery" stays whole); the rest is kept for
+    the description.
     """
-    parts = [p for p in _CLAUSE.split(text.strip()) if p and p.strip()]
+    parts = [p.strip() for p in _CLAUSE.split(text.strip()) if p and p.strip()]
     if len(parts) <= 1:
         return strip_polite(text), ""
-    holder = next((i for i, p in enumerate(parts) if (address and address in p) or looks_like_place(p)), 0)
-    place = strip_polite(parts[holder])
-    rest = " ".join(p.strip() for i, p in enumerate(parts) if i != holder)
+    where = [i for i, p in enumerate(parts) if (address and address in p) or looks_like_place(p)] or [0]
+    place = strip_polite(", ".join(parts[i] for i in where))
+    rest = " ".join(p for i, p in enumerate(parts) if i not in where)
     return place, rest.strip()
 
 
@@ -402,13 +409,15 @@ _EMERGENCY = re.compile(
     r"넘어져서?\s*(못|일어나지\s*못|안)\s*(일어나|움직)|못\s*일어나|(머리|크게)\s*다쳐|"
     r"응급(?!실\s*(있는|어디|위치|찾|알려|가까운)|\s*상황\s*(은|이)?\s*아니|\s*아니|의료|실이)|"
     r"구급차\s*(좀|불러|보내|와|필요|빨리)|구급차(?!\s*(사이렌|소리|소음))|"
-    r"\bfire\b(?!\s*(insurance|drill|alarm|safety|extinguisher|station|department|hydrant|exit|escape|inspection))|on fire|"
+    r"\bfire\b(?!\s*(insurance|drill|alarm|safety|extinguisher|station|department|hydrant|exit|escape|inspection|lane|door|code|regulation))|on fire|"
     r"grabbed (?:his|her|their|my) chest|fell to the floor|won'?t (?:answer|wake up|respond)|unresponsive|not responding|"
     r"breaking into|broke into|break-?in|intruder|burglar|someone is (?:in|inside) my (?:house|home|apartment)|"
     r"(?:there'?s|thick|black|lots of|full of|see|smell(?:s|ing)?)\s+smoke|smoke\s+(?:coming|everywhere|is\s+coming|from)|not breathing|can'?t breathe|"
     r"unconscious|heart attack|clutching (?:his|her|their|my) chest|chest pain|bleeding (?:a lot|heavily|badly)|"
-    r"\bbleeding\b|please help|help me(?!\s+(?:find|with|get|to|know|understand|pay|apply|check))|help!|\btrapped\b|"
-    r"drowning|gas leak|smell(?:s)? (?:of )?gas|explosion|\bknife\b|\bgun\b|call an ambulance|need an ambulance|"
+    r"\bbleeding\b|help me(?!\s+(?:find|with|get|to|know|understand|pay|apply|check|report|file|make|book|fill|register|please))|"
+    r"help!|\btrapped\b|"
+    r"drowning|gas (?:leak|smell)|smells? (?:like |of )?gas|smelling gas|가스\s*leak|fell into (?:the )?(?:river|water|stream|lake|sea|pool|canal)|"
+    r"\bsmoke\s*(?:가|이)\s|explosion|\bknife\b|\bgun\b|call an ambulance|need an ambulance|"
     r"suicide|kill myself|collapsed|fell and can'?t get up|can'?t get up|overdose|stroke|seizure)",
     re.IGNORECASE)
 _NOT_EMERGENCY = re.compile(

@@ -23,11 +23,13 @@ EN_ADDRESS = re.compile(r"\b\d+(?:-\d+)?\s+[A-Z][A-Za-z]*(?:-(?:ro|gil|daero|don
 PLACE_SUFFIX = re.compile(r"([가-힣A-Za-z0-9]+(?:역|사거리|삼거리|초등학교|중학교|고등학교|공원|시장|아파트|빌라|놀이터|정류장|주민센터|병원|교회|마트))"
                           r"(?:\s*\d+동)?\s*(?:앞|옆|근처|뒤|건너편|입구)?")
 WHEN = re.compile(
-    r"(오늘|어제|그제|그저께|엊그제|내일|지난\s?주|이번\s?주|아까|방금|며칠\s?(?:전|째)|\d+\s?(?:일|시간|주|개월|달)\s?(?:전|째|동안)|"
+    r"(오늘|어젯밤|그젯밤|지난밤|오늘\s?밤|엊저녁|어제|그제|그저께|엊그제|내일|모레|다음\s?주(?:\s?[월화수목금토일]요일)?|지난\s?주|이번\s?주|아까|방금|며칠\s?(?:전|째)|\d+\s?(?:일|시간|주|개월|달)\s?(?:전|째|동안)|"
     r"(?:오전|오후|새벽|아침|저녁|밤)\s?\d{0,2}\s?시?|\d{1,2}\s?시(?:\s?\d{1,2}\s?분)?|\d{1,2}월\s?\d{1,2}일|"
     r"(?:월|화|수|목|금|토|일)요일|일주일\s?(?:전|째)|한\s?달\s?(?:전|째)|계속|매일|"
     r"today|yesterday|this morning|last night|tonight|\d+\s?(?:days?|hours?|weeks?)\s?ago|since \w+|"
-    r"last week|every (?:day|night)|right now|just now)",
+    r"last week|every (?:day|night)|right now|just now|tomorrow|(?:next|this|last|on)\s+(?:monday|tuesday|wednesday|thursday|"
+    r"friday|saturday|sunday|week|weekend)|for (?:\d+|a|two|three|several|a few) (?:days?|weeks?|hours?|months?)|"
+    r"since (?:yesterday|last \w+|this morning|\d+))",
     re.IGNORECASE,
 )
 

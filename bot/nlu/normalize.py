@@ -85,6 +85,47 @@ def spoken_numbers_to_digits(text: str) -> str:
     return " ".join(out)
 
 
+_SINO_UNITS = {"일": 1, "이": 2, "삼": 3, "사": 4, "오": 5, "육": 6, "륙": 6, "칠": 7, "팔": 8, "구": 9}
+_SINO_POWERS = {"십": 10, "백": 100, "천": 1000}
+#: A Sino-Korean numeral right after a road or lot word ("한빛로 이십일", "중앙로 백이십삼 번지").
+_SINO_AFTER_PLACE = re.compile(r"((?:[가-힣]+(?:로|길|번길|동)|번지|번)\s+)([일이삼사오육륙칠팔구십백천]+)"
+                               r"(?=$|[\s,.!?~]|[앞옆뒤에요번호의쯤근건맞])")
+
+
+def _sino_prefix(word: str) -> tuple[int, int] | None:
+    """The value and length of the longest Sino-Korean numeral that starts ``word`` ("십칠이요" → 17, 2)."""
+    best: tuple[int, int] | None = None
+    total, unit, i = 0, 0, 0
+    last_power = 10_000
+    while i < len(word):
+        ch = word[i]
+        if ch in _SINO_UNITS and unit == 0:
+            unit = _SINO_UNITS[ch]
+        elif ch in _SINO_POWERS and _SINO_POWERS[ch] < last_power:
+            total += (unit or 1) * _SINO_POWERS[ch]
+            last_power, unit = _SINO_POWERS[ch], 0
+        else:
+            break
+        i += 1
+        value = total + unit
+        # A lone syllable is a number only before a power ("이십") or when nothing else follows.
+        if value and (i > 1 or i == len(word) or word[i:i + 1] in _SINO_POWERS):
+            best = (value, i)
+    return best
+
+
+def sino_numbers_to_digits(text: str) -> str:
+    """Spoken house numbers as digits: "한빛로 이십일 앞" → "한빛로 21 앞" (only after a road/lot word)."""
+    def repl(m: re.Match[str]) -> str:
+        word = m.group(2)
+        found = _sino_prefix(word)
+        if found is None or (found[1] == 1 and found[1] < len(word)):
+            return m.group(0)
+        value, n = found
+        return f"{m.group(1)}{value}{word[n:]}"
+    return _SINO_AFTER_PLACE.sub(repl, text)
+
+
 def normalize(text: str) -> str:
     """The form NLU works on: cleaned, spoken digits as digits, cut to a sane length."""
-    return spoken_numbers_to_digits(clean(text)[:MAX_NLU_CHARS])
+    return sino_numbers_to_digits(spoken_numbers_to_digits(clean(text)[:MAX_NLU_CHARS]))
