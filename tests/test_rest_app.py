@@ -163,3 +163,36 @@ def test_responses_do_not_name_the_worker_process_unless_asked(tmp_path):
         assert httpx.get(tagged.url + "/webhooks/rest/", timeout=10).headers["x-pcrm-worker"].isdigit()
     finally:
         tagged.stop()
+
+
+def _never_open_config(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+    cfg["business_hours"]["weekdays"] = []  # nobody at work: every hand-off is after hours
+    path = tmp_path / "closed.yml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_after_hours_call_back_number_and_message_reach_the_departments_queued_item(db_url, tmp_path):
+    settings = Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model",
+                        pcrm_config=_never_open_config(tmp_path))
+    server = ServerThread(create_app(settings)).start()
+
+    def say(message: str) -> str:
+        r = httpx.post(server.url + WEBHOOK, json={"sender": "night", "message": message}, timeout=30)
+        assert r.status_code == 200
+        return " ".join(m["text"] for m in r.json())
+
+    try:
+        assert "콜백" in say("수도요금이 이상하게 많이 나왔어요 담당자랑 통화하고 싶어요")
+        assert "번호" in say("네")
+        assert "010-2345-6789" in say("010-2345-6789로 연락 주세요")  # read back
+    finally:
+        server.stop()
+    rows = _rows(db_url, "SELECT department, reason, summary, status FROM handoffs")
+    assert len(rows) == 1
+    h = rows[0]
+    assert h.department == "water" and h.status == "queued" and h.reason.startswith("callback:")
+    assert "010-2345-6789" in h.summary and "수도요금" in h.summary
