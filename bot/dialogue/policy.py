@@ -163,6 +163,10 @@ def decide(ctx: TurnContext) -> None:
     if wants_person(ctx):
         handoff(ctx, named_department(ctx), reason="asked_for_person")
         return
+    if state.last_ticket and _HOW_LONG.search(text) and re.search(r"(그거|그것|그\s*신고|제\s*신고|접수한|it\b|my report)",
+                                                                  text, re.IGNORECASE):
+        check_status(ctx, state.last_ticket)  # "그거 언제쯤 고쳐져요?" right after a ticket
+        return
     if state.clarify_options and ctx.forced_label is None and ctx.low_confidence:
         # Still unsure after one clarification: a person takes over.
         handoff(ctx, state.last_department or "general", reason="clarify_failed")
@@ -430,7 +434,8 @@ def split_reports(ctx: TurnContext) -> list[tuple[str, str]]:
     Only messages with a joint (그리고, "-고", a comma, "and") are split, and only when each part
     is confidently a different service: one long report is never cut in two.
     """
-    parts = [p.strip() for p in re.split(r"(?<=[가-힣]고)\s+|그리고\s*|또\s+|,\s*|;\s*|\.\s+|\s+and\s+(?:also\s+)?|\s+also\s+",
+    parts = [p.strip() for p in re.split(r"(?<=[가-힣]고)\s+|(?<=[는한인은]데)\s+|그리고\s*|또\s+|,\s*|;\s*|\.\s+|"
+                                         r"\s+and\s+(?:also\s+)?|\s+also\s+",
                                          ctx.text) if p and len(p.strip()) >= 4]
     if len(parts) < 2:
         return []
@@ -750,6 +755,7 @@ def open_request(ctx: TurnContext) -> None:
     ctx.event("request_opened", ticket=ticket, service_code=service.code,
               department=service.department, **_request_fields(state.slots))
     state.last_department = service.department
+    state.last_ticket = ticket
     queue = state.queue
     state.reset()
     state.queue = queue

@@ -35,7 +35,8 @@ class DialogueState:
     reminders: bool | None = None           # due-date reminders: asked and agreed / declined or stopped
     queue: list[dict[str, Any]] = field(default_factory=list)  # reports said mid-form, taken up next
     callback: dict[str, Any] = field(default_factory=dict)     # after hours: department, reason, message, phone
-    emergency: str | None = None            # after hours: the emergency's kind, until the resident says otherwise
+    emergency: str | None = None            # the emergency's kind, until the resident says otherwise
+    last_ticket: str | None = None          # the ticket opened last ("그거 언제 고쳐져요?" is about it)
     turns: int = 0
     version: int = 0                        # bumped on every save; lets stores detect races
 
