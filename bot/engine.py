@@ -20,7 +20,7 @@ from actions import backend as action_backend
 from bot.dialogue import policy
 from bot.dialogue.context import SYSTEM_PREFIX, TurnContext
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
-from bot.dialogue.understanding import denies_emergency
+from bot.dialogue.understanding import classifier_emergency_stands
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
 from bot.nlu.language import conversation_lang, detect
@@ -135,10 +135,11 @@ class Engine:
             result.ranking = [(policy.EMERGENCY_LABEL, max(result.confidence, 0.9))] + \
                 [(lab, score) for lab, score in result.ranking if lab != policy.EMERGENCY_LABEL]
             result.label, result.confidence = policy.EMERGENCY_LABEL, max(result.confidence, 0.9)
-        elif result.label == policy.EMERGENCY_LABEL and not words and (
-                result.confidence < self.emergency_classifier_min or denies_emergency(result.normalized)):
-            # The classifier alone, unsure, with none of the words that mean danger ("싫어요"), or
-            # words that deny it ("응급상황 아니고요"): the next meaning, not the emergency script.
+        elif result.label == policy.EMERGENCY_LABEL and not words and not classifier_emergency_stands(
+                result.normalized, result.confidence, self.emergency_classifier_min):
+            # The classifier alone, on words that ask for information ("화재보험 문의", "응급실 있는
+            # 병원") or deny danger ("응급상황 아니고요"), or unsure on a few words ("싫어요"): the next
+            # meaning, not the emergency script.
             rest = [(lab, score) for lab, score in result.ranking if lab != policy.EMERGENCY_LABEL]
             result.ranking = rest
             result.label, result.confidence = rest[0] if rest else ("conv.out_of_scope", 0.0)

@@ -402,7 +402,8 @@ _EMERGENCY = re.compile(
     r"(하천|강|물|바다|저수지|호수|개울|계곡|수영장)\S{0,3}\s*빠(졌|져)|입술이\s*파래|"
     r"말이\s*어눌|한쪽\s*(팔|다리|얼굴|몸)\S{0,2}\s*(을|이|를|가)?\s*(못|마비|안)|"
     r"(사람|아버지|어머니|엄마|아빠|할머니|할아버지|아이|애|남편|아내|친구|동생|형|누나|언니|오빠)\S{0,3}\s*(이|가|께서)?\s*.{0,20}쓰러(졌|지셨|져)|"
-    r"쓰러(졌어|지셨어|져\s*있|졌습니다|지셨습니다)|가슴을?\s*(움켜|부여|쥐고)|가슴\s*통증|"
+    r"(?<!나무가\s)(?<!나무가)(?<!수가\s)(?<!대가\s)(?<!판이\s)쓰러(지셨어|지셨습니다|져\s*있는\s*사람|져서\s*(안|못))|"
+    r"사람이\s*쓰러|쓰러진\s*사람|가슴을?\s*(움켜|부여|쥐고)|가슴\s*통증|불남|연기\S{0,2}\s.{0,12}(올라|가득|차\s*있|자욱)|못\s*내려(와|가|옴)|"
     r"숨을?\s*(잘\s*)?(안|못)\s*쉬|숨이\s*(안|막혀|멎)|호흡이\s*(없|멈)|의식이\s*없|심정지|심장\s*마비|경련|발작|"
     r"피(를|가)?\s*(많이|철철)|피투성이|칼(을|로)|흉기|살려\s*주|살려줘|폭발|터졌어요.*(가스|보일러)|"
     r"가스\S{0,2}\s*(가|이)?\s*(새|누출|냄새)|물에\s*빠졌|갇혔|깔렸|자살|죽고\s*싶|목숨을|뛰어내리|"
@@ -479,3 +480,20 @@ def words_besides_number(text: str) -> str:
     rest = re.sub(r"^\s*(네|예|yes|ok|okay)\b[\s,.]*", " ", rest.strip(), flags=re.IGNORECASE)
     rest = re.sub(r"\s+", " ", rest).strip(" ,.")
     return rest if len(squash(rest)) >= 6 else ""
+
+
+_DANGER_HINT = re.compile(r"(불|연기|가스|숨|피|쓰러|다쳐|다친|위험|살려|급해|빨리|119|112|구급|넘어|무너|갇|빠졌|터졌|"
+                          r"fire|smoke|gas|breath|blood|hurt|injur|help|urgent|hurry|collaps|trapped|ambulance)", re.IGNORECASE)
+_INFO_ASK = re.compile(r"(보험|문의|insurance|응급실|emergency room|\ber\b|병원\s*(알려|어디|찾|있)|언제|철거|교육|설치|점검|지원|신청|"
+                       r"작년|예전|지난\s*(해|달)|course|training|class|subsid|install|last year)", re.IGNORECASE)
+
+
+def classifier_emergency_stands(text: str, confidence: float, confident: float) -> bool:
+    """Whether the classifier's ``conv.emergency``, with none of the danger words behind it, stands.
+
+    It stands unless the words deny danger, ask for information (insurance, the nearest ER, a
+    fire that was last year), or are a few words with no hint of danger at low confidence.
+    """
+    if denies_emergency(text) or _INFO_ASK.search(text):
+        return False
+    return confidence >= confident or bool(_DANGER_HINT.search(text)) or len(text.replace(" ", "")) > 8

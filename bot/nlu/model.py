@@ -36,7 +36,7 @@ from bot.nlu import tokenizer as _tokenizer  # noqa: F401 - registers pcrm.KiwiT
 from bot.nlu.language import detect
 from bot.nlu.normalize import normalize
 
-MODEL_VERSION = "5"
+MODEL_VERSION = "6"  # 6: compatibility jamo (ㅇㅇ, ㄱㅅ) kept as typed by normalize.clean
 SPACY_WEIGHT = 0.45  # share of the spaCy vote in the ensemble (measured on bench/heldout.jsonl)
 EPOCHS = 6
 
