@@ -344,6 +344,11 @@ class Inbox:
                     s.flush()
                     live.append((f"dept:{h.department}", {"type": "handoff", "handoff_id": h.id,
                                                           "department": h.department, "priority": h.priority}))
+                elif ev.type == "handoff_withdrawn":
+                    h = handoffs.withdraw(s, cid)
+                    if h is not None:
+                        live.append((f"dept:{h.department}", {"type": "handoff_closed", "handoff_id": h.id,
+                                                              "department": h.department}))
                 elif ev.type in ("callback", "emergency_note"):
                     # The call-back's number and message, or what a resident in an emergency added,
                     # go on the conversation's open hand-off, where the agent reads them.
@@ -524,7 +529,7 @@ class Inbox:
 
 #: Turn events that write to the store besides the turn itself.
 _STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened", "contact_consent",
-                           "callback", "emergency_note"})
+                           "callback", "emergency_note", "handoff_withdrawn"})
 
 
 def _pg_writes_all(turn: Turn) -> bool:

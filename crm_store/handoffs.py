@@ -128,3 +128,17 @@ def annotate(session: Session, conversation_id: int, kind: str, data: dict[str, 
     if addition:
         h.summary = f"{h.summary} / {addition}" if h.summary else addition
     return h
+
+
+def withdraw(session: Session, conversation_id: int) -> Handoff | None:
+    """The resident no longer wants a person ("됐어요, 그냥 챗봇이랑 할게요"): the open hand-off closes
+    as ``withdrawn``. The dialogue state is the caller's (the turn that withdrew saves it)."""
+    h = session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
+                                              Handoff.status != "closed")).first()
+    if h is None:
+        return None
+    h.status = "closed"
+    h.closed_at = utcnow()
+    h.resolution_code = "withdrawn"
+    session.execute(update(Conversation).where(Conversation.id == conversation_id).values(handed_off=False))
+    return h

@@ -196,3 +196,23 @@ def test_after_hours_call_back_number_and_message_reach_the_departments_queued_i
     h = rows[0]
     assert h.department == "water" and h.status == "queued" and h.reason.startswith("callback:")
     assert "010-2345-6789" in h.summary and "수도요금" in h.summary
+
+
+def test_a_resident_who_no_longer_wants_a_person_gets_the_bot_back_and_the_handoff_closes(db_url, tmp_path):
+    server = ServerThread(create_app(_settings(db_url, tmp_path))).start()
+
+    def say(message: str) -> str:
+        r = httpx.post(server.url + WEBHOOK, json={"sender": "waiting", "message": message}, timeout=30)
+        assert r.status_code == 200
+        return " ".join(m["text"] for m in r.json())
+
+    try:
+        assert "상담원" in say("상담원 연결해 주세요")
+        reply = say("아 됐어요 그냥 여기서 할게요, 가로등 고장 신고요")
+        assert "취소" in reply and "위치" in reply  # the bot is back and takes the report
+    finally:
+        server.stop()
+    rows = _rows(db_url, "SELECT status, resolution_code FROM handoffs")
+    assert [(r.status, r.resolution_code) for r in rows] == [("closed", "withdrawn")]
+    conv = _rows(db_url, "SELECT handed_off FROM conversations")
+    assert not conv[0].handed_off

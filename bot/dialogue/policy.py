@@ -88,6 +88,9 @@ def decide(ctx: TurnContext) -> None:
     if state.handed_off:
         # The agent has the conversation; in an emergency the bot still answers each message at
         # once (119 first), since the agent may take a minute to read it.
+        if not state.emergency and not ctx.is_emergency and (u.is_cancel(text) or _BACK_TO_BOT.search(text)):
+            withdraw_handoff(ctx)
+            return
         if ctx.is_emergency:
             state.emergency = state.emergency or u.emergency_kind(text)
             ctx.say("utter_emergency", hints={"emergency": True})
@@ -172,6 +175,40 @@ def decide(ctx: TurnContext) -> None:
         handoff(ctx, state.last_department or "general", reason="clarify_failed")
         return
     respond_to_intent(ctx)
+
+
+_BACK_TO_BOT = re.compile(r"(그냥\s*(챗봇|여기서|봇|너한테|혼자)|상담원\s*(안|필요\s*없|연결\s*(취소|안))|연결\s*취소|"
+                          r"never\s*mind.{0,20}(agent|person)|(i'?ll|let me)\s*(just\s*)?(use|ask) the (bot|chatbot)|"
+                          r"no (need for|longer need) (an agent|a person))", re.IGNORECASE)
+
+
+def withdraw_handoff(ctx: TurnContext) -> None:
+    """The resident, still waiting, no longer wants a person: the bot is back, and a request said
+    in the same breath ("됐어요 그냥 여기서 할게요, 가로등 고장 신고요") is taken up at once."""
+    state = ctx.state
+    state.handed_off = False
+    department = state.handoff_department
+    state.handoff_department = None
+    state.reset()
+    ctx.command("handoff_withdrawn")
+    ctx.event("handoff_withdrawn", department=department)
+    ctx.say("utter_handoff_withdrawn")
+    rest = _besides_change_of_mind(ctx.text)
+    other = ctx.reparse(rest) if len(u.squash(rest)) >= 4 else None
+    if other is not None and other.label in ctx.knowledge.services and other.confidence >= 0.45:
+        start_form(ctx, other.label, text=rest)
+    else:
+        ctx.route("answer")
+
+
+_CHANGE_WORDS = re.compile(r"(아니다|아니에요|됐어요|됐고|괜찮아요|그냥|여기서|챗봇|봇이랑|할게요|할래요|취소|no thanks|never ?mind|"
+                           r"actually|instead|here)", re.IGNORECASE)
+
+
+def _besides_change_of_mind(text: str) -> str:
+    """"아니다 그냥 여기서 할게요, 가로등 고장 신고요" → "가로등 고장 신고요": what they want instead."""
+    tail = text.split(",")[-1] if "," in text else text
+    return re.sub(r"\s+", " ", _CHANGE_WORDS.sub(" ", tail)).strip(" ,.")
 
 
 def ask_pending_again(ctx: TurnContext) -> bool:
@@ -1013,12 +1050,11 @@ def _callback_digression(ctx: TurnContext) -> bool:
         state.awaiting = None
         state.callback = {}
         ctx.event("callback_declined")
-        rest = re.sub(r"(no thanks|never ?mind|아니다|아니에요|됐어요|그냥|여기서|할게요|here|actually|instead)", " ", text,
-                      flags=re.IGNORECASE)
+        rest = _besides_change_of_mind(text)
         other = ctx.reparse(rest) if len(u.squash(rest)) >= 4 else ctx.parse
         label = ctx.label if ctx.label in k.services and ctx.confidence >= 0.4 else other.label
         if label in k.services and (label == ctx.label or other.confidence >= 0.35):
-            start_form(ctx, label)
+            start_form(ctx, label, text=rest or None)
         else:
             ctx.route("answer")
             ctx.say("utter_callback_never_mind")
