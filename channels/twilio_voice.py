@@ -292,7 +292,8 @@ class TwilioVoiceChannel(ChannelAdapter):
             lang = str(turn.event("language").data.get("lang", lang))  # type: ignore[union-attr]
         lang = lang if lang in LANGUAGE else "ko"
         action = turn.routing.action
-        if action in ("handoff", "paused"):
+        asks = any(r.buttons for r in turn.replies)  # e.g. an after-hours call-back offer: listen for the answer
+        if action in ("handoff", "paused") and not asks:
             for reply in turn.replies:
                 self._say(resp, reply.text)
             ev = turn.event("handoff")
@@ -481,8 +482,9 @@ class TwilioVoiceChannel(ChannelAdapter):
                 log.exception("could not store voicemail of call %s", call_sid)
             resp = VoiceResponse()
             if turn is not None and turn.event("callback") is not None:
-                for reply in turn.replies:  # the call-back the engine recorded, with its number
-                    self._say(resp, reply.text, lang)
+                # Added to the call-back the engine booked; said in the call's language (the
+                # voicemail's text is a Latin-only URL, which the engine would answer in English).
+                self._say(resp, engine.knowledge.render("utter_callback_message_taken", lang), lang)
             else:
                 # Spoken in the call's language: the engine would take the Latin-only voicemail text
                 # for English, and a hand-off in business hours has no bot reply at all.
