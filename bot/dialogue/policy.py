@@ -63,6 +63,8 @@ _NOISE = re.compile(
     r"내놓으려고요?|수거해\s*주세요|하려고\s*하는데요?|하고요|안녕하세요|여보세요|저기요)|"
     r"(?<![가-힣])[을를이가은는에도요의](?![가-힣])", re.IGNORECASE)
 _MAX_SLOT_TRIES = 2
+_PUBLISH = re.compile(r"^\s*(비?공개|공개\s*(해\s*(도|주세요)|할게요|동의|OK)|지도에\s*(올려|공개)|make it public|public|show it on the map|"
+                      r"private|keep it private)\b", re.IGNORECASE)
 
 EMERGENCY_LABEL = "conv.emergency"
 SMALLTALK = ("conv.greet", "conv.thanks", "conv.goodbye")
@@ -662,8 +664,9 @@ def ask_next(ctx: TurnContext, prefix: str | None = None) -> None:
         state.awaiting_confirm = True
         s = state.slots
         consent = ctx.knowledge.render("btn_yes" if s.get("consent") else "btn_no", ctx.lang)
+        publish = ctx.knowledge.render("btn_yes" if s.get("publish_consent") else "btn_no", ctx.lang)
         ctx.say("utter_confirm_request", service=name, location=s.get("location", "-"),
-                description=s.get("description", "-"), when=s.get("when") or "-", consent=consent,
+                description=s.get("description", "-"), when=s.get("when") or "-", consent=consent, publish=publish,
                 buttons=[ctx.button("btn_yes", ctx.knowledge.render("btn_yes", ctx.lang)),
                          ctx.button("btn_cancel", ctx.knowledge.render("btn_cancel", ctx.lang))])
         return
@@ -755,6 +758,13 @@ def apply_correction(ctx: TurnContext, slot: str, value: str) -> None:
 def confirm(ctx: TurnContext) -> None:
     """The summary was shown: yes opens the ticket, no asks what to fix, anything else is understood."""
     state, text = ctx.state, ctx.text
+    publish = _PUBLISH.search(text)
+    if publish:
+        # Residents' own words and exact place go on the public map only if they say so (opt-in).
+        state.slots["publish_consent"] = not bool(re.search(r"(비공개|안\s*돼|하지\s*마|not|don'?t|private)", text, re.IGNORECASE))
+        ctx.event("slot", name="publish_consent", value=state.slots["publish_consent"])
+        ask_next(ctx, prefix="utter_correction_ack")
+        return
     reading = u.yes_no(text)
     if reading.verdict is True:
         if reading.rest:
