@@ -1091,6 +1091,16 @@ def _understood(ctx: TurnContext) -> None:
     ctx.answered(ctx.state.recent_intents[-1] if ctx.state.recent_intents else "conv.human")
 
 
+def decline_callback(ctx: TurnContext) -> bool:
+    """No call-back: nothing is promised, and the bot says when people are back."""
+    ctx.state.awaiting = None
+    ctx.state.callback = {}
+    ctx.event("callback_declined")
+    ctx.route("answer")
+    ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
+    return True
+
+
 def on_callback_offer(ctx: TurnContext) -> bool:
     """"콜백을 요청해 드릴까요?": yes asks for a number (a number given is taken at once), no is respected."""
     state, text = ctx.state, ctx.text
@@ -1103,12 +1113,7 @@ def on_callback_offer(ctx: TurnContext) -> bool:
         return True
     reading = u.yes_no(text)
     if reading.verdict is False:
-        state.awaiting = None
-        state.callback = {}
-        ctx.event("callback_declined")
-        ctx.route("answer")
-        ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
-        return True
+        return decline_callback(ctx)
     if reading.verdict is True:
         if len(u.squash(reading.rest)) >= 8 and not state.callback.get("message"):
             state.callback["message"] = reading.rest[:500]
@@ -1140,12 +1145,7 @@ def on_callback_channel_phone(ctx: TurnContext) -> bool:
             state.awaiting = "callback_phone"
             ask_callback_phone(ctx)
             return True
-        state.awaiting = None
-        state.callback = {}
-        ctx.event("callback_declined")
-        ctx.route("answer")
-        ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
-        return True
+        return decline_callback(ctx)
     ask_callback_channel_phone(ctx)
     return True
 
@@ -1162,12 +1162,7 @@ def on_callback_phone(ctx: TurnContext) -> bool:
         record_callback(ctx, phone)
         return True
     if u.yes_no(ctx.text).verdict is False and not re.search(r"\d", ctx.text):
-        state.awaiting = None
-        state.callback = {}
-        ctx.event("callback_declined")
-        ctx.route("answer")
-        ctx.say("utter_callback_declined", next_open=ctx.next_open(), hours=ctx.hours())
-        return True
+        return decline_callback(ctx)
     tries = int(state.callback.get("tries", 0)) + 1
     state.callback["tries"] = tries
     if tries > _MAX_SLOT_TRIES:
