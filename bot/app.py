@@ -27,6 +27,8 @@ from bot.inbox import Inbox
 from bot.live import make_live_events
 from bot.locks import make_conversation_lock
 from bot.logging_setup import install_pii_filter
+from bot.metrics import ErrorCounter
+from bot.metrics import router as metrics_router
 from bot.open311 import router as open311_router
 from bot.ratelimit import RateLimited, make_rate_limiter
 from bot.serve import engine_with, migrate
@@ -260,6 +262,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             db = "down"
         return {"status": "ok", "database": db}
 
+    app.include_router(metrics_router())
     app.include_router(open311_router)
     app.include_router(transparency_router)
     app.include_router(supervisor_router)
@@ -276,6 +279,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(console_router)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(ErrorCounter)
     if settings.pcrm_worker_header:
         app.add_middleware(WorkerHeader)
     return app

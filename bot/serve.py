@@ -172,7 +172,7 @@ class Supervisor:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code
-            code = 1
+            code, server = STARTUP_FAILURE, None
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
@@ -180,12 +180,12 @@ class Supervisor:
 
                 server = uvicorn.Server(self.config)
                 server.run(sockets=[self.sock])
-                code = 0 if server.started else STARTUP_FAILURE
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:  # noqa: BLE001
+            except BaseException:  # noqa: BLE001 - logged; the exit code tells the supervisor
                 log.exception("worker %d crashed", os.getpid())
             finally:
+                # Never served: the app (or its configuration) is broken; restarting would loop.
+                if server is not None and server.started:
+                    code = 0
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
