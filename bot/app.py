@@ -35,6 +35,7 @@ from bot.serve import engine_with, migrate
 from bot.settings import Settings, get_settings
 from bot.sms import LogOnlySmsSender
 from bot.supervisor import router as supervisor_router
+from bot.telemetry import RequestId, setup_tracing
 from bot.transparency import router as transparency_router
 from channels.base import ChannelAdapter
 from crm_store.db import make_session_factory, resolve_url
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the whole application from settings (environment + ``config.yml``)."""
     install_pii_filter()  # no personal data in logs
     settings = settings or get_settings()
+    setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)  # off unless configured
     url = resolve_url(settings.database_url)
     migrate(url)  # idempotent: a fresh SQLite file gets its schema on first start (once, before forking)
     sessions = make_session_factory(url)
@@ -280,6 +282,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.add_middleware(BodyLimit)
     app.add_middleware(ErrorCounter)
+    app.add_middleware(RequestId)  # outermost: the id (and the request's span) covers everything
     if settings.pcrm_worker_header:
         app.add_middleware(WorkerHeader)
     return app

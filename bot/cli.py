@@ -151,8 +151,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.serve import serve
+    from bot.settings import get_settings
+    from bot.telemetry import log_config
 
-    return serve(args.host, args.port, args.workers, args.log_level)
+    json_logs = get_settings().pcrm_log_format.lower() == "json"
+    return serve(args.host, args.port, args.workers, args.log_level,
+                 log_config(args.log_level) if json_logs else None)
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import metrics
+from bot import metrics, telemetry
 from bot.dedup import DedupStore, InProcessDedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.dialogue.state import DialogueState
@@ -83,6 +83,11 @@ class Inbox:
 
         Raises :class:`bot.ratelimit.RateLimited` when the sender or the channel is over its limit.
         """
+        telemetry.CONVERSATION.set(telemetry.conversation_ref(message.conversation_key))  # log lines of this turn
+        with telemetry.span("inbox", **{"pcrm.channel": message.channel}):
+            return await self._receive(message)
+
+    async def _receive(self, message: Message) -> Turn:
         started = time.perf_counter()
         if self._threads is None:  # created on the event loop
             self._threads = CapacityLimiter(self.max_threads)
@@ -132,7 +137,7 @@ class Inbox:
         key = message.conversation_key
         gate = self.gate
         if gate is not None and (queued is not None or gate.ready):  # limits, lock, retry answer, pending state
-            with metrics.timed(metrics.REDIS_TIME):
+            with metrics.timed("redis"):
                 adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter,
                                  wait=wait, queued=queued)
             if isinstance(adm, Queued):
@@ -141,7 +146,7 @@ class Inbox:
                 try:
                     return self._receive_locked(message, adm)
                 finally:
-                    with metrics.timed(metrics.REDIS_TIME):
+                    with metrics.timed("redis"):
                         gate.leave(adm)  # the answer for retries, the state cache, the release: one more
             if adm is not None:  # the Redis lock wait timed out: its fallback, as RedisLock does
                 with (getattr(self.lock, "fallback", None) or InProcessLock()).hold(key):
@@ -164,7 +169,7 @@ class Inbox:
         state: DialogueState | None = None
         try:
             try:
-                with metrics.timed(metrics.STORE_TIME):
+                with metrics.timed("store"):
                     ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
             except (DBAPIError, ConnectionLost) as exc:
                 if not getattr(exc, "connection_invalidated", False):
@@ -181,7 +186,7 @@ class Inbox:
         try:
             # The state came with the inbound message's transaction (committed already);
             # it is saved with the turn. Without the database: the state store's own way.
-            with metrics.timed(metrics.ENGINE_TIME):
+            with metrics.timed("engine"):
                 turn = self.engine.decide(message, state) if state is not None else self.engine.handle(message)
         except Exception:  # noqa: BLE001 - e.g. the state store is down too: still answer
             if ids is not None:
@@ -202,7 +207,7 @@ class Inbox:
         if ids is not None:
             loaded = state.version if state is not None else 0
             try:
-                with metrics.timed(metrics.STORE_TIME):
+                with metrics.timed("store"):
                     live = self._store_turn(message, turn, ids, state, adm)
             except Exception:  # noqa: BLE001
                 log.exception("could not store turn of %s; spooling", mask_pii(message.conversation_key))

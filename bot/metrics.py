@@ -33,6 +33,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from bot import telemetry
+
 if TYPE_CHECKING:
     from fastapi import APIRouter, Request
 
@@ -56,20 +58,21 @@ for _kind in ("turn", "spooled", "http_5xx"):  # exposed at 0 from the start: al
     ERRORS.labels(_kind)
 
 #: Stages bound once (a label lookup per message saved).
-NLU_TIME = STAGE_SECONDS.labels("nlu")
-ENGINE_TIME = STAGE_SECONDS.labels("engine")
-STORE_TIME = STAGE_SECONDS.labels("store")
-REDIS_TIME = STAGE_SECONDS.labels("redis")
+STAGES = {name: STAGE_SECONDS.labels(name) for name in ("nlu", "engine", "store", "redis")}
 
 
 @contextmanager
-def timed(stage: Any) -> Iterator[None]:
-    """Observe the time of the ``with`` block in a bound stage histogram (``NLU_TIME``, …)."""
+def timed(stage: str) -> Iterator[None]:
+    """Observe the time of the ``with`` block as ``stage`` (and trace it as a span, when tracing is on)."""
     t0 = time.perf_counter()
     try:
-        yield
+        if telemetry.TRACER is None:
+            yield
+        else:
+            with telemetry.span(stage):
+                yield
     finally:
-        stage.observe(time.perf_counter() - t0)
+        STAGES[stage].observe(time.perf_counter() - t0)
 
 
 def turn_done(channel: str, turn: "Turn", seconds: float) -> None:

@@ -4,7 +4,7 @@ A conversation is spread over both workers (a new connection per request; ``X-PC
 tells which answered), with FAQ questions and a hand-off; then a scrape must show, summed over
 the workers, exactly the messages sent (by channel and label), as many turn-latency and stage
 observations, the hand-off by department, the queue it waits in, the SLA, spool and error series,
-and refuse a scrape without the token.
+and refuse a scrape without the token. The workers log JSON lines (``PCRM_LOG_FORMAT=json``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcrmServe]:
     tmp: Path = tmp_path_factory.mktemp("metrics")
-    srv = PcrmServe(tmp, f"sqlite:///{tmp / 'pcrm.db'}", None, workers=2, PCRM_METRICS_TOKEN=TOKEN)
+    srv = PcrmServe(tmp, f"sqlite:///{tmp / 'pcrm.db'}", None, workers=2, PCRM_METRICS_TOKEN=TOKEN,
+                    PCRM_LOG_FORMAT="json")
     srv.start()
     try:
         yield srv
@@ -106,3 +107,22 @@ def test_without_a_token_only_loopback_clients_may_scrape() -> None:
     assert not allowed(req("203.0.113.9"), None)  # type: ignore[arg-type]
     assert not allowed(req("127.0.0.1"), "s3cret")  # type: ignore[arg-type]
     assert allowed(req("203.0.113.9", "Bearer s3cret"), "s3cret")  # type: ignore[arg-type]
+
+
+def test_json_logs_of_the_workers_name_each_request(server: PcrmServe) -> None:
+    r = httpx.post(server.url + "/webhooks/rest/webhook", headers={**CLOSE, "x-request-id": "metrics-req-7"},
+                   json={"sender": "metrics-log", "message": "안녕하세요"}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-request-id"] == "metrics-req-7"
+    import json
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        access = [x for x in lines
+                  if x.get("request_id") == "metrics-req-7" and x.get("path") == "/webhooks/rest/webhook"]
+        if access:
+            break
+        time.sleep(0.2)
+    assert access and access[0]["status"] == 200 and access[0]["method"] == "POST"
+    assert all(not line.startswith("INFO:") for line in server.log().splitlines()), "a text line among JSON logs"
