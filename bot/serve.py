@@ -60,6 +60,8 @@ def warm(engine: Engine) -> None:
     engine.parse("쓰레기 언제 버려요? warm-up")
     _ = engine.executor
     engine._rasa_sdk()
+    if hasattr(type(engine), "kb"):  # the knowledge base and its embedding model (loaded on first use)
+        _ = engine.kb
     for hook in ("warm_up", "warm"):  # an engine that loads more at start names it so
         fn = getattr(engine, hook, None)
         if callable(fn):
