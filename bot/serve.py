@@ -51,7 +51,7 @@ _MIGRATED: set[str] = set()
 #: uvicorn's exit code for a worker that failed before serving.
 STARTUP_FAILURE = 3
 #: Seconds a stopping worker gets to finish its requests before SIGKILL.
-GRACEFUL_S = 10.0
+GRACEFUL_S = 25.0
 
 
 def warm(engine: Engine) -> None:
