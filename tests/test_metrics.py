@@ -4,7 +4,8 @@ A conversation is spread over both workers (a new connection per request; ``X-PC
 tells which answered), with FAQ questions and a hand-off; then a scrape must show, summed over
 the workers, exactly the messages sent (by channel and label), as many turn-latency and stage
 observations, the hand-off by department, the queue it waits in, the SLA, spool and error series,
-and refuse a scrape without the token. The workers log JSON lines (``PCRM_LOG_FORMAT=json``).
+and refuse a scrape without the token. The workers log JSON lines (``PCRM_LOG_FORMAT=json``) and
+share the models the supervisor loaded (the whole server within 900 MB of PSS).
 """
 
 from __future__ import annotations
