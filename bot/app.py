@@ -27,14 +27,18 @@ from bot.inbox import Inbox
 from bot.live import make_live_events
 from bot.locks import make_conversation_lock
 from bot.logging_setup import install_pii_filter
+from bot.metrics import ErrorCounter
+from bot.metrics import router as metrics_router
 from bot.open311 import router as open311_router
 from bot.ratelimit import RateLimited, make_rate_limiter
+from bot.serve import engine_with, migrate
 from bot.settings import Settings, get_settings
 from bot.sms import LogOnlySmsSender
 from bot.supervisor import router as supervisor_router
+from bot.telemetry import RequestId, setup_tracing
 from bot.transparency import router as transparency_router
 from channels.base import ChannelAdapter
-from crm_store.db import make_session_factory, resolve_url, upgrade
+from crm_store.db import make_session_factory, resolve_url
 from crm_store.requests import SqlRequestStore
 from crm_store.state_store import SqlStateStore
 
@@ -200,15 +204,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the whole application from settings (environment + ``config.yml``)."""
     install_pii_filter()  # no personal data in logs
     settings = settings or get_settings()
+    setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)  # off unless configured
     url = resolve_url(settings.database_url)
-    upgrade(url)  # idempotent: a fresh SQLite file gets its schema on first start
+    migrate(url)  # idempotent: a fresh SQLite file gets its schema on first start (once, before forking)
     sessions = make_session_factory(url)
     redis_url, prefix = settings.redis_url, settings.pcrm_redis_prefix
     if engine is None:
         states: Any = SqlStateStore(sessions)
         if redis_url:  # a cache in front; SQL stays the source of truth
             states = RedisCachedStateStore(states, redis_url, prefix=prefix)
-        engine = Engine(settings=settings, states=states, requests=SqlRequestStore(sessions))
+        engine = engine_with(settings, states, SqlRequestStore(sessions))  # the preloaded models, if any
     live = make_live_events(redis_url, prefix)
     inbox = Inbox(engine, sessions, live,
                   spool_path=settings.pcrm_spool_path or settings.pcrm_model_dir.parent / "spool.jsonl",
@@ -259,6 +264,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             db = "down"
         return {"status": "ok", "database": db}
 
+    app.include_router(metrics_router())
     app.include_router(open311_router)
     app.include_router(transparency_router)
     app.include_router(supervisor_router)
@@ -275,6 +281,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(console_router)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(ErrorCounter)
+    app.add_middleware(RequestId)  # outermost: the id (and the request's span) covers everything
     if settings.pcrm_worker_header:
         app.add_middleware(WorkerHeader)
     return app

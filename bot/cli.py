@@ -150,19 +150,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from bot.serve import serve
+    from bot.settings import get_settings
+    from bot.telemetry import log_config
 
-    if args.workers > 1:
-        # Each worker builds its app from the environment (create_app() reads Settings()).
-        # Loading the NLU model holds the GIL for seconds: a generous health-check timeout
-        # keeps the supervisor from taking a worker that is still starting for a hung one.
-        uvicorn.run("bot.app:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level, timeout_worker_healthcheck=60)
-    else:
-        from bot.app import create_app
-
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    json_logs = get_settings().pcrm_log_format.lower() == "json"
+    return serve(args.host, args.port, args.workers, args.log_level,
+                 log_config(args.log_level) if json_logs else None)
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
 from bot.dialogue.understanding import classifier_emergency_stands
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
+from bot.metrics import timed
 from bot.nlu.language import conversation_lang, detect
 from bot.nlu.model import NLU, Parse, ensure_model
 from bot.nlu.normalize import clean
@@ -126,7 +127,8 @@ class Engine:
     def parse(self, text: str, lang_hint: str | None = None) -> Parse:
         """NLU only (``pcrm route``), with the emergency override applied."""
         nlu = self.nlu
-        result = nlu.parse(text, lang_hint) if isinstance(nlu, NLU) else nlu(text, lang_hint)
+        with timed("nlu"):
+            result = nlu.parse(text, lang_hint) if isinstance(nlu, NLU) else nlu(text, lang_hint)
         if not self.emergency_override:
             return result
         words = policy.looks_like_emergency(result.normalized)

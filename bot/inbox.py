@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -25,6 +26,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import metrics, telemetry
 from bot.dedup import DedupStore, InProcessDedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.dialogue.state import DialogueState
@@ -81,6 +83,12 @@ class Inbox:
 
         Raises :class:`bot.ratelimit.RateLimited` when the sender or the channel is over its limit.
         """
+        telemetry.CONVERSATION.set(telemetry.conversation_ref(message.conversation_key))  # log lines of this turn
+        with telemetry.span("inbox", **{"pcrm.channel": message.channel}):
+            return await self._receive(message)
+
+    async def _receive(self, message: Message) -> Turn:
+        started = time.perf_counter()
         if self._threads is None:  # created on the event loop
             self._threads = CapacityLimiter(self.max_threads)
         queued: Queued | None = None
@@ -100,6 +108,7 @@ class Inbox:
                     gate.abandon(queued)
                 raise
         turn, live_events = result
+        metrics.turn_done(message.channel, turn, time.perf_counter() - started)
         for channel, payload in live_events:
             try:
                 await self.live.publish(channel, payload)
@@ -128,15 +137,17 @@ class Inbox:
         key = message.conversation_key
         gate = self.gate
         if gate is not None and (queued is not None or gate.ready):  # limits, lock, retry answer, pending state
-            adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter,
-                             wait=wait, queued=queued)
+            with metrics.timed("redis"):
+                adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter,
+                                 wait=wait, queued=queued)
             if isinstance(adm, Queued):
                 return adm
             if adm is not None and adm.locked:
                 try:
                     return self._receive_locked(message, adm)
                 finally:
-                    gate.leave(adm)  # the answer for retries, the state cache, the release: one more
+                    with metrics.timed("redis"):
+                        gate.leave(adm)  # the answer for retries, the state cache, the release: one more
             if adm is not None:  # the Redis lock wait timed out: its fallback, as RedisLock does
                 with (getattr(self.lock, "fallback", None) or InProcessLock()).hold(key):
                     return self._receive_locked(message)
@@ -158,7 +169,8 @@ class Inbox:
         state: DialogueState | None = None
         try:
             try:
-                ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
+                with metrics.timed("store"):
+                    ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
             except (DBAPIError, ConnectionLost) as exc:
                 if not getattr(exc, "connection_invalidated", False):
                     raise
@@ -174,7 +186,8 @@ class Inbox:
         try:
             # The state came with the inbound message's transaction (committed already);
             # it is saved with the turn. Without the database: the state store's own way.
-            turn = self.engine.decide(message, state) if state is not None else self.engine.handle(message)
+            with metrics.timed("engine"):
+                turn = self.engine.decide(message, state) if state is not None else self.engine.handle(message)
         except Exception:  # noqa: BLE001 - e.g. the state store is down too: still answer
             if ids is not None:
                 raise
@@ -194,7 +207,8 @@ class Inbox:
         if ids is not None:
             loaded = state.version if state is not None else 0
             try:
-                live = self._store_turn(message, turn, ids, state, adm)
+                with metrics.timed("store"):
+                    live = self._store_turn(message, turn, ids, state, adm)
             except Exception:  # noqa: BLE001
                 log.exception("could not store turn of %s; spooling", mask_pii(message.conversation_key))
                 self._spool({"kind": "turn", "message": _message_dict(message),
@@ -488,6 +502,7 @@ class Inbox:
 
     def _spool(self, record: dict[str, Any]) -> None:
         """Keep what could not be written, one JSON line each, for :meth:`flush_spool`."""
+        metrics.ERRORS.labels("spooled").inc()
         with self._spool_file() as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()

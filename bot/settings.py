@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     #: ``X-PCRM-Worker: <pid>`` on every response (which worker answered); off by default: it
     #: tells the world process ids. The multi-worker tests and diagnostics turn it on.
     pcrm_worker_header: bool = False
+    #: ``GET /metrics`` needs ``Authorization: Bearer <token>`` when set; unset: loopback clients only.
+    pcrm_metrics_token: str | None = None
+    #: ``json``: one JSON object per log line, with request and conversation ids (default: text).
+    pcrm_log_format: str = "text"
+    #: OpenTelemetry: traces of each turn go to this OTLP/HTTP endpoint when set (off and free when not).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "pcrm"
     #: NLU engine, overriding ``engine`` in config.yml: ``builtin`` or ``rasa`` (then ``RASA_URL``).
     pcrm_engine: str | None = None
     rasa_url: str | None = None

@@ -64,6 +64,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         if engine.url.database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={_sqlite_synchronous()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -105,6 +106,19 @@ def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:  # a connection dropped mid-transaction
         _release(record.info)
+
+
+def _sqlite_synchronous() -> str:
+    """``PCRM_SQLITE_SYNCHRONOUS`` (default ``NORMAL``).
+
+    SQLite's default, FULL, syncs the write-ahead log to disk on every commit: two fsyncs per
+    message, each taken while holding the one write lock every conversation queues on, so one
+    slow fsync on a busy disk stalls them all. In WAL mode NORMAL syncs only at checkpoints; the
+    database cannot be corrupted by a crash, but a power cut may lose the last commits (the
+    SQLite documentation's recommended setting for WAL). FULL for those who prefer that.
+    """
+    value = os.environ.get("PCRM_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+    return value if value in ("OFF", "NORMAL", "FULL", "EXTRA") else "NORMAL"
 
 
 def make_engine(url: str | URL | None = None, schema: str | None = None, **kwargs: Any) -> Engine:

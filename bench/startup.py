@@ -1,0 +1,100 @@
+"""Start-up of ``pcrm serve --workers 2`` with a cached model: the server's and a worker's.
+
+    .venv/bin/python bench/startup.py [--repeat 3] [--workers 2]
+
+Each run starts the server on a fresh temporary SQLite file and prints
+
+* **server**: seconds from the process start to the first answered message (the supervisor
+  imports, loads Kiwi, the NLU model and the actions, migrates, then forks), and the CPU
+  seconds the server's processes spent until then (less sensitive to a busy machine);
+* **worker**: a worker is killed (SIGKILL); seconds from then until a *new* worker (a pid not
+  seen before in ``X-PCRM-Worker``) answers a message: what a worker's own start costs, forked
+  from the warm supervisor (a replacement after a crash, or a worker of a scale-out).
+
+Median and range over ``--repeat`` runs. Not a test: numbers for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import REST, first_answer, process_tree, start, stop  # noqa: E402
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / tick
+
+
+def one(workers: int) -> tuple[float, float, float]:
+    os.environ["PCRM_WORKER_HEADER"] = "1"
+    with tempfile.TemporaryDirectory(prefix="pcrm-start-") as d:
+        tmp = Path(d)
+        t0 = time.monotonic()
+        proc, url = start(workers, f"sqlite:///{tmp / 'pcrm.db'}", None, tmp, "warning")
+        try:
+            server_s = first_answer(proc, url, t0)
+            cpu = cpu_seconds(process_tree(proc.pid))
+            seen: set[str] = set()
+            with httpx.Client(timeout=10, headers={"connection": "close"}) as client:
+                deadline = time.monotonic() + 60
+                while len(seen) < workers and time.monotonic() < deadline:  # every worker up
+                    r = client.post(url + REST, json={"sender": "bench-start", "message": "안녕하세요"})
+                    seen.add(r.headers["x-pcrm-worker"])
+                victim = int(sorted(seen)[0])
+                killed = time.monotonic()
+                os.kill(victim, signal.SIGKILL)
+                worker_s = float("nan")
+                while time.monotonic() - killed < 60:
+                    try:
+                        r = client.post(url + REST, json={"sender": "bench-start", "message": "안녕하세요"})
+                    except httpx.HTTPError:
+                        continue
+                    if r.status_code == 200 and r.headers["x-pcrm-worker"] not in seen:
+                        worker_s = time.monotonic() - killed
+                        break
+                    time.sleep(0.01)
+        finally:
+            stop(proc)
+    return server_s, cpu, worker_s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    rows = []
+    for i in range(args.repeat):
+        server_s, cpu, worker_s = one(args.workers)
+        rows.append((server_s, cpu, worker_s))
+        print(f"run {i + 1}: server first answer {server_s:.2f} s ({cpu:.2f} CPU s); "
+              f"a new worker's first answer {worker_s:.2f} s after the old one was killed", flush=True)
+
+    def fmt(xs: list[float]) -> str:
+        return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f})"
+
+    print(f"server start -> first answer: {fmt([r[0] for r in rows])}; CPU {fmt([r[1] for r in rows])}")
+    print(f"worker start -> first answer: {fmt([r[2] for r in rows])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

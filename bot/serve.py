@@ -1,0 +1,261 @@
+"""``pcrm serve --workers N``: load once, then fork the workers, so they share the models.
+
+Why not uvicorn's own ``--workers``: its supervisor *spawns* each worker as a fresh
+interpreter, and each one loaded the NLU model, spaCy and the Kiwi analyser again (≈ 750 MB
+each, ≈ 500 MB of it Kiwi's dictionaries). Here the supervisor process loads and warms the
+engine (:func:`preload`), runs the migrations once, freezes the garbage collector's view of
+that heap (``gc.freeze``: a collection in a worker never writes to those objects' headers,
+so their pages stay shared) and then ``fork``\\ s N workers. Each worker builds its own app
+(:func:`bot.app.create_app`) with its own database pool, Redis clients and threads — all made
+after the fork, never inherited — around a copy of the preloaded engine
+(:func:`engine_with`). Kiwi's and the models' memory is then shared copy-on-write; a worker
+costs what it allocates itself (``bench/memory.py`` measures PSS).
+
+The supervisor keeps N workers alive (a dead one is re-forked from the warm parent: no model
+load), forwards SIGTERM/SIGINT, and stops if a worker fails during its start-up (a broken
+configuration would fail the same way on every restart). It also owns the directory of
+prometheus-client's multiprocess mode (:mod:`bot.metrics`): a temporary one unless
+``PROMETHEUS_MULTIPROC_DIR`` is set, wiped at start and removed at exit.
+
+Hook for whatever else the engine loads at start (a knowledge base, an embedding model):
+load it in ``Engine`` (constructor or a property) and touch it in :func:`warm`, and it is
+loaded once here and shared by every worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.dialogue.state import StateStore
+    from bot.engine import Engine
+    from bot.service_requests import RequestStore
+    from bot.settings import Settings
+
+log = logging.getLogger("pcrm.serve")
+
+#: The engine loaded before the fork (None outside ``pcrm serve --workers N``'s processes).
+_PRELOADED: Engine | None = None
+#: Database URLs already migrated by the supervisor: workers skip Alembic.
+_MIGRATED: set[str] = set()
+#: uvicorn's exit code for a worker that failed before serving.
+STARTUP_FAILURE = 3
+#: Seconds a stopping worker gets to finish its requests before SIGKILL.
+GRACEFUL_S = 25.0
+
+
+def warm(engine: Engine) -> None:
+    """Load and exercise everything a turn uses, so it is in memory before the fork."""
+    _ = engine.nlu
+    engine.parse("쓰레기 언제 버려요? warm-up")
+    _ = engine.executor
+    engine._rasa_sdk()
+    if hasattr(type(engine), "kb"):  # the knowledge base and its embedding model (loaded on first use)
+        _ = engine.kb
+    for hook in ("warm_up", "warm"):  # an engine that loads more at start names it so
+        fn = getattr(engine, hook, None)
+        if callable(fn):
+            fn()
+
+
+def preload(settings: Settings) -> Engine:
+    """Build and warm the engine (with in-memory stores: each worker puts its own in) and import
+    the web app's modules, in the supervisor."""
+    global _PRELOADED
+    from bot import app as _app  # noqa: F401 - FastAPI, the routers and their imports, shared too
+    from bot.engine import Engine
+
+    for name in ("channels.rest", "channels.webchat", "channels.twilio_sms", "channels.twilio_voice",
+                 "channels.telegram", "channels.kakao"):
+        try:
+            __import__(name)
+        except ImportError:  # pragma: no cover - an optional channel's package is missing
+            pass
+    engine = Engine(settings=settings)
+    warm(engine)
+    _PRELOADED = engine
+    return engine
+
+
+def engine_with(settings: Settings, states: StateStore, requests: RequestStore) -> Engine:
+    """The engine of a worker: the preloaded one (its models shared) with this worker's stores,
+    or a new one when nothing was preloaded for these settings (tests, ``pcrm serve`` alone)."""
+    from bot.engine import Engine
+
+    base = _PRELOADED
+    if base is None or base.settings != settings:
+        return Engine(settings=settings, states=states, requests=requests)
+    engine = copy.copy(base)  # shares NLU, knowledge, actions; the stores are this worker's
+    engine.states, engine.requests = states, requests
+    return engine
+
+
+def migrate(url: str) -> None:
+    """``alembic upgrade head`` unless the supervisor already did it for ``url`` before the fork."""
+    from crm_store.db import upgrade
+
+    if url not in _MIGRATED:
+        upgrade(url)
+        _MIGRATED.add(url)
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """prometheus-client's multiprocess directory, set in the environment before it is imported:
+    the operator's (wiped), else a new temporary one (removed at exit). ``(path, ours)``."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for f in path.glob("*.db"):  # counters of a previous run would be summed into this one's
+            f.unlink(missing_ok=True)
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="pcrm-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path, True
+
+
+def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = None) -> int:
+    """Run the web app: in this process for one worker, else pre-forked workers (see module doc)."""
+    import uvicorn
+
+    from bot.settings import get_settings
+
+    kw: dict[str, Any] = {"log_level": log_level}
+    if log_config is not None:
+        kw["log_config"] = log_config
+    if workers <= 1:
+        from bot.app import create_app
+
+        uvicorn.run(create_app(), host=host, port=port, **kw)
+        return 0
+
+    metrics_dir, ours = _metrics_dir()
+    try:
+        config = uvicorn.Config("bot.app:create_app", factory=True, host=host, port=port, workers=workers, **kw)
+        settings = get_settings()
+        t0 = time.perf_counter()
+        from crm_store.db import resolve_url
+
+        url = resolve_url(settings.database_url)
+        migrate(url)
+        preload(settings)
+        gc.collect()
+        gc.freeze()  # everything alive now is never scanned again: its pages stay shared
+        log.info("supervisor %d: engine loaded and frozen in %.1f s; forking %d workers",
+                 os.getpid(), time.perf_counter() - t0, workers)
+        sock = config.bind_socket()
+        return Supervisor(config, sock, workers).run()
+    finally:
+        if ours:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class Supervisor:
+    """Keeps ``n`` forked workers serving ``sock``."""
+
+    def __init__(self, config: Any, sock: Any, n: int) -> None:
+        self.config, self.sock, self.n = config, sock, n
+        self.workers: dict[int, float] = {}  # pid -> start time
+        self.stopping = False
+        self.failed = False
+
+    def _fork(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the supervisor's code
+            code, server = STARTUP_FAILURE, None
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                import uvicorn
+
+                server = uvicorn.Server(self.config)
+                server.run(sockets=[self.sock])
+            except BaseException:  # noqa: BLE001 - logged; the exit code tells the supervisor
+                log.exception("worker %d crashed", os.getpid())
+            finally:
+                # Never served: the app (or its configuration) is broken; restarting would loop.
+                if server is not None and server.started:
+                    code = 0
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.workers[pid] = time.monotonic()
+        log.info("started worker %d", pid)
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            if self.workers.pop(pid, None) is None:
+                continue
+            _mark_dead(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                continue
+            if code == STARTUP_FAILURE:
+                log.error("worker %d failed to start; stopping", pid)
+                self.failed = self.stopping = True
+                continue
+            log.warning("worker %d exited (%s); starting another", pid, code)
+
+    def _signal(self, sig: int, _frame: Any) -> None:
+        if not self.stopping:
+            log.info("received %s; stopping the workers", signal.Signals(sig).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._signal)
+        log.info("supervisor %d serving http://%s:%d", os.getpid(), self.config.host, self.config.port)
+        while not self.stopping:
+            while len(self.workers) < self.n and not self.stopping:
+                self._fork()
+            time.sleep(0.2)
+            self._reap()
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + GRACEFUL_S
+        while self.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            self._reap()
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.sock.close()
+        return 1 if self.failed else 0
+
+
+def _mark_dead(pid: int) -> None:
+    """Tell prometheus-client a worker is gone (its live gauges are dropped)."""
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+    except Exception:  # noqa: BLE001 - metrics are never worth a supervisor crash
+        pass
