@@ -1,0 +1,1 @@
+"""The knowledge base: articles (``articles``), their retrieval (``retrieval``) and CLI (``cli``)."""
