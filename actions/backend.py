@@ -8,25 +8,33 @@ the environment (``DATABASE_URL`` → the SQL store, else in memory).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.knowledge import Knowledge
 from bot.service_requests import InMemoryRequestStore, RequestStore
+
+if TYPE_CHECKING:
+    from bot.kb.retrieval import KnowledgeBase
 
 
 @dataclass
 class Backend:
     knowledge: Knowledge
     requests: RequestStore
+    #: The knowledge base ``action_answer_faq`` answers from (None: the responses' utter_faq_*).
+    kb: KnowledgeBase | None = None
 
 
 _backend: Backend | None = None
 
 
-def configure(knowledge: Knowledge, requests: RequestStore) -> None:
-    """Give the actions the engine's knowledge and request store (called before every in-process action)."""
+def configure(knowledge: Knowledge, requests: RequestStore, kb: KnowledgeBase | None = None) -> None:
+    """Give the actions the engine's knowledge, request store and knowledge base (called before
+    every in-process action)."""
     global _backend
-    if _backend is None or _backend.knowledge is not knowledge or _backend.requests is not requests:
-        _backend = Backend(knowledge, requests)
+    if _backend is None or _backend.knowledge is not knowledge or _backend.requests is not requests \
+            or _backend.kb is not kb:
+        _backend = Backend(knowledge, requests, kb)
 
 
 def get() -> Backend:
@@ -45,5 +53,9 @@ def get() -> Backend:
             requests = SqlRequestStore(make_session_factory(settings.database_url))
         else:
             requests = InMemoryRequestStore()
-        _backend = Backend(knowledge, requests)
+        from bot.kb.retrieval import shared_knowledge_base
+
+        kb = shared_knowledge_base(settings.pcrm_kb_dir or settings.pcrm_nlu_dir / "knowledge", settings.config(),
+                                   cache_dir=settings.pcrm_model_dir, nlu_dir=settings.pcrm_nlu_dir)
+        _backend = Backend(knowledge, requests, kb)
     return _backend

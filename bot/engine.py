@@ -21,6 +21,7 @@ from bot.dialogue import policy
 from bot.dialogue.context import SYSTEM_PREFIX, TurnContext
 from bot.dialogue.state import DialogueState, InMemoryStateStore, StateStore
 from bot.dialogue.understanding import classifier_emergency_stands
+from bot.kb.retrieval import KnowledgeBase, shared_knowledge_base
 from bot.knowledge import Knowledge
 from bot.messages import Event, Message, Reply, Routing, Turn
 from bot.metrics import timed
@@ -58,11 +59,13 @@ class Engine:
 
     def __init__(self, *, knowledge: Knowledge | None = None, nlu: NLU | Parser | None = None,
                  states: StateStore | None = None, requests: RequestStore | None = None,
-                 settings: Settings | None = None, clock: Callable[[], datetime] | None = None) -> None:
+                 settings: Settings | None = None, clock: Callable[[], datetime] | None = None,
+                 kb: KnowledgeBase | None = None) -> None:
         self.settings = settings or get_settings()
         config = self.settings.config()
         self.knowledge = knowledge or Knowledge(self.settings.pcrm_nlu_dir, config)
         self._nlu = nlu
+        self._kb = kb
         self._nlu_lock = threading.Lock()
         self.states = states or InMemoryStateStore()
         self.requests = requests or InMemoryRequestStore()
@@ -102,6 +105,18 @@ class Engine:
 
             self._sdk = (self.executor.actions, CollectingDispatcher, Tracker.from_dict)
         return self._sdk
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        """The knowledge base (``PCRM_KB_DIR``, default ``nlu_data/knowledge``), built on first use."""
+        if self._kb is None:
+            with self._nlu_lock:
+                if self._kb is None:
+                    kb_dir = self.settings.pcrm_kb_dir or self.settings.pcrm_nlu_dir / "knowledge"
+                    self._kb = shared_knowledge_base(kb_dir, self.settings.config(),
+                                                     cache_dir=self.settings.pcrm_model_dir,
+                                                     nlu_dir=self.settings.pcrm_nlu_dir)
+        return self._kb
 
     # --- NLU ---------------------------------------------------------------------------------
     @property
@@ -190,7 +205,7 @@ class Engine:
         parse.lang = self._conversation_lang(parse, message, state)
         state.lang = parse.lang
         ctx = TurnContext(message, state, parse, self.knowledge, self.clarify_below,
-                          lambda: self.hours.is_open(self.clock()), self.emergency_min)
+                          lambda: self.hours.is_open(self.clock()), self.emergency_min, kb=self.kb)
         ctx._runner = self._run_action
         ctx._parser = self.parse
         ctx._next_open = lambda lang: self.hours.describe_next_open(self.clock(), lang)
@@ -242,7 +257,8 @@ class Engine:
 
     def _run_action(self, ctx: TurnContext, name: str) -> None:
         """Run a rasa_sdk action in-process and apply what it returns."""
-        action_backend.configure(self.knowledge, self.requests)  # this engine's stores, even if tests make several
+        # This engine's stores, even if tests make several.
+        action_backend.configure(self.knowledge, self.requests, self.kb)
         slots = dict(ctx.state.slots)
         slots["lang"] = ctx.lang
         tracker = {

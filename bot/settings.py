@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     pcrm_public_url: str = "http://127.0.0.1:8000"
     pcrm_nlu_dir: Path = ROOT / "nlu_data"
     pcrm_model_dir: Path = ROOT / "var" / "model"
+    #: The knowledge base's articles (default: ``<pcrm_nlu_dir>/knowledge``).
+    pcrm_kb_dir: Path | None = None
     pcrm_max_message_chars: int = 5000
     #: ``X-PCRM-Worker: <pid>`` on every response (which worker answered); off by default: it
     #: tells the world process ids. The multi-worker tests and diagnostics turn it on.

@@ -7,7 +7,8 @@ Call flow
     comes back to ``POST /webhooks/twilio/voice/gather``: the speech transcript (or
     the key pressed, mapped to text) goes through the :class:`~bot.inbox.Inbox` as
     one :class:`Message` and the engine's replies are spoken (``<Say>``) inside the
-    next ``<Gather>``. ``hints.end_call`` ends the call (``<Hangup>``).
+    next ``<Gather>``. ``hints.end_call`` ends the call (``<Hangup>``); ``hints.spoken`` (a knowledge-base
+    article's shorter voice version) is said instead of the text.
 
 Sequence and retries
     Each ``<Gather>``'s action URL carries its sequence number and the call's
@@ -295,7 +296,7 @@ class TwilioVoiceChannel(ChannelAdapter):
         asks = any(r.buttons for r in turn.replies)  # e.g. an after-hours call-back offer: listen for the answer
         if action in ("handoff", "paused") and not asks:
             for reply in turn.replies:
-                self._say(resp, reply.text)
+                self._say(resp, reply.hints.get("spoken") or reply.text)
             ev = turn.event("handoff")
             after_hours = bool(ev.data.get("after_hours")) if ev is not None \
                 else not engine.hours.is_open(engine.clock())
@@ -314,7 +315,7 @@ class TwilioVoiceChannel(ChannelAdapter):
             return resp
         if any(r.hints.get("end_call") for r in turn.replies):
             for reply in turn.replies:
-                self._say(resp, reply.text)
+                self._say(resp, reply.hints.get("spoken") or reply.text)
             resp.hangup()
             return resp
         buttons = [b for r in turn.replies for b in r.buttons]
@@ -322,7 +323,7 @@ class TwilioVoiceChannel(ChannelAdapter):
         gather = self._gather(engine, lang, n + 1, options=options,
                               digits_only_one=0 < len(buttons) <= 9)
         for reply in turn.replies:
-            self._say(gather, reply.text)
+            self._say(gather, reply.hints.get("spoken") or reply.text)
         if not turn.replies:
             self._say(gather, PROMPTS[lang]["not_heard"], lang)
         if buttons:

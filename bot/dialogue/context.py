@@ -7,13 +7,17 @@ list of rules, and lets the engine collect replies and events in one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.dialogue.state import DialogueState
 from bot.knowledge import Knowledge
 from bot.messages import Button, Event, Message, Reply, Routing
 from bot.nlu.model import Parse
 from bot.routing import priority_for
+
+if TYPE_CHECKING:
+    from bot.kb.articles import Article
+    from bot.kb.retrieval import KnowledgeBase
 
 #: Labels of turns the policy understood by rule, outside the catalog's intents (see ``command``).
 SYSTEM_PREFIX = "sys."
@@ -25,11 +29,16 @@ class TurnContext:
     """One turn in progress. The policy mutates ``state`` and calls the verbs below."""
 
     def __init__(self, message: Message, state: DialogueState, parse: Parse, knowledge: Knowledge,
-                 clarify_below: float, office_open: Callable[[], bool], emergency_min: float = 0.3) -> None:
+                 clarify_below: float, office_open: Callable[[], bool], emergency_min: float = 0.3,
+                 kb: KnowledgeBase | None = None) -> None:
         self.message = message
         self.state = state
         self.parse = parse
         self.knowledge = knowledge
+        #: The articles residents' questions are answered from (bot/dialogue/questions.py).
+        self.kb = kb
+        #: Articles close to an unsure message, offered by ``policy.clarify`` beside its candidates.
+        self.kb_suggestions: list[Article] = []
         self.lang = parse.lang
         self.text = parse.normalized
         self.entities = parse.entities

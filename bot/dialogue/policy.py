@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from bot.dialogue import questions
 from bot.dialogue import understanding as u
 from bot.messages import Button
 from bot.nlu.entities import ROAD_ADDRESS, first
@@ -378,6 +379,8 @@ def request_code(ctx: TurnContext, phone: str) -> None:
 
 def respond_to_intent(ctx: TurnContext) -> None:
     """No open question: act on what the resident said."""
+    if questions.answer_question(ctx):  # a question the knowledge base answers (or declines)
+        return
     state, label = ctx.state, ctx.label
     k = ctx.knowledge
     if ctx.low_confidence and ctx.forced_label is None:
@@ -456,6 +459,7 @@ def clarify(ctx: TurnContext) -> None:
     state.clarify_count += 1
     ctx.route("clarify")
     buttons = [Button(ctx.knowledge.label_name(lab, ctx.lang), f"/{lab}") for lab in options]
+    buttons = [*questions.suggestion_buttons(ctx), *buttons][:3]  # knowledge-base articles first
     buttons.append(ctx.button("btn_human", "/conv.human"))
     ctx.say("utter_clarify", buttons=buttons)
 

@@ -32,6 +32,7 @@ class DialogueState:
     handed_off: bool = False
     handoff_department: str | None = None
     last_department: str | None = None
+    last_article: str | None = None         # KB article answered last: context of a follow-up question
     reminders: bool | None = None           # due-date reminders: asked and agreed / declined or stopped
     queue: list[dict[str, Any]] = field(default_factory=list)  # reports said mid-form, taken up next
     callback: dict[str, Any] = field(default_factory=dict)     # after hours: department, reason, message, phone

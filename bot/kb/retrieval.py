@@ -517,6 +517,20 @@ class KnowledgeBase:
         return art if art is not None and art.active_on(self._today()) else None
 
 
+def cited_answer(kb: KnowledgeBase, article: Article, lang: str) -> tuple[str, dict[str, Any]]:
+    """(reply text, reply hints): the answer with its source on a short last line; the hints
+    carry the article id, the ``spoken`` version for voice and the source link."""
+    body = kb.text(article, "answer", lang)
+    src = article.source or {}
+    title = src.get("title") or kb.text(article, "title", lang)
+    url = src.get("url") or ""
+    cite = ("Source" if lang == "en" else "출처") + f": {title}" + (f" {url}" if url else "")
+    hints: dict[str, Any] = {"article": article.id, "spoken": kb.text(article, "spoken", lang)}
+    if url:
+        hints["link"] = url
+    return f"{body}\n{cite}", hints
+
+
 #: Where one message holds two questions: after a question mark / sentence end, or after a
 #: connective ending ("얼마고", "얼마이고", "하고요 그리고") or "and" in English.
 _SPLIT_RE = re.compile(
@@ -527,3 +541,30 @@ def split_questions(text: str) -> list[str]:
     """Candidate sub-questions of ``text`` (each ≥ 2 characters), in order."""
     parts = [p.strip(" ,") for p in _SPLIT_RE.split(text.strip()) if p and p.strip(" ,")]
     return [p for p in parts if len(p) >= 2]
+
+
+_shared: dict[tuple[Any, ...], KnowledgeBase] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_knowledge_base(kb_dir: Path, config: dict[str, Any], *, cache_dir: Path | None = None,
+                          nlu_dir: Path | None = None) -> KnowledgeBase:
+    """The process's KB for ``kb_dir`` (built once; rebuilt if a file there changed).
+
+    Several engines in one process (tests, the action server beside the app) share it: the
+    index and its calibration cost seconds, the embedding model is loaded once anyway.
+    """
+    from bot.kb.articles import load_catalog_departments, load_dir
+
+    files = sorted(Path(kb_dir).glob("*.y*ml")) if Path(kb_dir).is_dir() else []
+    key = (str(kb_dir), tuple((f.name, f.stat().st_mtime_ns) for f in files), id(config))
+    with _shared_lock:
+        kb = _shared.get(key)
+        if kb is None:
+            departments = load_catalog_departments(nlu_dir)
+            articles = load_dir(kb_dir, config, departments=departments) if files else []
+            kb = KnowledgeBase(articles, config, departments=departments, cache_dir=cache_dir,
+                               negatives=load_negatives(nlu_dir))
+            _shared.clear()
+            _shared[key] = kb
+        return kb

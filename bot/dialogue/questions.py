@@ -1,0 +1,170 @@
+"""Questions answered from the knowledge base, and how they share a turn with the classifier.
+
+The classifier (bot/nlu) knows 30 catalog codes; the knowledge base (bot/kb) knows hundreds of
+articles. Who decides:
+
+* ``faq.*``, ``conv.out_of_scope`` and any low-confidence label: the KB is asked. Its
+  calibrated decision stands: ``answer`` answers, ``suggest`` offers its closest titles as
+  buttons (with a person), ``abstain`` leaves the turn to the classifier's own handling
+  (clarify / out-of-scope), except that a plain *question* nobody can answer gets an honest
+  "I don't know" with a person.
+  A confident ``faq.X`` whose article the KB did not pick with confidence still gets
+  article X: on the catalog's 12 topics the classifier is right 98 % of the time.
+* a confident service request ("윗집 소음 때문에 신고하려고요") stays a request, unless the
+  message is a question (not a report, not a request to do something) *and* the KB answers
+  it with high confidence ("층간소음 상담은 어디서 받아요?").
+* greetings, thanks, hand-off, status, emergencies: never the KB.
+
+Turns answered from an article are recorded under its catalog FAQ code (``faq:``) or, for
+articles beyond the catalog, ``kb.<article id>``; the state remembers the article so the
+next, elliptical question ("요금은 얼마예요?") is read in its context.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from bot.messages import Button, Reply
+
+if TYPE_CHECKING:
+    from bot.dialogue.context import TurnContext
+    from bot.kb.articles import Article
+    from bot.kb.retrieval import Result
+
+#: Label prefix of turns answered by an article that no catalog FAQ topic covers.
+KB_PREFIX = "kb."
+#: Button payload that asks for one article.
+PAYLOAD_PREFIX = "/kb."
+#: A confident service label yields to the KB only from this calibrated KB confidence on.
+DIVERT_REQUEST_AT = 0.85
+#: A confident ``faq.X`` label: its own article is answered when the KB is unsure.
+FAQ_TRUST_AT = 0.6
+#: Suggestions are articles scoring at least this share of the best one (not filler).
+SUGGEST_SHARE = 0.8
+_NEVER = frozenset({"conv.greet", "conv.thanks", "conv.goodbye", "conv.human", "conv.request_status",
+                    "conv.emergency"})
+
+_QUESTION_KO = re.compile(
+    r"\?|？|어디|어떻게|어떡|언제|얼마|몇\s?[시개장번일명원]|무엇|뭐[가야예에요지]|뭔가요|누구|왜|"
+    r"(?:나요|까요|가요|는지|인지|[을를]까|되요|돼요\?|있어요\?|려면|하면\s?돼)")
+_QUESTION_EN = re.compile(r"\?|^\s*(?:how|what|when|where|which|who|why|can|could|do|does|is|are|should|may)\b",
+                          re.IGNORECASE)
+#: Words of a report or a request for action: such a message is a service request, even
+#: phrased as a question ("가로등 고장 신고 어떻게 해요?" opens the streetlight form).
+_ACTION = re.compile(
+    r"신고|접수|신청|고쳐|치워|수거해|가져가|와\s?주|해\s?주세요|해주실|처리해|막혔|터졌|나갔|부서졌|"
+    r"\b(?:report|fix|repair|pick up|send someone|complain)", re.IGNORECASE)
+
+
+def looks_like_question(text: str, lang: str) -> bool:
+    """A request for information, not a report or a request for action."""
+    if _ACTION.search(text):
+        return False
+    return bool((_QUESTION_EN if lang == "en" else _QUESTION_KO).search(text)) or \
+        bool(_QUESTION_KO.search(text) or _QUESTION_EN.search(text))
+
+
+def label_for(article: Article) -> str:
+    """The label a turn answered by ``article`` is recorded under."""
+    return article.faq or f"{KB_PREFIX}{article.id}"
+
+
+def answer_question(ctx: TurnContext) -> bool:
+    """Answer the message from the knowledge base if that is the right thing; True if done.
+
+    Called first in ``policy.respond_to_intent``. When it returns False the classifier's
+    handling goes on; it may have left ``ctx.kb_suggestions`` for :func:`suggestion_buttons`.
+    """
+    kb = ctx.kb
+    if kb is None:
+        return False
+    text, label, state = ctx.text, ctx.label, ctx.state
+    if text.startswith(PAYLOAD_PREFIX):  # a suggestion button
+        article = kb.get(text[len(PAYLOAD_PREFIX):].strip())
+        if article is not None:
+            _answer(ctx, [article])
+            return True
+        return False
+    faq_article = kb.for_faq(label) if label.startswith("faq.") else None
+    if ctx.forced_label is not None:
+        if faq_article is not None:
+            _answer(ctx, [faq_article])
+            return True
+        return False
+    if label in _NEVER and not ctx.low_confidence:
+        return False
+    is_request = label in ctx.knowledge.services and not ctx.low_confidence
+    question = looks_like_question(text, ctx.lang)
+    if is_request and not question:
+        return False
+    result = kb.answer(text, ctx.lang, context=state.last_article)
+    if is_request:
+        if result.decision == "answer" and result.confidence >= DIVERT_REQUEST_AT and not result.parts:
+            _answer(ctx, [result.hits[0].article], result)
+            return True
+        return False
+    if result.decision == "answer":
+        articles = [p.hits[0].article for p in result.parts] if result.parts else [result.hits[0].article]
+        _answer(ctx, articles, result)
+        return True
+    if faq_article is not None and (ctx.confidence >= FAQ_TRUST_AT or (
+            result.hits and result.hits[0].article.id == faq_article.id)):
+        # The classifier is sure of a catalog topic, or both agree on it: its article.
+        _answer(ctx, [faq_article], result)
+        return True
+    close = [h.article for h in result.hits[:3] if h.score >= SUGGEST_SHARE * result.hits[0].score]
+    if result.decision == "suggest" and close:
+        if ctx.low_confidence and label in ctx.knowledge.services:
+            ctx.kb_suggestions = close[:2]
+            return False  # clarify() offers them beside the catalog's candidates
+        _suggest(ctx, close)
+        return True
+    if question and (label in ("conv.out_of_scope",) or label.startswith("faq.") or ctx.low_confidence):
+        ctx.route("answer")
+        ctx.say("utter_kb_abstain", buttons=[ctx.button("btn_human", "/conv.human")])
+        ctx.event("kb_abstain", query=text[:200])
+        return True
+    return False
+
+
+def reply_for(ctx: TurnContext, article: Article) -> Reply:
+    """The article's answer with its source on a last line; voice gets ``spoken`` as a hint."""
+    from bot.kb.retrieval import cited_answer
+
+    assert ctx.kb is not None
+    text, hints = cited_answer(ctx.kb, article, ctx.lang)
+    return Reply(text, [], hints)
+
+
+def _answer(ctx: TurnContext, articles: list[Article], result: Result | None = None) -> None:
+    first = articles[0]
+    ctx.route("answer", department=first.department)
+    for article in articles:
+        ctx.replies.append(reply_for(ctx, article))
+        ctx.event("kb_answer", article=article.id, revision=ctx.kb.revision if ctx.kb else 0,
+                  confidence=round(result.confidence, 4) if result else 1.0,
+                  context=bool(result and result.used_context))
+    last = articles[-1]
+    ctx.state.last_article = last.id
+    if last.department and last.department != "general":
+        ctx.state.last_department = last.department
+    ctx.answered(label_for(first))
+    ctx.state.clarify_options = []
+    ctx.state.clarify_count = 0
+
+
+def _suggest(ctx: TurnContext, articles: list[Article]) -> None:
+    ctx.route("clarify")
+    ctx.event("kb_suggest", articles=[a.id for a in articles])
+    ctx.say("utter_kb_suggest", buttons=[*suggestion_buttons(ctx, articles),
+                                         ctx.button("btn_human", "/conv.human")])
+
+
+def suggestion_buttons(ctx: TurnContext, articles: list[Article] | None = None) -> list[Button]:
+    """Buttons for articles (default: those :func:`answer_question` left on ``ctx``)."""
+    kb = ctx.kb
+    if kb is None:
+        return []
+    chosen = articles if articles is not None else getattr(ctx, "kb_suggestions", [])
+    return [Button(kb.text(a, "title", ctx.lang), f"{PAYLOAD_PREFIX}{a.id}") for a in chosen]
