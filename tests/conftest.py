@@ -26,6 +26,10 @@ from crm_store.models import Base
 
 pytest_plugins = ["tests.fixtures_server", "tests.fixtures_browser"]
 
+# Engines under test answer from the fixture knowledge base, not the city's nlu_data/knowledge:
+# content staff edit must not break dialogue tests (tests/data/kb holds the 12 catalog topics).
+os.environ.setdefault("PCRM_KB_DIR", os.path.join(os.path.dirname(__file__), "data", "kb"))
+
 POSTGRES_URL = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -363,17 +363,27 @@ def validate(articles: list[Article], config: dict[str, Any] | None = None,
 
 
 def load_dir(path: Path | str, config: dict[str, Any] | None = None, *,
-             departments: dict[str, dict[str, Any]] | None = None) -> list[Article]:
+             departments: dict[str, dict[str, Any]] | None = None,
+             strict: bool = True, problems: list[str] | None = None) -> list[Article]:
     """Every article of ``path/*.yml`` (sorted by file name); raises :class:`ArticleError` with
-    all problems of all files. With ``config``, placeholders are checked against it too."""
+    all problems of all files. With ``config``, placeholders are checked against it too.
+
+    ``strict=False`` (the running bot: one bad article must not silence the others) drops the
+    articles with problems instead and appends the problems to ``problems``.
+    """
     root = Path(path)
     articles: list[Article] = []
-    problems: list[str] = []
+    found: list[str] = []
     for file in sorted(root.glob("*.yml")) + sorted(root.glob("*.yaml")):
         got, bad = parse_file(file)
         articles += got
-        problems += bad
-    problems += validate(articles, config, departments)
-    if problems:
-        raise ArticleError(problems)
-    return articles
+        found += bad
+    cross = validate(articles, config, departments)
+    if strict:
+        if found or cross:
+            raise ArticleError(found + cross)
+        return articles
+    bad_ids = {p.split(":", 1)[0] for p in cross}
+    if problems is not None:
+        problems += found + cross
+    return [a for a in articles if a.id not in bad_ids]
