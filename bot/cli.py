@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_conversation_test_arguments(tc)
     tc.set_defaults(func=cmd_test_conversations)
 
+    from bot.kb.cli import add_parsers as add_kb_parsers  # evaluate-kb, kb import|export
+
+    add_kb_parsers(sub)
+
     us = sub.add_parser("users", help="console users (agents)")
     ua = us.add_subparsers(dest="users_command", required=True).add_parser("add", help="add a console user")
     ua.add_argument("username")

@@ -60,7 +60,11 @@ def test_follow_up_question_uses_the_last_article(engine):
     turn = say(engine, "요금은 얼마에요", sender="p1")
     assert turn.label == "faq.parking_permit"
     assert "40,000원" in turn.text
-    assert turn.event("kb_answer").data["context"] is True
+    photo = say(engine, "사진은 몇 장 필요해요?", sender="p2")  # alone: not sure it is the passport
+    say(engine, "여권 발급 얼마나 걸려요?", sender="p3")
+    after = say(engine, "사진은 몇 장 필요해요?", sender="p3")
+    assert after.label == "faq.passport" and after.event("kb_answer").data["context"] is True
+    assert photo.event("kb_answer") is None or photo.label == "faq.passport"
 
 
 def test_two_questions_get_two_answers_in_order(engine):

@@ -54,6 +54,7 @@ def evaluate_kb(kb: KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, Any]
     decisions: Counter[str] = Counter()
     by_style: dict[str, Counter[str]] = defaultdict(Counter)
     wrong: list[dict[str, Any]] = []
+    sweep_rows: list[tuple[float, bool, bool]] = []  # (p, top hit right, answerable)
     for row in rows:
         gold = row.get("article")
         golds = [gold] if isinstance(gold, str) else list(gold or [])
@@ -74,6 +75,7 @@ def evaluate_kb(kb: KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, Any]
         if answered and not correct:
             ans_wrong += 1
             wrong.append({"text": row["text"], "gold": gold, "answered": answered, "p": round(r.confidence, 3)})
+        sweep_rows.append((r.confidence, top_right, bool(golds)))
         bad_to_answer = not golds or not top_right
         if r.decision != "answer":
             not_answered += 1
@@ -100,6 +102,11 @@ def evaluate_kb(kb: KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, Any]
         "by_style": {k: dict(v) for k, v in sorted(by_style.items())},
         "latency_ms": {"p50": round(_percentile(lat, 50), 3), "p99": round(_percentile(lat, 99), 3)},
         "wrong": wrong[:30],
+        # What other answer thresholds would give (answered correct / answered wrong): for tuning
+        # on a development set, never on a held-out one.
+        "sweep": {f"{t:.2f}": [round(sum(1 for p, ok, g in sweep_rows if p >= t and ok) / max(n_ans, 1), 4),
+                               round(sum(1 for p, ok, g in sweep_rows if p >= t and not ok) / max(n, 1), 4)]
+                  for t in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)},
     }
 
 
@@ -171,6 +178,8 @@ def cmd_evaluate_kb(args: argparse.Namespace) -> int:
     print(f"  abstention precision  {report['abstention_precision']}  recall {report['abstention_recall']}")
     print(f"  suggest hit           {report['suggest_hit']}   decisions {report['decisions']}")
     print(f"  latency p50 {report['latency_ms']['p50']} ms  p99 {report['latency_ms']['p99']} ms")
+    print("  answer threshold sweep (correct / wrong): "
+          + "  ".join(f"{t}: {c:.3f}/{w:.3f}" for t, (c, w) in report["sweep"].items()))
     for style, c in report["by_style"].items():
         print(f"  style {style:12s} n={c['n']:4d}  correct {c['answered_correct'] / c['n']:.3f}  "
               f"wrong {c['answered_wrong'] / c['n']:.3f}")
