@@ -1,0 +1,96 @@
+"""What the knowledge base adds to a worker: per-question latency and memory.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/kb_latency.py [--kb DIR ...] [--config PATH] [--queries JSONL]
+
+Prints p50/p99 of ``KnowledgeBase.answer`` (the time a turn that asks the KB spends in it),
+once with every query new (the query-embedding LRU cold) and once repeated (warm), the share
+of questions that needed the embedding model, and RSS/PSS growth of building the KB (model +
+index) in a process that already has Kiwi loaded (the NLU loads it anyway, so it is not the
+KB's cost). Queries default to the articles' own questions, shuffled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def mem_kb() -> tuple[int, int]:
+    """(RSS, PSS) of this process in KiB."""
+    rss = pss = 0
+    with open("/proc/self/smaps_rollup", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return rss, pss
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kb", action="append", help="article folder(s); default PCRM_KB_DIR or nlu_data/knowledge")
+    ap.add_argument("--config", help="config.yml (default PCRM_CONFIG)")
+    ap.add_argument("--queries", help='JSONL with "text" (and "lang") per line')
+    ap.add_argument("-n", type=int, default=400, help="queries to time")
+    args = ap.parse_args()
+
+    from bot.nlu.tokenizer import kiwi
+
+    kiwi().tokenize("워밍업")  # the NLU's Kiwi: loaded in every worker already
+    import bm25s  # noqa: F401 - imports counted as the KB's cost below
+    import sklearn.linear_model  # noqa: F401
+
+    before = mem_kb()
+    t0 = time.perf_counter()
+    from bot.kb.cli import build_kb
+
+    kb = build_kb(args.kb, args.config, strict=False)
+    build_s = time.perf_counter() - t0
+    after = mem_kb()
+
+    if args.queries:
+        rows = [json.loads(x) for x in Path(args.queries).read_text(encoding="utf-8").splitlines() if x.strip()]
+        queries = [(r["text"], r.get("lang") or "ko") for r in rows]
+    else:
+        queries = [(q, lang) for a in kb.articles for lang, qs in a.questions.items() for q in qs]
+    random.Random(7).shuffle(queries)
+    queries = queries[: args.n]
+    if kb.embedder is not None:
+        kb.embedder._queries.clear()  # noqa: SLF001 - a cold LRU, and no memo of article questions:
+        kb.embedder._memo.clear()  # noqa: SLF001 - every query is embedded as a resident's would be
+    cold: list[float] = []
+    dense = 0
+    for text, lang in queries:
+        t = time.perf_counter()
+        r = kb.answer(text, lang)
+        cold.append((time.perf_counter() - t) * 1000)
+        dense += int(r.dense_used)
+    warm: list[float] = []
+    for text, lang in queries:
+        t = time.perf_counter()
+        kb.answer(text, lang)
+        warm.append((time.perf_counter() - t) * 1000)
+    print(f"articles {len(kb.articles)}  build {build_s:.1f} s  queries {len(queries)}")
+    print(f"added latency, new questions:      p50 {pct(cold, 50):.2f} ms  p99 {pct(cold, 99):.2f} ms  "
+          f"(embedding model used for {dense / max(len(queries), 1):.0%})")
+    print(f"added latency, repeated questions: p50 {pct(warm, 50):.2f} ms  p99 {pct(warm, 99):.2f} ms")
+    rss, pss = (after[0] - before[0]) / 1024, (after[1] - before[1]) / 1024
+    print(f"memory of KB + model: RSS +{rss:.0f} MB  PSS +{pss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
