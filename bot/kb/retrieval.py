@@ -558,11 +558,15 @@ class KnowledgeBase:
         """
         base = self.search(text, lang)
         ctx_article = self._context_article(context)
-        if ctx_article is not None and not (base.decision == "answer" and base.confidence >= 0.85):
+        # Elliptical, unless it names the topic of what it retrieves on its own ("자동차세는요?"
+        # after property tax is about vehicle tax; "그럼 토요일은요?" after office hours is not
+        # about garbage days, whatever the word 토요일 retrieves).
+        elliptical = is_elliptical(text) and not (base.hits and self._names_topic(text, base.hits[0].article, lang))
+        if ctx_article is not None and (elliptical or not (base.decision == "answer" and base.confidence >= 0.85)):
             title = self.text(ctx_article, "title", lang)
             retry = self.search(f"{title} {text}", lang)
             if (retry.decision == "answer" and retry.hits and retry.hits[0].article.id == ctx_article.id
-                    and retry.confidence >= base.confidence):
+                    and (elliptical or retry.confidence >= base.confidence)):
                 retry.query, retry.used_context = text, True
                 return retry
         if base.decision != "answer" or base.confidence < 0.95:
@@ -574,6 +578,14 @@ class KnowledgeBase:
                     return Result("answer", results[0].hits, min(r.confidence for r in results), text,
                                   parts=results, dense_used=any(r.dense_used for r in results))
         return base
+
+    def _names_topic(self, text: str, article: Article, lang: str) -> bool:
+        """Does ``text`` share a content morpheme with the article's title (in either language)?"""
+        words = {t for t in lexical_tokens(text) if not t.startswith("#")}
+        title = set()
+        for lg in article.title:
+            title |= {t for t in lexical_tokens(self.text(article, "title", lg)) if not t.startswith("#")}
+        return bool(words & title)
 
     def _context_article(self, context: str | None) -> Article | None:
         if not context:
@@ -602,10 +614,21 @@ def cited_answer(kb: KnowledgeBase, article: Article, lang: str) -> tuple[str, d
     return f"{body}\n{cite}", hints
 
 
+#: A question that leans on the previous one: "그럼 토요일은요?", "요금은요?", "and on weekends?".
+_ELLIPTICAL = re.compile(r"^\s*(?:그럼|그러면|그리고|그건|그거|이건|저건|and|what about|how about|so)\b|"
+                         r"^\s*\S+\s?[은는]요\s*\??\s*$|^\s*\S+\s?(?:도|만)요\s*\??\s*$", re.IGNORECASE)
+
+
+def is_elliptical(text: str) -> bool:
+    """A follow-up that names only what changed (a day, a fee), not its topic."""
+    return bool(_ELLIPTICAL.search(text.strip()))
+
+
 #: Where one message holds two questions: after a question mark / sentence end, or after a
 #: connective ending ("얼마고", "얼마이고", "하고요 그리고") or "and" in English.
 _SPLIT_RE = re.compile(
-    r"(?<=[?？!.。])\s+|\s*(?:그리고|그리구|또|and also|and)\s+|(?<=[가-힣]고)\s+(?=[가-힣])")
+    r"(?<=[?？!.。])\s+|\s*(?:그리고|그리구|또|and also|and)\s+|(?<=[가-힣]고)\s+(?=[가-힣])"
+    r"|(?<=[가-힣])(?:이랑|랑)\s+(?=[가-힣])")
 
 
 def split_questions(text: str) -> list[str]:
