@@ -33,7 +33,7 @@ import os
 import re
 import threading
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -87,6 +87,11 @@ def _kiwi_tokens(text: str) -> list[tuple[str, str]]:
 
     with _kiwi_lock:
         return [(t.form, t.tag) for t in kiwi().tokenize(text)]
+
+
+def _words(text: str) -> list[str]:
+    """Content morphemes of ``text`` (lexical tokens without the character bigrams)."""
+    return [t for t in lexical_tokens(text) if not t.startswith("#")]
 
 
 def lexical_tokens(text: str) -> list[str]:
@@ -274,6 +279,10 @@ class _Index:
     n_units: int
     calib_full: Any = None
     calib_lex: Any = None
+    #: Content morphemes of each article (questions, titles, tags, answers) and of the whole KB,
+    #: with counts (a left-out question's own words are subtracted in calibration).
+    article_words: list[Counter[str]] = field(default_factory=list)
+    kb_words: Counter[str] = field(default_factory=Counter)
 
 
 class KnowledgeBase:
@@ -350,6 +359,14 @@ class KnowledgeBase:
             answer_article = np.array([i for i, _ in passages], dtype=np.int32)
         index = _Index(articles, rendered, np.array(unit_article, dtype=np.int32), bm25, answers, vecs,
                        answer_vecs, answer_article, len(unit_texts))
+        for i, a in enumerate(articles):
+            words: Counter[str] = Counter()
+            for u in np.flatnonzero(index.unit_article == i):
+                words.update(_words(unit_texts[u]))
+            for lang in a.answer:
+                words.update(_words(rendered[(a.id, "answer", lang)]))
+            index.article_words.append(words)
+            index.kb_words.update(words)
         index.calib_full, index.calib_lex = self._calibrate(index, unit_texts, dense_mask)
         if self.embedder is not None:
             self.embedder.save()
@@ -413,6 +430,23 @@ class KnowledgeBase:
             feats += [d1, d1 - d2, float(dorder[0] == top)]
         return np.array(feats, dtype=np.float64), order
 
+    @staticmethod
+    def _coverage(ix: _Index, text: str, top: int, own: int | None = None) -> list[float]:
+        """Share of the query's content words the KB knows at all, and share the top article
+        has: words nobody wrote about ("로또", "헬스장") mean a question the KB cannot answer.
+        ``own``: the article the (left-out) question comes from, whose words are discounted."""
+        words = _words(text)
+        if not words:
+            return [0.0, 0.0]
+        mine = Counter(words)
+        in_kb = in_top = 0
+        for w in set(words):
+            minus = mine[w] if own is not None else 0
+            in_kb += int(ix.kb_words.get(w, 0) - minus > 0)
+            in_top += int(ix.article_words[top].get(w, 0) - (minus if own == top else 0) > 0)
+        k = len(set(words))
+        return [in_kb / k, in_top / k]
+
     # --- calibration -------------------------------------------------------------------------
     def _calibrate(self, ix: _Index, unit_texts: list[str], dense_mask: list[bool]) -> tuple[Any, Any]:
         """Logistic models P(top hit right | features), with and without the dense side, fitted
@@ -438,6 +472,9 @@ class KnowledgeBase:
             lex, dense = self._scores(ix, lexical_tokens(text), qv, skip_unit=u)
             ff, order = self._features(lex, dense, self._fuse(lex, dense), active)
             fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
+            own = art if art >= 0 else None
+            ff = np.append(ff, self._coverage(ix, text, int(order[0]), own))
+            fl = np.append(fl, self._coverage(ix, text, int(lorder[0]), own))
             rows_full.append(ff)
             rows_lex.append(fl)
             y_full.append(int(order[0] == art))
@@ -493,6 +530,7 @@ class KnowledgeBase:
         tokens = lexical_tokens(text)
         lex, _ = self._scores(ix, tokens, None, skip_unit=_skip_unit)
         fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
+        fl = np.append(fl, self._coverage(ix, text, int(lorder[0])))
         p_lex = self._prob(ix.calib_lex, fl)
         dense_ok = self.embedder is not None and ix.unit_vecs is not None and ix.calib_full is not None
         want_dense = dense_ok and (use_dense if use_dense is not None else p_lex < LEXICAL_SURE_AT)
@@ -501,6 +539,7 @@ class KnowledgeBase:
             lex, dense = self._scores(ix, tokens, qvec, skip_unit=_skip_unit)
             fused = self._fuse(lex, dense)
             feats, order = self._features(lex, dense, fused, active)
+            feats = np.append(feats, self._coverage(ix, text, int(order[0])))
             p = self._prob(ix.calib_full, feats)
         else:
             fused = self._fuse(lex, None)
@@ -569,14 +608,14 @@ class KnowledgeBase:
                     and (elliptical or retry.confidence >= base.confidence)):
                 retry.query, retry.used_context = text, True
                 return retry
-        if base.decision != "answer" or base.confidence < 0.95:
-            parts = split_questions(text)
-            if len(parts) >= 2:
-                results = [self.search(p, lang) for p in parts]
-                ids = [r.hits[0].article.id for r in results if r.hits]
-                if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
-                    return Result("answer", results[0].hits, min(r.confidence for r in results), text,
-                                  parts=results, dense_used=any(r.dense_used for r in results))
+        # A confident whole may still be two questions ("여권 얼마고 등본은 어디서 떼요?").
+        parts = split_questions(text)
+        if 2 <= len(parts) <= 3:
+            results = [self.search(p, lang) for p in parts]
+            ids = [r.hits[0].article.id for r in results if r.hits]
+            if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
+                return Result("answer", results[0].hits, min(r.confidence for r in results), text,
+                              parts=results, dense_used=any(r.dense_used for r in results))
         return base
 
     def _names_topic(self, text: str, article: Article, lang: str) -> bool:
