@@ -600,7 +600,9 @@ class KnowledgeBase:
         # Elliptical, unless it names the topic of what it retrieves on its own ("자동차세는요?"
         # after property tax is about vehicle tax; "그럼 토요일은요?" after office hours is not
         # about garbage days, whatever the word 토요일 retrieves).
-        elliptical = is_elliptical(text) and not (base.hits and self._names_topic(text, base.hits[0].article, lang))
+        # A short question ("어디서 내요?") leans on the last one the same way.
+        elliptical = (is_elliptical(text) or len(set(_words(strip_fillers(text)))) <= 3) \
+            and not (base.hits and self._names_topic(text, base.hits[0].article, lang))
         if ctx_article is not None and (elliptical or not (base.decision == "answer" and base.confidence >= 0.85)):
             title = self.text(ctx_article, "title", lang)
             retry = self.search(f"{title} {text}", lang)
