@@ -224,6 +224,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         _ = engine.nlu  # train or load the model before the first resident waits for it
+        _ = engine.kb  # index and calibrate the knowledge base before the first question, too
         _settle_heap(engine)
         _fill_pool(sessions.kw["bind"], inbox.max_threads + 2)
         flusher = asyncio.create_task(_flush_spool_forever(inbox, settings.pcrm_spool_flush_s))
