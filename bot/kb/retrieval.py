@@ -616,7 +616,9 @@ class KnowledgeBase:
         # A confident whole may still be two questions ("여권 얼마고 등본은 어디서 떼요?").
         parts = split_questions(text)
         if 2 <= len(parts) <= 3:
-            results = [self.search(p, lang) for p in parts]
+            # Lexical only: each part must name its topic plainly, and a long single question
+            # with many clause boundaries must not cost an embedding per clause.
+            results = [self.search(p, lang, use_dense=False) for p in parts]
             ids = [r.hits[0].article.id for r in results if r.hits]
             if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
                 return Result("answer", results[0].hits, min(r.confidence for r in results), text,
