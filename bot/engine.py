@@ -113,9 +113,13 @@ class Engine:
             with self._nlu_lock:
                 if self._kb is None:
                     kb_dir = self.settings.pcrm_kb_dir or self.settings.pcrm_nlu_dir / "knowledge"
-                    self._kb = shared_knowledge_base(kb_dir, self.settings.config(),
-                                                     cache_dir=self.settings.pcrm_model_dir,
-                                                     nlu_dir=self.settings.pcrm_nlu_dir)
+                    try:
+                        self._kb = shared_knowledge_base(kb_dir, self.settings.config(),
+                                                         cache_dir=self.settings.pcrm_model_dir,
+                                                         nlu_dir=self.settings.pcrm_nlu_dir)
+                    except Exception:  # noqa: BLE001 - requests and small talk must work without it
+                        log.exception("knowledge base %s failed to load; questions go to the catalog", kb_dir)
+                        self._kb = KnowledgeBase([], self.settings.config(), embedder=None)
         return self._kb
 
     # --- NLU ---------------------------------------------------------------------------------
