@@ -54,6 +54,7 @@ def main() -> int:
     stats: dict[str, Counter[str]] = {k: Counter() for k in ("service", "faq", "out_of_scope", "other")}
     right = 0
     diverted: list[tuple[str, str, str]] = []
+    faq_other: list[tuple[str, str, str]] = []
     for i, row in enumerate(rows):
         state = DialogueState(key=f"bench:{i}")
         turn = engine.decide(Message("rest", f"bench{i}", row["text"]), state)
@@ -66,6 +67,8 @@ def main() -> int:
         c["n"] += 1
         c["label_right"] += int(turn.label == gold)
         c["kb_answered"] += int(kb_answered)
+        if kind == "faq" and turn.label != gold:
+            faq_other.append((row["text"], gold, turn.label))
         if kind == "service":
             c["kept_as_request"] += int(turn.routing.action == "collect" or turn.label == gold)
             if kb_answered:
@@ -78,6 +81,8 @@ def main() -> int:
                   f"answered by KB {c['kb_answered'] / c['n']:.3f}{extra}")
     for text, gold, label in diverted[:15]:
         print(f"    request taken by the KB: {text!r} ({gold} -> {label})")
+    for text, gold, label in faq_other[:15]:
+        print(f"    FAQ recorded otherwise: {text!r} ({gold} -> {label})")
     print("questions on request topics:")
     for i, q in enumerate(QUESTIONS):
         turn = engine.decide(Message("rest", f"q{i}", q), DialogueState(key=f"q:{i}"))

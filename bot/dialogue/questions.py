@@ -104,8 +104,8 @@ def answer_question(ctx: TurnContext) -> bool:
         return False  # "ok thanks, bye" scored low is still not a question for the KB
     is_request = label in ctx.knowledge.services and not ctx.low_confidence
     question = looks_like_question(text, ctx.lang)
-    if is_request and not question:
-        return False
+    if label in ctx.knowledge.services and not question:
+        return False  # a report, even one the classifier is unsure of: the form or clarify, not an article
     result = kb.answer(text, ctx.lang, context=state.last_article)
     if is_request:
         if result.decision == "answer" and result.confidence >= DIVERT_REQUEST_AT and not result.parts:
@@ -153,6 +153,13 @@ def reply_for(ctx: TurnContext, article: Article) -> Reply:
 
 def _answer(ctx: TurnContext, articles: list[Article], result: Result | None = None) -> None:
     first = articles[0]
+    label = label_for(first)
+    topic = ctx.knowledge.faq.get(ctx.label) if ctx.confidence >= FAQ_TRUST_AT else None
+    if topic and not first.faq and first.department == topic.get("department"):
+        # A more specific article on the catalog topic the classifier recognised (a passport
+        # photo question → civil.passport_photo): still the resident's need faq.passport for
+        # analytics, hand-off summaries and reminders; the article is in the kb_answer event.
+        label = ctx.label
     ctx.route("answer", department=first.department)
     for article in articles:
         ctx.replies.append(reply_for(ctx, article))
@@ -163,13 +170,13 @@ def _answer(ctx: TurnContext, articles: list[Article], result: Result | None = N
     ctx.state.last_article = last.id
     if last.department and last.department != "general":
         ctx.state.last_department = last.department
-    ctx.answered(label_for(first))
+    ctx.answered(label)
     ctx.state.clarify_options = []
     ctx.state.clarify_count = 0
-    if len(articles) == 1 and first.faq:
+    if len(articles) == 1 and label.startswith("faq."):
         from bot.dialogue.policy import offer_reminder  # policy imports this module
 
-        offer_reminder(ctx, first.faq)  # due-date topics: "shall I remind you?"
+        offer_reminder(ctx, label)  # due-date topics: "shall I remind you?"
 
 
 def _suggest(ctx: TurnContext, articles: list[Article]) -> None:
