@@ -62,8 +62,11 @@ def pick_duplicate(candidates: Iterable[RequestRecord], key: str | None, lat: fl
 
     Coordinates on both sides decide by distance; otherwise the address keys must be equal.
     The nearest wins, then the oldest (the one everybody else is already following). Both stores
-    use this one rule; the SQL store only narrows the candidates first.
+    use this one rule; the SQL store only narrows the candidates first. A rule of 0 days (a bulky
+    pickup: each household's own) never matches.
     """
+    if rule.days <= 0:
+        return None
     since = now - timedelta(days=rule.days)
     best: tuple[float, datetime, RequestRecord] | None = None
     for rec in candidates:

@@ -207,6 +207,8 @@ class SqlRequestStore(RequestStore):
         measured in Python on the few rows left. Merged requests are never offered.
         """
         rule = rule or DuplicateRule()
+        if rule.days <= 0:
+            return None
         now = as_utc(now or self._clock())
         key = address_key(location)
         near = []
