@@ -7,6 +7,7 @@ import re
 import httpx
 import pytest
 
+from bot.app import create_app
 from bot.engine import Engine
 from bot.messages import Attachment, Message
 from bot.service_requests import InMemoryRequestStore
@@ -70,7 +71,7 @@ def test_no_to_the_offer_files_a_new_report(shared_nlu) -> None:
 
 
 def test_rest_second_report_at_the_same_address_quotes_the_open_ticket(db_url, tmp_path) -> None:
-    server = ServerThread(__import__("bot.app", fromlist=["create_app"]).create_app(_settings(db_url, tmp_path))).start()
+    server = ServerThread(create_app(_settings(db_url, tmp_path))).start()
 
     def say(sender: str, text: str) -> str:
         r = httpx.post(server.url + WEBHOOK, json={"sender": sender, "message": text}, timeout=60)
