@@ -268,6 +268,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(metrics_router())
     app.include_router(open311_router)
     app.include_router(transparency_router)
+    from bot.public_status import router as public_status_router  # issue 20: ticket lookup and map
+
+    app.include_router(public_status_router)
     app.include_router(supervisor_router)
 
     for adapter in channel_adapters(inbox, settings):
