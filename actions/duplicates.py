@@ -76,3 +76,35 @@ class ActionSubscribeRequest(Action):
         dispatcher.utter_message(response="utter_duplicate_subscribed", ticket=ticket, count=count + 1)
         return [SlotSet("subscribed", True), SlotSet("ticket", ticket),
                 *([SlotSet("request_department", rec.department)] if rec else [])]
+
+
+class ActionConfirmFixed(Action):
+    """The resident says the request marked done is fixed: the loop is closed (kept in its history)."""
+
+    def name(self) -> str:
+        return "action_confirm_fixed"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: dict[str, Any]) -> list[dict[str, Any]]:
+        backend.get().requests.confirm_fixed(tracker.get_slot("fixed_ticket") or "", tracker.sender_id)
+        return []
+
+
+class ActionReopenRequest(Action):
+    """The resident says it is not fixed: the request is open again with their words."""
+
+    def name(self) -> str:
+        return "action_reopen_request"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: dict[str, Any]) -> list[dict[str, Any]]:
+        be = backend.get()
+        lang = tracker.get_slot("lang") or "ko"
+        ticket = tracker.get_slot("fixed_ticket") or ""
+        rec = be.requests.reopen(ticket, tracker.get_slot("fixed_words") or "", tracker.sender_id)
+        if rec is None:
+            dispatcher.utter_message(response="utter_status_not_found", ticket=ticket)
+            return []
+        dispatcher.utter_message(response="utter_request_reopened", ticket=ticket,
+                                 department=be.knowledge.department_name(rec.department, lang))
+        return [SlotSet("request_department", rec.department)]

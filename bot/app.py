@@ -271,6 +271,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from bot.public_status import router as public_status_router  # issue 20: ticket lookup and map
 
     app.include_router(public_status_router)
+    from bot.field import router as field_router  # issue 20: crews' work orders (PWA)
+
+    app.include_router(field_router)
+    from channels.webchat_photo import router as webchat_photo_router  # issue 20: photos in the web chat
+
+    app.include_router(webchat_photo_router)
     app.include_router(supervisor_router)
 
     for adapter in channel_adapters(inbox, settings):

@@ -165,6 +165,15 @@ class RequestStore(ABC):
         """The conversation keys told of ``ticket``'s updates besides its reporter's."""
         return []
 
+    def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
+        """A resident says a request marked done is not fixed: it is open again (``received``), their
+        words kept in its history for the department. None for an unknown ticket."""
+        return None
+
+    def confirm_fixed(self, ticket: str, sender_key: str) -> bool:
+        """A resident confirms the fix (the loop is closed); False for an unknown ticket."""
+        return False
+
 
 class InMemoryRequestStore(RequestStore):
     """Requests in a dict; ticket numbers count up per year."""
@@ -221,6 +230,18 @@ class InMemoryRequestStore(RequestStore):
     def subscribers_of(self, ticket: str) -> list[str]:
         with self._lock:
             return list(self._subs.get(ticket, []))
+
+    def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
+        with self._lock:
+            rec = self._by_ticket.get(ticket)
+            if rec is None:
+                return None
+            rec.sub_status, rec.updated_at = "received", datetime.now(UTC)
+            return rec
+
+    def confirm_fixed(self, ticket: str, sender_key: str) -> bool:
+        with self._lock:
+            return ticket in self._by_ticket
 
     def get(self, ticket: str) -> RequestRecord | None:
         with self._lock:

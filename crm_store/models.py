@@ -235,6 +235,25 @@ class RequestUpdate(Base):
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     who: Mapped[str] = mapped_column(String(64), default="system")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: The crew app's id for an update made offline: a sync sent twice is applied once.
+    client_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class WorkOrder(Base):
+    """A request handed to a field crew (an agent with role ``field``): what they see on the mobile page."""
+
+    __tablename__ = "work_orders"
+    __table_args__ = (CheckConstraint("status IN ('assigned', 'on_site', 'done', 'cancelled')", name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
+    crew: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="assigned")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    before_url: Mapped[str | None] = mapped_column(Text)
+    after_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TicketCounter(Base):
@@ -303,7 +322,7 @@ class Agent(Base):
     """A call-center person who logs into the console."""
 
     __tablename__ = "agents"
-    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin', 'field')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)

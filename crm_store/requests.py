@@ -253,6 +253,33 @@ class SqlRequestStore(RequestStore):
         with self._reader.connect() as conn:
             return list(conn.scalars(stmt))
 
+    def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
+        """Open a resolved request again with the resident's words (its work orders go back to the crew)."""
+        from crm_store.models import WorkOrder
+
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None:
+                return None
+            row.status, row.sub_status = "open", "received"
+            row.updated_datetime = as_utc(self._clock())
+            session.add(RequestUpdate(request_id=row.id, kind="reopened", sub_status="received",
+                                      note=words[:1000] or None, who=f"resident:{sender_key[:50]}"))
+            for order in session.scalars(select(WorkOrder).where(WorkOrder.request_id == row.id,
+                                                                 WorkOrder.status == "done")):
+                order.status = "assigned"
+                order.updated_at = row.updated_datetime
+            session.flush()
+            return self._record(session, row.service_request_id)
+
+    def confirm_fixed(self, ticket: str, sender_key: str) -> bool:
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None:
+                return False
+            session.add(RequestUpdate(request_id=row.id, kind="confirmed", who=f"resident:{sender_key[:50]}"))
+            return True
+
     def update_status(
         self, ticket: str, sub_status: str, note: str | None = None, expected: datetime | None = None,
         who: str = "system",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.dialogue import followup
 from bot.dialogue import understanding as u
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ def before_ask(ctx: TurnContext) -> bool:
     """Offer, or settle, a duplicate before the form asks its next question. True: the turn is answered."""
     state = ctx.state
     slots = state.slots
+    if state.requested_slot in (followup.FIXED_SLOT, followup.WHY_SLOT):
+        # Closing the loop rides on the same hook: "is it fixed?" is a one-question form.
+        return followup.answer(ctx)
     location = slots.get("location")
     if state.requested_slot == OFFER_SLOT:
         if slots.get(_CHECKED) == location and slots.get("duplicate_ticket"):

@@ -5,7 +5,9 @@
   existing rows get their ``address_key`` computed from ``address_string`` (Python: one rule on
   every backend; ``--sql`` mode leaves them NULL and says so);
 * ``request_subscriptions``: residents following a request they reported again;
-* ``request_updates``: the request's history (status, notes, photos, merges, reopenings).
+* ``request_updates``: the request's history (status, notes, photos, merges, reopenings), with the
+  crew app's ``client_id`` (an offline update synced twice is applied once);
+* ``work_orders``: requests handed to field crews, and the agents' role ``field``.
 
 Revision ID: 0006
 Revises: 0003
@@ -66,12 +68,36 @@ def upgrade() -> None:
         sa.Column("public", sa.Boolean(), nullable=False),
         sa.Column("who", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("client_id", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(["request_id"], ["service_requests.id"],
                                 name=op.f("fk_request_updates_request_id_service_requests")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_request_updates")),
+        sa.UniqueConstraint("client_id", name=op.f("uq_request_updates_client_id")),
     )
     op.create_index(op.f("ix_request_updates_request_id"), "request_updates", ["request_id"])
     op.create_index(op.f("ix_request_updates_created_at"), "request_updates", ["created_at"])
+    op.create_table(
+        "work_orders",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("crew", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("before_url", sa.Text(), nullable=True),
+        sa.Column("after_url", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("status IN ('assigned', 'on_site', 'done', 'cancelled')",
+                           name=op.f("ck_work_orders_status")),
+        sa.ForeignKeyConstraint(["request_id"], ["service_requests.id"],
+                                name=op.f("fk_work_orders_request_id_service_requests")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_work_orders")),
+    )
+    op.create_index(op.f("ix_work_orders_request_id"), "work_orders", ["request_id"])
+    op.create_index(op.f("ix_work_orders_crew"), "work_orders", ["crew"])
+    with op.batch_alter_table("agents") as batch:
+        batch.drop_constraint(op.f("ck_agents_role"), type_="check")
+        batch.create_check_constraint(op.f("ck_agents_role"), "role IN ('agent', 'supervisor', 'admin', 'field')")
     if context.is_offline_mode():
         log.warning("offline mode: service_requests.address_key is left NULL for existing requests")
         return
@@ -91,6 +117,12 @@ def _fill_keys(bind: sa.engine.Connection) -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("agents") as batch:
+        batch.drop_constraint(op.f("ck_agents_role"), type_="check")
+        batch.create_check_constraint(op.f("ck_agents_role"), "role IN ('agent', 'supervisor', 'admin')")
+    op.drop_index(op.f("ix_work_orders_crew"), table_name="work_orders")
+    op.drop_index(op.f("ix_work_orders_request_id"), table_name="work_orders")
+    op.drop_table("work_orders")
     op.drop_index(op.f("ix_request_updates_created_at"), table_name="request_updates")
     op.drop_index(op.f("ix_request_updates_request_id"), table_name="request_updates")
     op.drop_table("request_updates")
