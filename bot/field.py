@@ -48,10 +48,10 @@ def directions(lat: float | None, long: float | None, to_lat: float | None, to_l
     position (when known) and the place as an address from the gazetteer (no map service)."""
     place = address or "-"
     if to_lat is not None and to_long is not None:
-        found = gazetteer().reverse(to_lat, to_long)
-        if found is not None:
-            place = f"{address} · {found.label(lang)}" if address and found.key not in (address or "") else (
-                address or found.label(lang))
+        g = gazetteer()
+        found = g.reverse(to_lat, to_long)
+        if found is not None and (not address or g.address_key(address) != found.key):
+            place = f"{address} · {found.label(lang)}" if address else found.label(lang)
     if lat is None or long is None or to_lat is None or to_long is None:
         return place
     d = distance_m(lat, long, to_lat, to_long)
