@@ -187,6 +187,62 @@ async def field_sync(request: Request, body: SyncBody, user: ConsoleUser = Depen
     return {"results": results}
 
 
+# --- duplicates, for agents ------------------------------------------------------------------------
+
+def _own_request(request: Request, user: ConsoleUser, ticket: str) -> Any:
+    from crm_store.requests import SqlRequestStore
+
+    store = SqlRequestStore(request.app.state.sessions)
+    rec = store.get(ticket)
+    if rec is None:
+        raise HTTPException(status_code=404, detail="no such request")
+    if not user.can_see(rec.department):
+        raise HTTPException(status_code=403, detail="request of another department")
+    return store, rec
+
+
+def _brief(rec: Any) -> dict[str, Any]:
+    return {"ticket": rec.ticket, "service_code": rec.service_code, "sub_status": rec.sub_status,
+            "address": rec.address_string, "requested": rec.requested_at.isoformat(timespec="seconds"),
+            "reports": 1 + rec.subscribers}
+
+
+@router.get("/console/api/requests/{ticket}/duplicates", summary="Open requests this one may repeat (to merge)")
+def console_duplicates(request: Request, ticket: str, user: ConsoleUser = Depends(auth.require_user)
+                       ) -> dict[str, Any]:
+    from actions.backend import Backend
+    from actions.duplicates import rule_for
+
+    store, rec = _own_request(request, user, ticket)
+    rule = rule_for(Backend(request.app.state.engine.knowledge, store), rec.service_code)
+    return {"request": _brief(rec), "subscribers": store.subscribers_of(ticket),
+            "candidates": [_brief(r) for r in store.duplicates_of(ticket, rule)]}
+
+
+class MergeBody(BaseModel):
+    into: str = Field(max_length=16)
+
+
+@router.post("/console/api/requests/{ticket}/merge", summary="Merge this request into another (its residents follow)")
+def console_merge(request: Request, ticket: str, body: MergeBody,
+                  user: ConsoleUser = Depends(auth.api_user_with_csrf)) -> dict[str, Any]:
+    store, _rec = _own_request(request, user, ticket)
+    merged = store.merge(ticket, body.into, who=user.username)
+    if merged is None:
+        raise HTTPException(status_code=409, detail="these requests cannot be merged")
+    return {"ok": True, "into": _brief(merged)}
+
+
+@router.post("/console/api/requests/{ticket}/split", summary="Undo a merge: the request stands on its own again")
+def console_split(request: Request, ticket: str, user: ConsoleUser = Depends(auth.api_user_with_csrf)
+                  ) -> dict[str, Any]:
+    store, _rec = _own_request(request, user, ticket)
+    rec = store.split(ticket, who=user.username)
+    if rec is None:
+        raise HTTPException(status_code=409, detail="this request is not merged")
+    return {"ok": True, "request": _brief(rec)}
+
+
 # --- telling residents -----------------------------------------------------------------------------
 
 async def notify(app: Any, ticket: str, status: str, note: str | None, keys: list[str]) -> int:

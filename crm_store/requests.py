@@ -253,6 +253,69 @@ class SqlRequestStore(RequestStore):
         with self._reader.connect() as conn:
             return list(conn.scalars(stmt))
 
+    def merge(self, duplicate: str, into: str, who: str = "system") -> RequestRecord | None:
+        """An agent merges ``duplicate`` into ``into`` (same service, both open): the duplicate closes
+        (``rejected``, pointing at ``into``), its reporter and subscribers follow ``into``. None if
+        either is unknown, closed, the same, or of another service."""
+        with self._sessions.begin() as session:
+            dup, main = self._row(session, duplicate.strip()), self._row(session, into.strip())
+            if dup is None or main is None or dup.id == main.id or dup.service_code != main.service_code \
+                    or dup.status != "open" or main.status != "open" or main.duplicate_of_id is not None:
+                return None
+            keys = [c.key for c in [session.get(Conversation, dup.conversation_id)] if c is not None] \
+                if dup.conversation_id else []
+            keys += list(session.scalars(select(RequestSubscription.conversation_key)
+                                         .where(RequestSubscription.request_id == dup.id)))
+            have = set(session.scalars(select(RequestSubscription.conversation_key)
+                                       .where(RequestSubscription.request_id == main.id)))
+            main_key = session.get(Conversation, main.conversation_id).key if main.conversation_id else None
+            for key in dict.fromkeys(keys):
+                if key not in have and key != main_key:
+                    conv = by_key(session, key)
+                    session.add(RequestSubscription(request_id=main.id, conversation_key=key,
+                                                    resident_id=conv.resident_id if conv else None))
+            now = as_utc(self._clock())
+            dup.duplicate_of_id, dup.status, dup.sub_status, dup.updated_datetime = main.id, "closed", "rejected", now
+            dup.status_notes = (f"{main.service_request_id} 민원과 함께 처리해요 / "
+                                f"handled with {main.service_request_id}")
+            session.add(RequestUpdate(request_id=dup.id, kind="merged", note=main.service_request_id, who=who,
+                                      sub_status="rejected"))
+            session.add(RequestUpdate(request_id=main.id, kind="merged_in", note=dup.service_request_id, who=who))
+            session.flush()
+            return self._record(session, main.service_request_id)
+
+    def split(self, ticket: str, who: str = "system") -> RequestRecord | None:
+        """Undo a merge: ``ticket`` is its own open request again (its followers stay on both)."""
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None or row.duplicate_of_id is None:
+                return None
+            row.duplicate_of_id, row.status, row.sub_status = None, "open", "received"
+            row.status_notes, row.updated_datetime = None, as_utc(self._clock())
+            session.add(RequestUpdate(request_id=row.id, kind="split", sub_status="received", who=who))
+            session.flush()
+            return self._record(session, row.service_request_id)
+
+    def duplicates_of(self, ticket: str, rule: DuplicateRule | None = None) -> list[RequestRecord]:
+        """Other open requests this one might repeat or be repeated by (what the agent is shown to merge)."""
+        rec = self.get(ticket)
+        if rec is None or rec.status != "open":
+            return []
+        rule = rule or DuplicateRule()
+        key = address_key(rec.address_string)
+        near = [_SR.c.address_key == key] if key else []
+        if rec.lat is not None and rec.long is not None:
+            dlat = rule.meters / _M_PER_DEG
+            dlon = dlat / max(0.01, math.cos(math.radians(rec.lat)))
+            near.append(and_(_SR.c.lat.between(rec.lat - dlat, rec.lat + dlat),
+                             _SR.c.long.between(rec.long - dlon, rec.long + dlon)))
+        if not near:
+            return []
+        stmt = (_RECORDS.where(_SR.c.service_code == rec.service_code, _SR.c.status == "open",
+                               _SR.c.service_request_id != rec.ticket, or_(*near))
+                .order_by(_SR.c.requested_datetime).limit(20))
+        return self._records(stmt, {})
+
     def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
         """Open a resolved request again with the resident's words (its work orders go back to the crew)."""
         from crm_store.models import WorkOrder

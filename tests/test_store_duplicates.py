@@ -128,3 +128,25 @@ def test_the_reporter_subscribing_to_their_own_ticket_is_not_counted(
     store = SqlRequestStore(session_factory, clock=lambda: NOW)
     ticket = _open(store)
     assert store.subscribe(ticket, "webchat:a") == 0
+
+
+def test_an_agent_merges_a_duplicate_and_splits_it_again(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        for sender in ("a", "b", "c"):
+            conversations.get_or_create(s, f"webchat:{sender}", "webchat", None)
+    store = SqlRequestStore(session_factory, clock=lambda: NOW)
+    main = _open(store, lat=37.566, long=126.979)
+    dup = _open(store, sender_id="b", address_string="중앙로 100 앞", lat=37.56601, long=126.97901)
+    store.subscribe(dup, "webchat:c")
+    assert [r.ticket for r in store.duplicates_of(main)] == [dup]
+    assert store.merge(dup, dup) is None
+    merged = store.merge(dup, main, who="agent1")
+    assert merged is not None and merged.ticket == main and merged.subscribers == 2
+    assert store.subscribers_of(main) == ["webchat:b", "webchat:c"]
+    old = store.get(dup)
+    assert old is not None and old.status == "closed" and main in (old.status_notes or "")
+    assert store.find_duplicate("roads.pothole", None, 37.566, 126.979, NOW) is not None
+    assert store.merge(dup, main) is None  # closed already
+    again = store.split(dup, who="agent1")
+    assert again is not None and again.status == "open"
+    assert store.split(dup) is None
