@@ -95,3 +95,39 @@ def test_rest_second_report_at_the_same_address_quotes_the_open_ticket(db_url, t
                          "ON r.id = s.request_id WHERE r.service_request_id = :t", t=ticket)
     assert [r.conversation_key for r in rows] == ["rest:bob"]
     assert _rows(db_url, "SELECT count(*) FROM service_requests")[0][0] == 1
+
+
+def _asked_if_fixed(engine: Engine, sender: str, ticket: str) -> None:
+    """What bot/field.py does when a crew marks ``ticket`` done: the resident's chat waits for the answer."""
+    from bot.dialogue import followup
+
+    state = engine.states.load(f"rest:{sender}")
+    followup.prepare(state, ticket, "roads.pothole", ["location", "description", "consent"])
+    engine.states.save(state)
+
+
+def test_a_bare_no_to_is_it_fixed_asks_what_is_wrong_then_reopens(shared_nlu) -> None:
+    store = InMemoryRequestStore()
+    engine = Engine(nlu=shared_nlu, requests=store)
+    ticket = _file(engine, "a", "중앙로 30 앞에 포트홀이 생겼어요")
+    store.get(ticket).sub_status = "resolved"  # type: ignore[union-attr]
+    _asked_if_fixed(engine, "a", ticket)
+    text, _ = _say(engine, "a", "아니요")
+    assert ticket in text and "다시 열어" in text
+    text, events = _say(engine, "a", "아직도 구멍이 그대로예요")
+    assert "request_reopened" in events and "다시 열고" in text
+    assert store.get(ticket).sub_status == "received"  # type: ignore[union-attr]
+    assert engine.states.load("rest:a").active_form is None
+
+
+def test_yes_to_is_it_fixed_closes_the_loop_and_a_question_is_asked_again(shared_nlu) -> None:
+    store = InMemoryRequestStore()
+    engine = Engine(nlu=shared_nlu, requests=store)
+    ticket = _file(engine, "a", "중앙로 40 앞에 포트홀이 생겼어요")
+    store.get(ticket).sub_status = "resolved"  # type: ignore[union-attr]
+    _asked_if_fixed(engine, "a", ticket)
+    text, _ = _say(engine, "a", "음")
+    assert ticket in text  # not an answer: asked once more
+    text, events = _say(engine, "a", "네 고쳐졌어요")
+    assert "request_confirmed_fixed" in events and ticket in text
+    assert store.get(ticket).sub_status == "resolved"  # type: ignore[union-attr]
