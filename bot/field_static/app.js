@@ -153,9 +153,27 @@ function readPhoto(file) {
   });
 }
 
+// A crew photo is kept at most 1600 px (JPEG): the queue lives on the phone and the sync is small.
+// The server strips metadata anyway; if the browser cannot draw it, the file is sent as it is.
+async function shrink(dataUrl) {
+  try {
+    const img = new Image();
+    img.src = dataUrl;
+    await img.decode();
+    const scale = Math.min(1, 1600 / Math.max(img.naturalWidth, img.naturalHeight));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(img.naturalWidth * scale);
+    canvas.height = Math.round(img.naturalHeight * scale);
+    canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+    return canvas.toDataURL("image/jpeg", 0.85);
+  } catch (e) {
+    return dataUrl;
+  }
+}
+
 async function photo(order, file, kind) {
   if (!file) return;
-  const data = await readPhoto(file);
+  const data = await shrink(await readPhoto(file));
   await queuePut({client_id: newId(), order_id: order.id, photo_kind: kind, photo: data, at: Date.now()});
   await showQueue();
   sync();
@@ -177,17 +195,20 @@ async function sync() {
     const items = (await queueAll()).sort((a, b) => a.at - b.at);
     if (!items.length) return;
     if (!csrf) await me();
+    // A photo travels alone; other updates go 20 at a time (in the order they were made).
+    const firstPhoto = items.findIndex((i) => i.photo);
+    const batch = firstPhoto === 0 ? items.slice(0, 1) : items.slice(0, firstPhoto > 0 ? Math.min(firstPhoto, 20) : 20);
     const r = await fetch("/field/api/sync", {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf || ""},
-      body: JSON.stringify({updates: items.slice(0, 20).map(({at, ...rest}) => rest)}),
+      body: JSON.stringify({updates: batch.map(({at, ...rest}) => rest)}),
     });
     if (r.status === 403) { csrf = null; return; }
     if (!r.ok) return;
     for (const res of (await r.json()).results) {
       await queueDel(res.client_id);  // applied, already applied, or refused for good: not sent again
     }
-    if (items.length > 20) setTimeout(sync, 0);
+    if (items.length > batch.length) setTimeout(() => sync(), 0);
   } catch (e) {
     /* still offline: the queue stays */
   } finally {
