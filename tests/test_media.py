@@ -74,3 +74,16 @@ def test_a_web_chat_photo_with_a_position_fills_the_reports_place(tmp_path: Path
         server.stop()
     state = _rows(url, "SELECT state FROM conversations WHERE key = :k", k=f"webchat:{session}")[0][0]
     assert "한빛로 118" in state and "/field/media/" in state
+
+
+def test_a_kakao_image_plugin_parameter_becomes_photo_attachments() -> None:
+    from channels.kakao import KakaoChannel
+
+    action = {"params": {"secureimage": '{"privacyAgreement":"Y","imageQuantity":"2","secureUrls":'
+                                        '"List(https://talk.kakaocdn.net/a.jpg, https://talk.kakaocdn.net/b.jpg)"}'},
+              "detailParams": {}}
+    atts = KakaoChannel._attachments(action)
+    assert [(a.kind, a.url) for a in atts] == [("photo", "https://talk.kakaocdn.net/a.jpg"),
+                                               ("photo", "https://talk.kakaocdn.net/b.jpg")]
+    both = KakaoChannel._attachments({"params": {"사진": "https://x.example/c.png", "location": "중앙로 12"}})
+    assert [a.kind for a in both] == ["photo", "location"]
