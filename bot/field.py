@@ -245,6 +245,18 @@ def console_split(request: Request, ticket: str, user: ConsoleUser = Depends(aut
 
 # --- telling residents -----------------------------------------------------------------------------
 
+def _record_out(sessions: Any, key: str, text: str, lang: str) -> None:
+    """The update in the resident's conversation history (the widget redraws it, agents read it)."""
+    from crm_store.conversations import by_key
+    from crm_store.models import Interaction
+
+    with sessions.begin() as s:
+        conv = by_key(s, key)
+        if conv is not None:
+            s.add(Interaction(conversation_id=conv.id, resident_id=conv.resident_id, channel=conv.channel,
+                              direction="out", text=text, lang=lang, entities=[], handled_by="bot"))
+
+
 async def notify(app: Any, ticket: str, status: str, note: str | None, keys: list[str]) -> int:
     """Tell each resident following ``ticket`` of a crew's ``on_site`` or ``done`` on their own
     channel, in their language; ``done`` also leaves their conversation asking "is it fixed?".
@@ -261,22 +273,27 @@ async def notify(app: Any, ticket: str, status: str, note: str | None, keys: lis
     for key in keys:
         channel, _, sender = key.partition(":")
 
-        def prepare(key: str = key) -> tuple[str, str]:
+        def prepare(key: str = key) -> tuple[str, str, bool]:
             state = engine.states.load(key)
             lang = state.lang or "ko"
             values = {"ticket": ticket, "service": svc.name(lang) if svc else rec.service_code,
                       "department": k.department_name(rec.department, lang),
                       "note": f" ({note})" if note else ""}
             if status != "done":
-                return k.render("utter_field_on_site", lang, **values), lang
+                return k.render("utter_field_on_site", lang, **values), lang, False
+            if state.handed_off or (state.active_form and state.requested_slot not in (
+                    followup.FIXED_SLOT, followup.WHY_SLOT)):
+                # Busy with an agent or another report: told, not asked (their form is not thrown away).
+                return k.render("utter_field_done", lang, **values), lang, False
             followup.prepare(state, ticket, rec.service_code, list(svc.slots) if svc else [])
             engine.states.save(state)
-            return k.render("utter_field_done_ask_fixed", lang, **values), lang
+            return k.render("utter_field_done_ask_fixed", lang, **values), lang, True
 
-        text, lang = await run_in_threadpool(prepare)
+        text, lang, asking = await run_in_threadpool(prepare)
+        await run_in_threadpool(_record_out, app.state.sessions, key, text, lang)
         adapter = app.state.channels.get(channel)
         buttons = ([Button(k.render("btn_yes", lang), k.render("btn_yes", lang)),
-                    Button(k.render("btn_no", lang), k.render("btn_no", lang))] if status == "done" else [])
+                    Button(k.render("btn_no", lang), k.render("btn_no", lang))] if asking else [])
         try:
             if adapter is not None and await adapter.send(sender, [Reply(text, buttons=buttons)]):
                 delivered += 1

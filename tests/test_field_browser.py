@@ -166,6 +166,9 @@ def test_photo_pin_duplicate_offline_crew_done_reopen_and_public_page(browser: A
         # 4. Both residents are told and asked; B says it is not fixed: reopened with B's words.
         for pg in (a, b):
             assert "실제로 해결됐나요?" in _wait_text(pg, "실제로 해결됐나요?")
+        outs = _db(server, "SELECT count(*) FROM interactions WHERE direction = 'out' AND text LIKE :t",
+                   t="%실제로 해결됐나요?%")
+        assert outs[0][0] == 2  # in both residents' histories
         before = len(bot_texts(b))
         reply = ask(b, "아니요, 아직 구멍이 그대로 있어요")
         assert ticket in reply and "다시 열고" in reply
