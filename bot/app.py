@@ -45,6 +45,9 @@ from crm_store.state_store import SqlStateStore
 log = logging.getLogger("pcrm.app")
 
 MAX_BODY_BYTES = 256 * 1024
+#: Routes that take photos (issue 20): a phone photo is megabytes; bot/media.py caps the file at 8 MB.
+PHOTO_PATHS = frozenset({"/webchat/photo", "/field/api/sync"})
+PHOTO_BODY_BYTES = 12 * 1024 * 1024
 
 
 class BodyLimit:
@@ -60,7 +63,8 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        limit = PHOTO_BODY_BYTES if scope.get("path") in PHOTO_PATHS else self.limit
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(send)
             return
         seen = 0
@@ -70,7 +74,7 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge
             return msg
 
@@ -268,6 +272,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(metrics_router())
     app.include_router(open311_router)
     app.include_router(transparency_router)
+    from bot.public_status import router as public_status_router  # issue 20: ticket lookup and map
+
+    app.include_router(public_status_router)
+    from bot.field import router as field_router  # issue 20: crews' work orders (PWA)
+
+    app.include_router(field_router)
+    from channels.webchat_photo import router as webchat_photo_router  # issue 20: photos in the web chat
+
+    app.include_router(webchat_photo_router)
     app.include_router(supervisor_router)
 
     for adapter in channel_adapters(inbox, settings):

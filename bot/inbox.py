@@ -389,6 +389,11 @@ class Inbox:
                     s.get_one(Resident, rid).contact_consent = bool(ev.data["consent"])
                     s.add(audit("resident", "consent.given" if ev.data["consent"] else "consent.withdrawn",
                                 f"resident:{rid}"))
+                elif ev.type == "request_subscribed":
+                    # A resident took an open ticket instead of filing a duplicate (the action wrote the
+                    # subscription): the department's console shows the ticket's new count live.
+                    live.append((f"dept:{ev.data.get('department') or 'general'}",
+                                 {"type": "request_subscribed", "ticket": ev.data.get("ticket")}))
                 elif ev.type == "delete_data" and rid is not None:
                     residents.delete_resident(s, rid)
                     forget = True
@@ -544,7 +549,7 @@ class Inbox:
 
 #: Turn events that write to the store besides the turn itself.
 _STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened", "contact_consent",
-                           "callback", "emergency_note", "handoff_withdrawn"})
+                           "callback", "emergency_note", "handoff_withdrawn", "request_subscribed"})
 
 
 def _pg_writes_all(turn: Turn) -> bool:
@@ -557,7 +562,7 @@ def _new_tags(turn: Turn, tags: list[str]) -> list[str]:
     """The resident's new ``needs_tags``: services asked for, FAQ topics and status queries."""
     new: list[str] = []
     for ev in turn.events:
-        code = ev.data.get("service_code") if ev.type == "request_opened" else None
+        code = ev.data.get("service_code") if ev.type in ("request_opened", "request_subscribed") else None
         if code and code not in tags and code not in new:
             new.append(code)
     if turn.label.startswith(("faq.", "conv.request_status")) and turn.label not in tags and turn.label not in new:

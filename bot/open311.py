@@ -461,6 +461,11 @@ async def create_request(request: Request, fmt: str) -> Response:
     except Open311Error as err:
         return _error(fmt, err.status, err.description)
     lang = "en" if (data.get("lang") or request.query_params.get("lang", "")).lower().startswith("en") else "ko"
+    if lat is None and address:  # issue 20: coordinates for the map from the district gazetteer (offline)
+        from bot.geo import gazetteer
+
+        found = gazetteer().forward(address)
+        lat, lon = (found.lat, found.long) if found is not None else (None, None)
     draft = RequestDraft(
         service_code=svc.code,
         department=svc.department,

@@ -43,7 +43,9 @@ DEFAULT_EPOCHS = 100
 #: Rasa runs ``action_validate_slot_mappings`` after every user message when the domain lists it:
 #: it fills the ``lang`` slot (``actions/language.py``).
 ACTIONS = ["action_answer_faq", "action_open_service_request", "action_check_status", "action_list_my_requests",
-           "action_handoff", "action_validate_slot_mappings"]
+           "action_handoff", "action_validate_slot_mappings",
+           # issue 20: duplicates and closing the loop (actions/duplicates.py)
+           "action_find_duplicate", "action_subscribe_request", "action_confirm_fixed", "action_reopen_request"]
 #: Lookup tables whose matches our engine treats as the ``address`` entity.
 ADDRESS_LOOKUPS = ("dong", "landmark", "road", "address")
 
@@ -65,6 +67,11 @@ _SLOTS: list[tuple[str, str, dict[str, Any]]] = [
     ("lat", "float", {}),
     ("long", "float", {}),
     ("media_url", "text", {}),
+    ("duplicate_ticket", "text", {}),
+    ("duplicate_values", "any", {}),
+    ("subscribed", "bool", {}),
+    ("fixed_ticket", "text", {}),
+    ("fixed_words", "text", {}),
 ]
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.geo import distance_m, gazetteer
 
 TICKET_RE = re.compile(r"^(\d{4})-(\d{6})$")
 
@@ -23,6 +27,63 @@ CLOSED_SUB_STATUSES = ("resolved", "rejected")
 def format_ticket(year: int, seq: int) -> str:
     """``2026-000871``: the ticket number residents quote."""
     return f"{year:04d}-{seq:06d}"
+
+
+@dataclass(frozen=True)
+class DuplicateRule:
+    """When a new report is "the same" as an open request of its service: within ``meters`` of it
+    (coordinates), or at the same address (no coordinates), and made at most ``days`` after it."""
+
+    meters: float = 50.0
+    days: float = 14.0
+
+
+def duplicate_rules(config: dict[str, Any]) -> dict[str, DuplicateRule]:
+    """Per service from ``config.yml`` (``services.<code>.duplicate: {meters, days}``), over the
+    district default ``duplicates: {meters, days}``; ``"*"`` holds that default."""
+    base = config.get("duplicates") or {}
+    default = DuplicateRule(float(base.get("meters", 50)), float(base.get("days", 14)))
+    rules = {"*": default}
+    for code, svc in (config.get("services") or {}).items():
+        d = (svc or {}).get("duplicate") or {}
+        rules[code] = DuplicateRule(float(d.get("meters", default.meters)), float(d.get("days", default.days)))
+    return rules
+
+
+def address_key(location: str | None) -> str | None:
+    """What addresses are compared by (``road:number`` for a district address), see :mod:`bot.geo`."""
+    return gazetteer().address_key(location)
+
+
+def pick_duplicate(candidates: Iterable[RequestRecord], key: str | None, lat: float | None,
+                   long: float | None, rule: DuplicateRule, now: datetime,
+                   key_of: dict[str, str | None] | None = None) -> RequestRecord | None:
+    """The open request among ``candidates`` a report at (``key``, ``lat``, ``long``) repeats.
+
+    Coordinates on both sides decide by distance; otherwise the address keys must be equal.
+    The nearest wins, then the oldest (the one everybody else is already following). Both stores
+    use this one rule; the SQL store only narrows the candidates first. A rule of 0 days (a bulky
+    pickup: each household's own) never matches.
+    """
+    if rule.days <= 0:
+        return None
+    since = now - timedelta(days=rule.days)
+    best: tuple[float, datetime, RequestRecord] | None = None
+    for rec in candidates:
+        if rec.status != "open" or rec.requested_at < since or rec.requested_at > now + timedelta(minutes=1):
+            continue
+        if lat is not None and long is not None and rec.lat is not None and rec.long is not None:
+            d = distance_m(lat, long, rec.lat, rec.long)
+            if d > rule.meters:
+                continue
+        else:
+            rec_key = key_of.get(rec.ticket) if key_of is not None else address_key(rec.address_string)
+            if key is None or rec_key != key:
+                continue
+            d = 0.0
+        if best is None or (d, rec.requested_at) < best[:2]:
+            best = (d, rec.requested_at, rec)
+    return best[2] if best else None
 
 
 @dataclass
@@ -59,6 +120,11 @@ class RequestRecord:
     expected_at: datetime | None = None
     status_notes: str | None = None
     sender_key: str | None = None
+    lat: float | None = None
+    long: float | None = None
+    media_url: str | None = None
+    #: Residents following this request besides its reporter (duplicates they were offered and took).
+    subscribers: int = 0
 
     @property
     def status(self) -> str:
@@ -83,6 +149,31 @@ class RequestStore(ABC):
         that cannot tell whose a request is has none."""
         return []
 
+    def find_duplicate(self, service_code: str, location: str | None, lat: float | None, long: float | None,
+                       now: datetime | None = None, rule: DuplicateRule | None = None) -> RequestRecord | None:
+        """The open request of ``service_code`` that a new report at this place repeats, if any
+        (:func:`pick_duplicate`; ``rule`` defaults to :class:`DuplicateRule`'s). A store that
+        cannot search has none."""
+        return None
+
+    def subscribe(self, ticket: str, sender_key: str) -> int | None:
+        """Have the resident writing as ``sender_key`` told of ``ticket``'s updates; the number of
+        subscribers after it (a repeated subscription counts once), None for an unknown ticket."""
+        return None
+
+    def subscribers_of(self, ticket: str) -> list[str]:
+        """The conversation keys told of ``ticket``'s updates besides its reporter's."""
+        return []
+
+    def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
+        """A resident says a request marked done is not fixed: it is open again (``received``), their
+        words kept in its history for the department. None for an unknown ticket."""
+        return None
+
+    def confirm_fixed(self, ticket: str, sender_key: str) -> bool:
+        """A resident confirms the fix (the loop is closed); False for an unknown ticket."""
+        return False
+
 
 class InMemoryRequestStore(RequestStore):
     """Requests in a dict; ticket numbers count up per year."""
@@ -90,6 +181,8 @@ class InMemoryRequestStore(RequestStore):
     def __init__(self) -> None:
         self._by_ticket: dict[str, RequestRecord] = {}
         self._seq: dict[int, int] = {}
+        self._subs: dict[str, list[str]] = {}
+        self._keys: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def open(self, draft: RequestDraft) -> RequestRecord:
@@ -107,9 +200,48 @@ class InMemoryRequestStore(RequestStore):
                 updated_at=now,
                 expected_at=now + timedelta(hours=draft.expected_hours),
                 sender_key=f"{draft.channel}:{draft.sender_id}",
+                lat=draft.lat,
+                long=draft.long,
+                media_url=draft.media_url,
             )
             self._by_ticket[rec.ticket] = rec
+            self._keys[rec.ticket] = address_key(draft.address_string)
         return rec
+
+    def find_duplicate(self, service_code: str, location: str | None, lat: float | None, long: float | None,
+                       now: datetime | None = None, rule: DuplicateRule | None = None) -> RequestRecord | None:
+        with self._lock:
+            same = [r for r in self._by_ticket.values() if r.service_code == service_code]
+            keys = {r.ticket: self._keys.get(r.ticket, address_key(r.address_string)) for r in same}
+        return pick_duplicate(same, address_key(location), lat, long, rule or DuplicateRule(),
+                              now or datetime.now(UTC), keys)
+
+    def subscribe(self, ticket: str, sender_key: str) -> int | None:
+        with self._lock:
+            rec = self._by_ticket.get(ticket)
+            if rec is None:
+                return None
+            subs = self._subs.setdefault(ticket, [])
+            if sender_key not in subs and sender_key != rec.sender_key:
+                subs.append(sender_key)
+            rec.subscribers = len(subs)
+            return rec.subscribers
+
+    def subscribers_of(self, ticket: str) -> list[str]:
+        with self._lock:
+            return list(self._subs.get(ticket, []))
+
+    def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
+        with self._lock:
+            rec = self._by_ticket.get(ticket)
+            if rec is None:
+                return None
+            rec.sub_status, rec.updated_at = "received", datetime.now(UTC)
+            return rec
+
+    def confirm_fixed(self, ticket: str, sender_key: str) -> bool:
+        with self._lock:
+            return ticket in self._by_ticket
 
     def get(self, ticket: str) -> RequestRecord | None:
         with self._lock:
@@ -124,3 +256,4 @@ class InMemoryRequestStore(RequestStore):
         """Seed a request (tests and demos)."""
         with self._lock:
             self._by_ticket[rec.ticket] = rec
+            self._keys[rec.ticket] = address_key(rec.address_string)

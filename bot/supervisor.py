@@ -63,7 +63,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import analytics, charts
 from crm_store.masking import mask_pii
-from crm_store.models import Conversation, Feedback, Handoff, Interaction
+from crm_store.models import Conversation, Feedback, Handoff, Interaction, RequestUpdate
 from crm_store.timeutil import as_utc
 
 router = APIRouter(prefix="/supervisor", tags=["supervisor"])
@@ -268,6 +268,12 @@ def kpis(sessions: sessionmaker[Session], f: Filters) -> dict[str, Any]:
             .where(Interaction.direction == "in", Interaction.confidence < LOW_CONFIDENCE, *in_range)
             .order_by(Interaction.id.desc()).limit(20)
         ).all()
+        # Closing the loop (issue 20): requests marked done in the range, and residents' "not fixed" reopenings.
+        upd_range = (RequestUpdate.created_at >= f.start, RequestUpdate.created_at < f.end)
+        resolved_n = s.scalar(select(func.count()).select_from(RequestUpdate).where(
+            RequestUpdate.sub_status == "resolved", RequestUpdate.kind.in_(("status", "crew")), *upd_range)) or 0
+        reopened_n = s.scalar(select(func.count()).select_from(RequestUpdate).where(
+            RequestUpdate.kind == "reopened", *upd_range)) or 0
     handed = {h.conversation_id for h in handoffs} & conversations
     n = len(conversations)
     waits = [(as_utc(h.claimed_at) - as_utc(h.queued_at)).total_seconds() / 60 for h in handoffs if h.claimed_at]
@@ -289,6 +295,9 @@ def kpis(sessions: sessionmaker[Session], f: Filters) -> dict[str, Any]:
         "csat": {"mean": round(sum(ratings) / len(ratings), 2) if ratings else None, "n": len(ratings)},
         "top_labels": [{"label": label, "count": c} for label, c in labels],
         "low_confidence": [_row(i) for i in low],
+        "requests_resolved": resolved_n,
+        "requests_reopened": reopened_n,
+        "reopen_rate": round(reopened_n / resolved_n, 4) if resolved_n else None,
     }
 
 
@@ -547,6 +556,8 @@ def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]
         ("SLA 위반 / SLA breaches", f"{o['sla_breaches']['total']} (연결 {o['sla_breaches']['handoffs']} · "
                                     f"민원 {o['sla_breaches']['requests']})"),
         ("민원 처리 평균 / Mean time to resolve (h)", _num(o["resolve_hours"]["mean"])),
+        ("재민원(미해결 응답) 비율 / Reopen rate", f"{_pct(k['reopen_rate'])} ({k['requests_reopened']}/"
+                                                   f"{k['requests_resolved']})"),
         ("만족도 / CSAT", f"{_num(k['csat']['mean'])} (n={k['csat']['n']})"),
     ]
     cards_html = "".join(f'<li data-kpi="{i}">{e(t)}<strong>{e(v)}</strong></li>' for i, (t, v) in enumerate(cards))

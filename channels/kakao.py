@@ -72,6 +72,9 @@ _TEXTS = {
     "gov24": {"ko": "정부24", "en": "Government24"},
     "received": {"ko": "메시지를 전달했어요.", "en": "Your message was passed on."},
 }
+#: Image plugin parameters (issue 20: photos on every channel that carries them) and their URLs.
+_IMAGE_PARAM = re.compile(r"(secureimage|image|photo|사진|이미지)", re.IGNORECASE)
+_URL = re.compile(r"https?://[^\s,()\"']+")
 _LOCATION_PARAM = re.compile(r"(location|address|addr|place|주소|위치|장소)", re.IGNORECASE)
 _LAT_PARAMS = ("lat", "latitude", "y")
 _LONG_PARAMS = ("lng", "long", "lon", "longitude", "x")
@@ -217,10 +220,15 @@ class KakaoChannel(ChannelAdapter):
                     params[k] = v["value"]
         address = None
         lat = lng = None
+        photos: list[Attachment] = []
         for k, v in params.items():
             if not isinstance(v, str | int | float) or isinstance(v, bool):
                 continue
             key = k.lower()
+            if _IMAGE_PARAM.search(key):
+                # The image plugin (sys.plugin.secureimage) gives "secureUrls": "List(https://…, https://…)".
+                photos += [Attachment(kind="photo", url=u[:2000]) for u in _URL.findall(str(v))[:5]]
+                continue
             if key in _LAT_PARAMS:
                 lat = _float(v)
             elif key in _LONG_PARAMS:
@@ -228,10 +236,10 @@ class KakaoChannel(ChannelAdapter):
             elif address is None and _LOCATION_PARAM.search(k) and str(v).strip():
                 address = str(v).strip()[:300]
         if address is None and (lat is None or lng is None):
-            return []
+            return photos
         if lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
             lat = lng = None
-        return [Attachment(kind="location", address=address, lat=lat, long=lng)]
+        return [*photos, Attachment(kind="location", address=address, lat=lat, long=lng)]
 
     def _delivery_id(self, bot_id: str, user_id: str, utterance: str) -> str:
         """See the module docstring: retries share an id, deliberate repeats do not."""

@@ -171,6 +171,8 @@ class ServiceRequest(Base):
         ),
         Index("ix_service_requests_requested_datetime", "requested_datetime"),
         Index("ix_service_requests_agency_status", "agency_responsible", "status"),
+        # Duplicate detection: the open requests of one service, newest first (crm_store/requests.py).
+        Index("ix_service_requests_service_open", "service_code", "status", "requested_datetime"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -194,6 +196,64 @@ class ServiceRequest(Base):
     channel: Mapped[str] = mapped_column(String(32), default="rest")
     lang: Mapped[str] = mapped_column(String(8), default="ko")
     consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The address in comparable form (``road:number``, bot/geo.py): duplicates match on it without coordinates.
+    address_key: Mapped[str | None] = mapped_column(String(128))
+    #: Set when an agent merged this request into another (it is then closed; its reporter follows that one).
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("service_requests.id"))
+
+
+class RequestSubscription(Base):
+    """A resident following a request they did not open (they reported the same problem and accepted
+    the existing ticket): told of its updates on their own channel, counted on it."""
+
+    __tablename__ = "request_subscriptions"
+    __table_args__ = (UniqueConstraint("request_id", "conversation_key", name="uq_request_subscriptions_request_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
+    #: ``channel:sender``: where updates go (the conversation may not exist yet for REST senders).
+    conversation_key: Mapped[str] = mapped_column(String(300))
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequestUpdate(Base):
+    """One step in a request's history: a status change, a crew note or photo, a merge, a reopening.
+
+    ``public`` notes (no personal data: staff write them for residents) are what the public status
+    page shows; the others stay inside the office.
+    """
+
+    __tablename__ = "request_updates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    sub_status: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    who: Mapped[str] = mapped_column(String(64), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: The crew app's id for an update made offline: a sync sent twice is applied once.
+    client_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class WorkOrder(Base):
+    """A request handed to a field crew (an agent with role ``field``): what they see on the mobile page."""
+
+    __tablename__ = "work_orders"
+    __table_args__ = (CheckConstraint("status IN ('assigned', 'on_site', 'done', 'cancelled')", name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
+    crew: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="assigned")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    before_url: Mapped[str | None] = mapped_column(Text)
+    after_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TicketCounter(Base):
@@ -262,7 +322,7 @@ class Agent(Base):
     """A call-center person who logs into the console."""
 
     __tablename__ = "agents"
-    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin', 'field')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)

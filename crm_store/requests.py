@@ -9,36 +9,44 @@ yet (the standalone action server) take the ORM path, which creates those rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.service_requests import (
     CLOSED_SUB_STATUSES,
     SUB_STATUSES,
     TICKET_RE,
+    DuplicateRule,
     RequestDraft,
     RequestRecord,
     RequestStore,
+    address_key,
     format_ticket,
+    pick_duplicate,
 )
 from crm_store import residents
 from crm_store.conversations import by_key
-from crm_store.models import Conversation, ServiceRequest, TicketCounter
+from crm_store.models import Conversation, RequestSubscription, RequestUpdate, ServiceRequest, TicketCounter
 from crm_store.tickets import next_ticket
 from crm_store.timeutil import as_utc, utcnow
 
 _SR, _C, _TC = ServiceRequest.__table__, Conversation.__table__, TicketCounter.__table__
+_SUB = RequestSubscription.__table__
+#: Metres per degree of latitude: the bounding box the duplicate lookup narrows by before measuring.
+_M_PER_DEG = 111_320.0
 
 #: Requests with their conversations' keys: what :func:`to_record` reads.
 _RECORDS = (
     select(_SR.c.service_request_id, _SR.c.service_code, _SR.c.agency_responsible, _SR.c.sub_status,
            _SR.c.description, _SR.c.address_string, _SR.c.requested_datetime, _SR.c.updated_datetime,
-           _SR.c.expected_datetime, _SR.c.status_notes, _C.c.key)
+           _SR.c.expected_datetime, _SR.c.status_notes, _C.c.key, _SR.c.lat, _SR.c.long, _SR.c.media_url,
+           select(func.count()).where(_SUB.c.request_id == _SR.c.id).scalar_subquery().label("subscribers"))
     .select_from(_SR.outerjoin(_C, _C.c.id == _SR.c.conversation_id))
 )
 #: One request and its conversation's key (one round trip; the ORM took two).
@@ -81,6 +89,10 @@ def to_record(row: ServiceRequest | Row[Any], sender_key: str | None = None) -> 
         expected_at=row.expected_datetime,
         status_notes=row.status_notes,
         sender_key=sender_key,
+        lat=row.lat,
+        long=row.long,
+        media_url=row.media_url,
+        subscribers=int(getattr(row, "subscribers", 0) or 0),
     )
 
 
@@ -132,14 +144,15 @@ class SqlRequestStore(RequestStore):
                     "lat": draft.lat, "long": draft.long, "media_url": draft.media_url,
                     "reported_when": draft.when, "requested_datetime": now, "updated_datetime": now,
                     "expected_datetime": expected, "channel": draft.channel, "lang": draft.lang,
-                    "consent": draft.consent}).scalar_one()
+                    "consent": draft.consent, "address_key": address_key(draft.address_string)}).scalar_one()
                 if resident_id is not None or not draft.sender_id:
                     conn.commit()
                     return RequestRecord(
                         ticket=ticket, service_code=draft.service_code, department=draft.department,
                         sub_status="received", description=draft.description,
                         address_string=draft.address_string, requested_at=now, updated_at=now,
-                        expected_at=expected, status_notes=None, sender_key=key)
+                        expected_at=expected, status_notes=None, sender_key=key,
+                        lat=draft.lat, long=draft.long, media_url=draft.media_url)
             conn.rollback()
         return self._open_orm(draft, now)
 
@@ -172,6 +185,7 @@ class SqlRequestStore(RequestStore):
                 channel=draft.channel,
                 lang=draft.lang,
                 consent=draft.consent,
+                address_key=address_key(draft.address_string),
             )
             session.add(row)
             session.flush()
@@ -184,12 +198,159 @@ class SqlRequestStore(RequestStore):
         with self._reader.connect() as conn:
             return self._record(conn, ticket.strip())
 
-    def update_status(
-        self, ticket: str, sub_status: str, note: str | None = None, expected: datetime | None = None
-    ) -> RequestRecord | None:
-        """Move a request along (agent console); ``None`` if the ticket is unknown.
+    def find_duplicate(self, service_code: str, location: str | None, lat: float | None, long: float | None,
+                       now: datetime | None = None, rule: DuplicateRule | None = None) -> RequestRecord | None:
+        """The open request this report repeats (:func:`bot.service_requests.pick_duplicate`).
 
-        ``status`` (Open311 open/closed) follows from ``sub_status``.
+        One indexed SELECT (service, ``open``, inside the time window) narrowed to the bounding box
+        of ``rule.meters`` around the point, or to the same ``address_key``; the exact distance is
+        measured in Python on the few rows left. Merged requests are never offered.
+        """
+        rule = rule or DuplicateRule()
+        if rule.days <= 0:
+            return None
+        now = as_utc(now or self._clock())
+        key = address_key(location)
+        near = []
+        if lat is not None and long is not None:
+            dlat = rule.meters / _M_PER_DEG
+            dlon = dlat / max(0.01, math.cos(math.radians(lat)))
+            near.append(and_(_SR.c.lat.between(lat - dlat, lat + dlat), _SR.c.long.between(long - dlon, long + dlon)))
+        if key is not None:
+            near.append(_SR.c.address_key == key)
+        if not near:
+            return None
+        stmt = (_RECORDS.add_columns(_SR.c.address_key.label("akey"))
+                .where(_SR.c.service_code == service_code, _SR.c.status == "open",
+                       _SR.c.duplicate_of_id.is_(None),
+                       _SR.c.requested_datetime >= now - timedelta(days=rule.days), or_(*near))
+                .order_by(_SR.c.requested_datetime).limit(50))
+        with self._reader.connect() as conn:
+            rows = conn.execute(stmt).all()
+        recs = [to_record(row, row.key) for row in rows]
+        return pick_duplicate(recs, key, lat, long, rule, now, {row.service_request_id: row.akey for row in rows})
+
+    def subscribe(self, ticket: str, sender_key: str) -> int | None:
+        """Follow ``ticket`` as ``sender_key`` (once; the reporter already does); the count after it."""
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None:
+                return None
+            conv = by_key(session, sender_key)
+            own = conv is not None and conv.id == row.conversation_id
+            exists = session.scalar(select(RequestSubscription.id).where(
+                RequestSubscription.request_id == row.id, RequestSubscription.conversation_key == sender_key))
+            if not own and exists is None:
+                session.add(RequestSubscription(request_id=row.id, conversation_key=sender_key,
+                                                resident_id=conv.resident_id if conv else None))
+                session.add(RequestUpdate(request_id=row.id, kind="subscribed", who="resident"))
+                session.flush()
+            return int(session.scalar(select(func.count()).select_from(_SUB).where(_SUB.c.request_id == row.id)) or 0)
+
+    def subscribers_of(self, ticket: str) -> list[str]:
+        stmt = (select(_SUB.c.conversation_key).join(_SR, _SR.c.id == _SUB.c.request_id)
+                .where(_SR.c.service_request_id == ticket).order_by(_SUB.c.id))
+        with self._reader.connect() as conn:
+            return list(conn.scalars(stmt))
+
+    def merge(self, duplicate: str, into: str, who: str = "system") -> RequestRecord | None:
+        """An agent merges ``duplicate`` into ``into`` (same service, both open): the duplicate closes
+        (``rejected``, pointing at ``into``), its reporter and subscribers follow ``into``. None if
+        either is unknown, closed, the same, or of another service."""
+        with self._sessions.begin() as session:
+            dup, main = self._row(session, duplicate.strip()), self._row(session, into.strip())
+            if dup is None or main is None or dup.id == main.id or dup.service_code != main.service_code \
+                    or dup.status != "open" or main.status != "open" or main.duplicate_of_id is not None:
+                return None
+            keys = [c.key for c in [session.get(Conversation, dup.conversation_id)] if c is not None] \
+                if dup.conversation_id else []
+            keys += list(session.scalars(select(RequestSubscription.conversation_key)
+                                         .where(RequestSubscription.request_id == dup.id)))
+            have = set(session.scalars(select(RequestSubscription.conversation_key)
+                                       .where(RequestSubscription.request_id == main.id)))
+            main_key = session.get(Conversation, main.conversation_id).key if main.conversation_id else None
+            for key in dict.fromkeys(keys):
+                if key not in have and key != main_key:
+                    conv = by_key(session, key)
+                    session.add(RequestSubscription(request_id=main.id, conversation_key=key,
+                                                    resident_id=conv.resident_id if conv else None))
+            now = as_utc(self._clock())
+            dup.duplicate_of_id, dup.status, dup.sub_status, dup.updated_datetime = main.id, "closed", "rejected", now
+            dup.status_notes = (f"{main.service_request_id} 민원과 함께 처리해요 / "
+                                f"handled with {main.service_request_id}")
+            session.add(RequestUpdate(request_id=dup.id, kind="merged", note=main.service_request_id, who=who,
+                                      sub_status="rejected"))
+            session.add(RequestUpdate(request_id=main.id, kind="merged_in", note=dup.service_request_id, who=who))
+            session.flush()
+            return self._record(session, main.service_request_id)
+
+    def split(self, ticket: str, who: str = "system") -> RequestRecord | None:
+        """Undo a merge: ``ticket`` is its own open request again (its followers stay on both)."""
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None or row.duplicate_of_id is None:
+                return None
+            row.duplicate_of_id, row.status, row.sub_status = None, "open", "received"
+            row.status_notes, row.updated_datetime = None, as_utc(self._clock())
+            session.add(RequestUpdate(request_id=row.id, kind="split", sub_status="received", who=who))
+            session.flush()
+            return self._record(session, row.service_request_id)
+
+    def duplicates_of(self, ticket: str, rule: DuplicateRule | None = None) -> list[RequestRecord]:
+        """Other open requests this one might repeat or be repeated by (what the agent is shown to merge)."""
+        rec = self.get(ticket)
+        if rec is None or rec.status != "open":
+            return []
+        rule = rule or DuplicateRule()
+        key = address_key(rec.address_string)
+        near = [_SR.c.address_key == key] if key else []
+        if rec.lat is not None and rec.long is not None:
+            dlat = rule.meters / _M_PER_DEG
+            dlon = dlat / max(0.01, math.cos(math.radians(rec.lat)))
+            near.append(and_(_SR.c.lat.between(rec.lat - dlat, rec.lat + dlat),
+                             _SR.c.long.between(rec.long - dlon, rec.long + dlon)))
+        if not near:
+            return []
+        stmt = (_RECORDS.where(_SR.c.service_code == rec.service_code, _SR.c.status == "open",
+                               _SR.c.service_request_id != rec.ticket, or_(*near))
+                .order_by(_SR.c.requested_datetime).limit(20))
+        return self._records(stmt, {})
+
+    def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
+        """Open a resolved request again with the resident's words (its work orders go back to the crew)."""
+        from crm_store.models import WorkOrder
+
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None:
+                return None
+            row.status, row.sub_status = "open", "received"
+            row.updated_datetime = as_utc(self._clock())
+            session.add(RequestUpdate(request_id=row.id, kind="reopened", sub_status="received",
+                                      note=words[:1000] or None, who=f"resident:{sender_key[:50]}"))
+            for order in session.scalars(select(WorkOrder).where(WorkOrder.request_id == row.id,
+                                                                 WorkOrder.status == "done")):
+                order.status = "assigned"
+                order.updated_at = row.updated_datetime
+            session.flush()
+            return self._record(session, row.service_request_id)
+
+    def confirm_fixed(self, ticket: str, sender_key: str) -> bool:
+        with self._sessions.begin() as session:
+            row = self._row(session, ticket.strip())
+            if row is None:
+                return False
+            session.add(RequestUpdate(request_id=row.id, kind="confirmed", who=f"resident:{sender_key[:50]}"))
+            return True
+
+    def update_status(
+        self, ticket: str, sub_status: str, note: str | None = None, expected: datetime | None = None,
+        who: str = "system",
+    ) -> RequestRecord | None:
+        """Move a request along (agent console, crews); ``None`` if the ticket is unknown.
+
+        ``status`` (Open311 open/closed) follows from ``sub_status``. Each move is a step of the
+        request's history (``request_updates``); a note given with it is public (written for residents).
         """
         if sub_status not in SUB_STATUSES:
             raise ValueError(f"unknown sub_status {sub_status!r}; expected one of {SUB_STATUSES}")
@@ -204,6 +365,8 @@ class SqlRequestStore(RequestStore):
                 row.status_notes = note
             if expected is not None:
                 row.expected_datetime = as_utc(expected)
+            session.add(RequestUpdate(request_id=row.id, kind="status", sub_status=sub_status, note=note,
+                                      public=note is not None, who=who))
             session.flush()
             return self._record(session, ticket)
 

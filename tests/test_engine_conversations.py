@@ -206,7 +206,7 @@ def test_status_without_a_number_shows_the_residents_own_requests(engine):
     t = chat.say(tickets[0])  # a number given next: that one in full
     assert t.event("status_lookup").data == {"ticket": tickets[0], "found": True}
     one = Chat(engine, sender="one")
-    for text in ("도로에 구멍이 크게 났어요", "한빛동 중앙로 12", "예", "예"):
+    for text in ("도로에 구멍이 크게 났어요", "한빛동 새솔로 3", "예", "예"):
         t = one.say(text)
     t = one.say("What is the status of my request?")
     assert t.text.startswith(f"Ticket {TICKET.search(t.text).group(0)}") and "Department" in t.text

@@ -99,6 +99,9 @@ def _snapshot(inbox: Inbox, sender: str) -> dict[str, Any]:
 
 def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> None:
     fast = _talk(inbox, "fast", VISIT)
+    # The first visit's pothole is fixed: the second visit, at the same address, is not offered it.
+    with inbox.sessions.begin() as s:
+        s.execute(text("UPDATE service_requests SET status = 'closed', sub_status = 'resolved'"))
     inbox.pg, inbox.use_gate = None, False  # the general path, one Redis module at a time
     slow = _talk(inbox, "slow", VISIT)
     assert [_blank(a) for a in fast] == [_blank(a) for a in slow]

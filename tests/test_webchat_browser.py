@@ -127,7 +127,7 @@ def test_reload_mid_form_keeps_the_open_questions_buttons(page: Any) -> None:
     still answer it; an answered question's buttons do not come back."""
     open_with_keyboard(page)
     ask(page, "도로에 구멍이 났어요")
-    ask(page, "한빛동 중앙로 12")
+    ask(page, "한빛동 공원로 7")
     assert page.locator(".pcrm-wc-quick").last.get_by_role("button", name="예", exact=True).is_visible()
     page.reload()
     page.get_by_role("dialog", name="민원 상담").wait_for()
@@ -136,7 +136,7 @@ def test_reload_mid_form_keeps_the_open_questions_buttons(page: Any) -> None:
     before = len(bot_texts(page))
     yes.click()
     confirm = wait_reply(page, before)
-    assert "한빛동 중앙로 12" in confirm, confirm  # the summary: consent was taken
+    assert "한빛동 공원로 7" in confirm, confirm  # the summary: consent was taken
     ask(page, "아니요")  # cancel the request: a question without buttons is last
     page.reload()
     page.get_by_role("dialog", name="민원 상담").wait_for()

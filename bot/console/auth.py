@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_store.models import Agent
 
-ROLES = ("agent", "supervisor", "admin")
+ROLES = ("agent", "supervisor", "admin", "field")
 #: Roles that see every department.
 ALL_DEPARTMENTS_ROLES = ("supervisor", "admin")
 SESSION_COOKIE = "pcrm_console"

@@ -136,7 +136,7 @@ def _login_redirect(request: Request) -> RedirectResponse:
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith(("/console", "/supervisor")) and "//" not in value and "\\" not in value:
+    if value and value.startswith(("/console", "/supervisor", "/field/")) and "//" not in value and "\\" not in value:
         return value
     return "/console"
 

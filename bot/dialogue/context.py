@@ -114,13 +114,21 @@ class TurnContext:
         """Slots from a shared location or typed coordinates, if the message has them."""
         att = self.message.attachment("location")
         if att and att.lat is not None and att.long is not None:
-            text = att.address or f"{att.lat:.6f}, {att.long:.6f}"
+            text = att.address or self._address_of(att.lat, att.long)
             return {"location": text, "lat": att.lat, "long": att.long}
         for e in self.entities:
             if e["entity"] == "coordinates":
                 v = e["value"]
-                return {"location": f"{v['lat']}, {v['long']}", "lat": v["lat"], "long": v["long"]}
+                return {"location": self._address_of(v["lat"], v["long"]), "lat": v["lat"], "long": v["long"]}
         return None
+
+    def _address_of(self, lat: float, long: float) -> str:
+        """A shared point read back as the nearest district address ("한빛로 118 (한빛동) 부근"), from
+        the local gazetteer (bot/geo.py); coordinates only outside the district."""
+        from bot.geo import gazetteer
+
+        found = gazetteer().reverse(lat, long)
+        return found.label(self.lang) if found is not None else f"{lat:.6f}, {long:.6f}"
 
     def summary(self) -> str:
         """A line or two for the agent who takes over: what the resident wanted and said."""

@@ -663,6 +663,11 @@ def ask_next(ctx: TurnContext, prefix: str | None = None) -> None:
     name = service.name(ctx.lang)
     if prefix:
         ctx.say(prefix)
+    # Issue 20 (field helper): once the place is known, an open request of the same service there is
+    # offered first, and the offer's 예/아니요 is read here; all of it lives in bot/dialogue/duplicates.py.
+    from bot.dialogue.duplicates import before_ask
+    if before_ask(ctx):
+        return
     if not missing:
         state.requested_slot = None
         state.awaiting_confirm = True

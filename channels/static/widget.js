@@ -175,6 +175,39 @@
   sendBtn.type = "submit";
   form.appendChild(label);
   form.appendChild(input);
+  // Photos (issue 20): a camera button before "send"; the file goes to /webchat/photo and the
+  // bot's replies come back over the socket. Phones open the camera (capture).
+  var PHOTO_T = {
+    ko: { photo: "사진 보내기", sent: "📷 사진을 보냈어요", failed: "사진을 보내지 못했어요: " },
+    en: { photo: "Send a photo", sent: "📷 Photo sent", failed: "The photo could not be sent: " }
+  };
+  var photoLabel = el("label", "pcrm-wc-photo");
+  var photoText = el("span", "pcrm-wc-sr");
+  var photoIcon = el("span", null, "📷");
+  photoIcon.setAttribute("aria-hidden", "true");
+  var photoInput = el("input", "pcrm-wc-photo-input");
+  photoInput.type = "file";
+  photoInput.accept = "image/jpeg,image/png,image/webp,image/gif";
+  photoInput.setAttribute("capture", "environment");
+  photoLabel.appendChild(photoIcon);
+  photoLabel.appendChild(photoText);
+  photoLabel.appendChild(photoInput);
+  form.appendChild(photoLabel);
+  function sendPhoto(file) {
+    if (!file) return;
+    var body = new FormData();
+    body.append("session", session);
+    body.append("lang", lang);
+    body.append("file", file);
+    clearQuickReplies();
+    addMessage("resident", PHOTO_T[lang].sent, {});
+    setTyping(true);
+    fetch(httpBase + "photo", { method: "POST", body: body })
+      .then(function (r) { return r.ok ? r.json() : r.json().then(function (d) { throw new Error(d.detail || r.status); }); })
+      .catch(function (e) { setTyping(false); addMessage("bot", PHOTO_T[lang].failed + e.message, {}); })
+      .then(function () { photoInput.value = ""; });
+  }
+  photoInput.addEventListener("change", function () { sendPhoto(photoInput.files[0]); });
   form.appendChild(sendBtn);
 
   panel.appendChild(header);
@@ -187,6 +220,7 @@
 
   function applyLang() {
     var t = T[lang];
+    photoText.textContent = PHOTO_T[lang].photo;
     root.setAttribute("lang", lang);
     root.setAttribute("aria-label", t.title);
     launcherText.textContent = t.launcher;
