@@ -64,7 +64,9 @@ def test_resident_sees_then_deletes_own_data(twilio_app):
     say = lambda text: app.http.post("/webhooks/rest/webhook", json={"sender": "erin", "message": text}).json()  # noqa: E731
     say("쓰레기 언제 버려요?")
     shown = say("내 정보 보기")
-    assert "웹 API" in shown[-1]["text"] and "rest" not in shown[-1]["text"] and "대화 3건" in shown[-1]["text"]  # 2 before, plus this one
+    text = shown[-1]["text"]
+    assert "웹 API" in text and "rest" not in text  # the channel by its name, never the internal code
+    assert "대화 3건" in text  # 2 before, plus this one
     say("내 정보 삭제해 주세요")
     done = say("예")
     assert done[0]["text"] == app.engine.knowledge.render("utter_data_deleted", "ko")
