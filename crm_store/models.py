@@ -322,7 +322,7 @@ class Agent(Base):
     """A call-center person who logs into the console."""
 
     __tablename__ = "agents"
-    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin', 'field')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'admin', 'field', 'editor')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -372,6 +372,95 @@ class OtpCode(Base):
     expires_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     consumed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+#: Statuses of a knowledge-base article version (see :mod:`crm_store.kb`).
+KB_STATUSES = ("draft", "in_review", "published", "archived")
+
+
+class KbArticle(Base):
+    """A knowledge-base article: its stable id and pointers to its versions.
+
+    The content lives in :class:`KbArticleVersion` rows; the columns here are a summary of
+    the newest version (titles, department, a lowercased search text) so the editor's list
+    and search read one row per article, on every backend (JSON is stored ASCII-escaped on
+    PostgreSQL, so searching the JSON itself for Korean would find nothing).
+    """
+
+    __tablename__ = "kb_articles"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    area: Mapped[str] = mapped_column(String(64), index=True)
+    department: Mapped[str | None] = mapped_column(String(32))
+    title_ko: Mapped[str] = mapped_column(String(255), default="")
+    title_en: Mapped[str] = mapped_column(String(255), default="")
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    latest_status: Mapped[str] = mapped_column(String(16), default="draft")
+    published_version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KbArticleVersion(Base):
+    """One edit of an article: the whole article as JSON, never changed afterwards except its status.
+
+    At most one version per article is ``published`` (a partial unique index, so the database
+    itself refuses a second one whatever the code does).
+    """
+
+    __tablename__ = "kb_article_versions"
+    __table_args__ = (
+        UniqueConstraint("article_id", "version", name="uq_kb_article_versions_article_id"),
+        CheckConstraint("status IN ('draft', 'in_review', 'published', 'archived')", name="status"),
+        Index("ix_kb_article_versions_one_published", "article_id", unique=True,
+              postgresql_where=sql_text("status = 'published'"), sqlite_where=sql_text("status = 'published'")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    author: Mapped[str] = mapped_column(String(64))
+    reviewer: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime | None]
+
+
+class KbState(Base):
+    """The one row holding ``revision``: bumped whenever the published set changes.
+
+    Every worker polls this (one primary-key read) and reloads the published articles when
+    it moved, so an edit is live everywhere without a restart.
+    """
+
+    __tablename__ = "kb_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KbLearned(Base):
+    """A not-understood inbound message someone dealt with in the learning loop.
+
+    ``action`` is ``attach`` (added to an article's questions), ``draft`` (a new article),
+    ``intent`` (a classifier training example) or ``dismiss``; ``target`` the article id or
+    intent.  Handled messages leave the clusters shown to supervisors.
+    """
+
+    __tablename__ = "kb_learned"
+
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"),
+                                                primary_key=True, autoincrement=False)
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(120))
+    who: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
