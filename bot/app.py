@@ -19,11 +19,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.console.kb_routes import router as kb_console_router
 from bot.console.routes import router as console_router
 from bot.dedup import make_dedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.engine import Engine
 from bot.inbox import Inbox
+from bot.kb.sync import KbSync, engine_target
 from bot.live import make_live_events
 from bot.locks import make_conversation_lock
 from bot.logging_setup import install_pii_filter
@@ -224,18 +226,29 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                   lock=make_conversation_lock(redis_url, url, prefix),
                   dedup=make_dedup(redis_url, prefix),
                   limiter=make_rate_limiter(redis_url, settings.config(), prefix))
+    # The published knowledge base: seeded from nlu_data/knowledge when the store is empty, then
+    # reloaded whenever an editor publishes (bot/kb/sync.py).
+    kb_sync = KbSync(sessions, engine_target(engine),
+                     seed_dir=getattr(settings, "pcrm_kb_dir", None) or settings.pcrm_nlu_dir / "knowledge",
+                     config=settings.config(), interval_s=settings.pcrm_kb_poll_s, live=live)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         _ = engine.nlu  # train or load the model before the first resident waits for it
         _ = engine.kb  # index and calibrate the knowledge base before the first question, too
+        try:
+            await run_in_threadpool(kb_sync.bootstrap)
+        except Exception:  # noqa: BLE001 - the store is down: the seed the engine loaded serves until it is back
+            log.exception("knowledge base not loaded from the store at start")
         _settle_heap(engine)
         _fill_pool(sessions.kw["bind"], inbox.max_threads + 2)
         flusher = asyncio.create_task(_flush_spool_forever(inbox, settings.pcrm_spool_flush_s))
+        kb_poller = asyncio.create_task(kb_sync.run())
         try:
             yield
         finally:
             flusher.cancel()
+            kb_poller.cancel()
 
     app = FastAPI(title="PCRM contact center", version="0.1.0", lifespan=lifespan,
                   description="One dialogue engine for voice, SMS, Telegram, KakaoTalk and web chat; "
@@ -245,6 +258,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.sessions = sessions
     app.state.live = live
     app.state.inbox = inbox
+    app.state.kb_sync = kb_sync
     app.state.channels = {}
 
     @app.exception_handler(RequestValidationError)
@@ -292,6 +306,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from bot.identity import router as identity_router
 
     app.include_router(identity_router)
+    app.include_router(kb_console_router)
     app.include_router(console_router)
 
     app.add_middleware(BodyLimit)

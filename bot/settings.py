@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     pcrm_spool_flush_s: float = 30.0
     #: Where that spool lives (default: ``var/spool.jsonl`` next to the model cache).
     pcrm_spool_path: Path | None = None
+    #: Seconds between checks of the published knowledge base's revision (edits go live within this).
+    pcrm_kb_poll_s: float = 15.0
     pcrm_config: Path = ROOT / "config.yml"
     pcrm_secret_key: str = "dev-insecure-change-me"
     pcrm_public_url: str = "http://127.0.0.1:8000"

@@ -431,6 +431,8 @@ def rollback(s: Session, article_id: str, to_version: int, who: str) -> int:
     old = _version(s, article_id, to_version)
     if a.published_version == to_version:
         raise Conflict(f"v{to_version} is the published version already")
+    if old.published_at is None:  # a draft never reviewed must go through review, not around it
+        raise Conflict(f"v{to_version} was never published; edit it and ask for review instead")
     v = _new_version(s, a, dict(old.content), who, "published", f"rollback to v{to_version}", reviewer=who)
     s.add(audit(who, "kb.rollback", _target(article_id, v.version) + f"<-v{to_version}"))
     _bump(s)

@@ -35,7 +35,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_store.models import Agent
 
-ROLES = ("agent", "supervisor", "admin", "field")
+ROLES = ("agent", "supervisor", "admin", "field", "editor")
+#: Roles that edit the knowledge base (``editor``: content staff, who see no hand-offs).
+KB_ROLES = ("editor", "supervisor", "admin")
 #: Roles that see every department.
 ALL_DEPARTMENTS_ROLES = ("supervisor", "admin")
 SESSION_COOKIE = "pcrm_console"
@@ -239,5 +241,20 @@ def set_cookie(response: Any, request: Request, name: str, value: str, http_only
 def api_user_with_csrf(request: Request) -> ConsoleUser:
     """Dependency of every console POST: a session (401) and a valid CSRF header (403)."""
     user = require_user(request)
+    check_csrf(request, user, request.headers.get(CSRF_HEADER))
+    return user
+
+
+def require_kb_editor(request: Request) -> ConsoleUser:
+    """Dependency of the knowledge-base API: a session (401) of a role in :data:`KB_ROLES` (403)."""
+    user = require_user(request)
+    if user.role not in KB_ROLES:
+        raise HTTPException(status_code=403, detail="knowledge-base editors only")
+    return user
+
+
+def kb_editor_with_csrf(request: Request) -> ConsoleUser:
+    """:func:`require_kb_editor` plus a valid CSRF header (every knowledge-base POST)."""
+    user = require_kb_editor(request)
     check_csrf(request, user, request.headers.get(CSRF_HEADER))
     return user
