@@ -10,9 +10,10 @@ with the rest of ``nlu_data/nlu/``).
 label, or confidence below :data:`bot.analytics.LOW_CONFIDENCE` — plus the knowledge base's
 abstentions (:data:`ABSTAIN_LABELS`).
 
-Clustering: TF-IDF over character n-grams (2–3 within word boundaries: a Korean word is two or
-three syllables, so this is robust to particles, spacing and typos without a tokenizer), cosine
-similarity, average-linkage agglomerative clustering cut at :data:`SIMILARITY` (scikit-learn).  A few hundred messages
+Clustering: TF-IDF over character 2–3-grams (a Korean word is two or three syllables, so this is
+robust to particles and typos without a tokenizer) of the text as typed and of the text with
+the spaces between Korean syllables removed (robust to spacing), cosine similarity,
+average-linkage agglomerative clustering cut at :data:`SIMILARITY` (scikit-learn).  A few hundred messages
 take milliseconds; the input is capped at :data:`MAX_MESSAGES`.
 """
 
@@ -36,7 +37,7 @@ from crm_store.masking import mask_pii
 #: Labels meaning "the knowledge base had no answer good enough" (the retrieval engine's abstain).
 ABSTAIN_LABELS = ("kb.abstain", "kb.no_answer")
 OUT_OF_SCOPE = "conv.out_of_scope"
-SIMILARITY = 0.15
+SIMILARITY = 0.12
 MAX_MESSAGES = 1000
 _WS = re.compile(r"\s+")
 _file_lock = threading.Lock()
@@ -92,10 +93,30 @@ class Cluster:
         return out
 
 
-def _vectorizer() -> Any:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+_HANGUL_GAP = re.compile(r"(?<=[가-힣])\s+(?=[가-힣])")
 
-    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), lowercase=True, sublinear_tf=True, min_df=1)
+
+def _joined(text: str) -> str:
+    """Korean with the spaces between syllables removed ("여권 사진" = "여권사진": chat spacing is erratic)."""
+    return _HANGUL_GAP.sub("", text.lower())
+
+
+def _vectorizer() -> Any:
+    """Character 2–3-grams of the text as typed and of its space-less Korean, one TF-IDF each."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    def tfidf(pre: Any = None) -> Any:
+        return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), lowercase=True, sublinear_tf=True,
+                               preprocessor=pre)
+
+    return FeatureUnion([("typed", tfidf()), ("joined", tfidf(_joined))])
+
+
+def _unit(x: Any) -> Any:
+    from sklearn.preprocessing import normalize
+
+    return normalize(x)
 
 
 def cluster(rows: Iterable[dict[str, Any]], similarity: float = SIMILARITY,
@@ -112,12 +133,10 @@ def cluster(rows: Iterable[dict[str, Any]], similarity: float = SIMILARITY,
     if len(distinct) == 1:
         groups = [[0]]
         sim = np.ones((1, 1))
-        vec = None
     else:
         from sklearn.cluster import AgglomerativeClustering
 
-        vec = _vectorizer().fit(distinct)
-        x = vec.transform(distinct)
+        x = _unit(_vectorizer().fit_transform(distinct))
         sim = (x @ x.T).toarray()
         dist = np.clip(1.0 - sim, 0.0, 2.0)
         model = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
@@ -153,14 +172,15 @@ def _article_texts(article: Any) -> str:
     return " \n".join(parts)
 
 
-def suggest(clusters: list[Cluster], articles: Sequence[Any], at_least: float = 0.25) -> None:
-    """Attach to each cluster the article whose title, questions and tags resemble it most."""
+def suggest(clusters: list[Cluster], articles: Sequence[Any], at_least: float = 0.08) -> None:
+    """Attach to each cluster the article whose title, questions and tags resemble it most (a hint
+    prefilled in the "add to article" field for staff to check, so the bar is low)."""
     if not clusters or not articles:
         return
     docs = [_article_texts(a) for a in articles]
     queries = [" \n".join(c.texts()[:20]) for c in clusters]
     vec = _vectorizer().fit(docs + queries)
-    sims = (vec.transform(queries) @ vec.transform(docs).T).toarray()
+    sims = (_unit(vec.transform(queries)) @ _unit(vec.transform(docs)).T).toarray()
     for c, row in zip(clusters, sims, strict=True):
         best = int(row.argmax())
         if row[best] >= at_least:
