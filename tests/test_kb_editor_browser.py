@@ -57,9 +57,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         server.stop()
 
 
-def new_page(browser: Any, base_url: str) -> tuple[Any, Any]:
-    # No bypass_csp: the pages must work under the console's own Content-Security-Policy.
-    context = browser.new_context(base_url=base_url, locale="ko-KR", viewport={"width": 1280, "height": 900})
+def new_page(browser: Any, base_url: str, bypass_csp: bool = True) -> tuple[Any, Any]:
+    """A page; ``bypass_csp`` only so axe-core can be injected (see the CSP test below)."""
+    context = browser.new_context(base_url=base_url, locale="ko-KR", viewport={"width": 1280, "height": 900},
+                                  bypass_csp=bypass_csp)
     context.set_default_timeout(TIMEOUT_MS)
     pg = context.new_page()
     pg.errors = []  # type: ignore[attr-defined]
@@ -145,3 +146,20 @@ def test_an_edited_answer_reaches_residents_after_review_and_publish(browser: An
     # The next resident gets the new answer, with the city's facts filled in.
     after = ask_rest(server.url, QUESTION)
     assert marker in after and "보통 3일 걸려요" in after and "{dept.civil" not in after
+
+
+def test_editor_pages_work_under_the_consoles_csp(browser: Any, server: LiveServer) -> None:
+    """No inline script or style: kb.js runs and nothing is blocked with the real CSP in force."""
+    ctx, pg = new_page(browser, server.url, bypass_csp=False)
+    try:
+        login(pg, "editor-kim")
+        for path in ("/console/kb", "/console/kb/articles/civil.passport", "/console/kb/learn", "/console/kb/new"):
+            pg.goto(path)
+            assert pg.locator("link[href='/console/kb/static/kb.css']").count() == 1
+        pg.goto("/console/kb/articles/civil.passport/edit")
+        pg.wait_for_selector("body[data-kb-ready='1']")
+        pg.get_by_label("답변 (English, 최대 350자)").fill("Call {city.phone}.")
+        pg.wait_for_function("() => document.querySelector('#live-preview').textContent.includes('02-2100-1000')")
+        assert pg.errors == []  # type: ignore[attr-defined]  # CSP violations are console errors
+    finally:
+        ctx.close()
