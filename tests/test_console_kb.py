@@ -263,9 +263,20 @@ def test_a_publish_by_another_worker_is_picked_up_by_the_poll(client: TestClient
     assert sync.refresh() is False  # nothing new: no rebuild
 
 
-def test_a_kb_live_event_wakes_the_poller(app: Any) -> None:
+@pytest.mark.parametrize("transport", ["in-process", "redis"])
+def test_a_kb_live_event_wakes_the_poller(app: Any, transport: str) -> None:
+    """With Redis, one worker's announcement reaches another worker's poller at once."""
     from bot.kb.sync import TOPIC, KbSync
+    from bot.live import InProcessLiveEvents, RedisLiveEvents
+    from tests.pcrm_servers import REDIS_URL, need, redis_reachable
 
+    if transport == "redis":
+        problem = redis_reachable()
+        need(problem is None, problem or "")
+        prefix = f"pcrm-test-{uuid.uuid4().hex[:8]}:live:"
+        listener_side, publisher_side = RedisLiveEvents(REDIS_URL, prefix), RedisLiveEvents(REDIS_URL, prefix)
+    else:
+        listener_side = publisher_side = InProcessLiveEvents()
     done = threading.Event()
     seen: list[int] = []
 
@@ -273,14 +284,13 @@ def test_a_kb_live_event_wakes_the_poller(app: Any) -> None:
         seen.append(revision)
         done.set()
 
-    live = app.state.live
-    sync = KbSync(app.state.sessions, apply, live=live, interval_s=3600)  # the poll alone would wait an hour
+    sync = KbSync(app.state.sessions, apply, live=listener_side, interval_s=3600)  # the poll alone: an hour
     sync.revision = -1  # pretend to be behind
 
     async def scenario() -> None:
         task = asyncio.create_task(sync.run())
-        await asyncio.sleep(0.2)  # let it subscribe
-        await live.publish(TOPIC, {"revision": 99})
+        await asyncio.sleep(0.5)  # let it subscribe
+        await publisher_side.publish(TOPIC, {"revision": 99})
         ok = await asyncio.to_thread(done.wait, 30)
         task.cancel()
         assert ok
