@@ -312,6 +312,13 @@ def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
         yield f"sqlite:///{tmp_path / 'm.db'}", None
         return
     request.getfixturevalue("postgres_schema_url")
+    # pg_trgm must not be created inside this throwaway schema (migration 0002 creates it where
+    # the search path points when it is missing): dropping the schema would drop the extension
+    # and with it the trigram index of every other schema in the database.
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
+    admin.dispose()
     schema = f"pcrm_kbmig_{uuid.uuid4().hex[:10]}"
     try:
         yield POSTGRES_URL, schema
