@@ -85,6 +85,20 @@ def edit_form(content: dict[str, Any], base: int, **changes: str) -> dict[str, s
     return {**form_from_article(content), "base_version": str(base), **changes}
 
 
+def wait_served(client: TestClient, app: Any) -> int:
+    """Wait until this worker serves the published revision (the reload runs in the background
+    poller, woken by the publish); returns it."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:
+        status = client.get("/console/api/kb/status").json()
+        if status["served_revision"] == status["published_revision"]:
+            return int(status["published_revision"])
+        assert time.monotonic() < deadline, f"never reloaded: {status}"
+        time.sleep(0.05)
+
+
 def published(app: Any, article_id: str) -> dict[str, Any]:
     with app.state.sessions() as s:
         _rev, docs = store.published_articles(s)
@@ -152,10 +166,10 @@ def test_an_edit_goes_live_only_after_another_editor_publishes_it(client: TestCl
     r = form_post(client, "/console/kb/articles/civil.passport/publish", {"version": version})
     assert r.status_code == 303 and r.headers["location"].endswith("?done=published")
     assert published(app, "civil.passport")["answer"]["ko"] == marker
-    # This worker reloaded before answering the editor: the engine has the new text now.
+    # The publish woke this worker's poller: it reloads and the engine gets the new text.
+    served = wait_served(client, app)
     revision, answers = app.state.applied[-1]
-    assert len(app.state.applied) > before and answers["civil.passport"] == marker
-    assert app.state.kb_sync.revision == revision
+    assert len(app.state.applied) > before and answers["civil.passport"] == marker and revision == served
     with app.state.sessions() as s:
         actions = s.scalars(select(AuditLog.action).where(AuditLog.target == f"kb:civil.passport@v{version}")
                             .order_by(AuditLog.id)).all()
@@ -181,6 +195,7 @@ def test_a_supervisor_publishes_their_own_edit(client: TestClient, app: Any) -> 
                     {"version": v}).status_code == 200
     r = api_post(client, "/console/api/kb/articles/waste.bulky_sticker/publish", token, {"version": v})
     assert r.status_code == 200 and r.json()["published_version"] == v
+    wait_served(client, app)
     assert app.state.applied[-1][1]["waste.bulky_sticker"] == "대형폐기물은 {city} 홈페이지에서 신고해요."
 
 
@@ -189,6 +204,7 @@ def test_rollback_republishes_the_old_answer(client: TestClient, app: Any) -> No
     r = form_post(client, "/console/kb/articles/waste.bulky_sticker/rollback", {"version": 1})
     assert r.status_code == 303 and r.headers["location"].endswith("?done=rolled_back")
     assert published(app, "waste.bulky_sticker")["answer"]["ko"] == BULKY["answer"]["ko"]
+    wait_served(client, app)
     assert app.state.applied[-1][1]["waste.bulky_sticker"] == BULKY["answer"]["ko"]
     page = client.get("/console/kb/articles/waste.bulky_sticker")
     assert "rollback to v1" in page.text

@@ -137,6 +137,10 @@ def test_an_edited_answer_reaches_residents_after_review_and_publish(browser: An
         lee.get_by_role("button", name="v2 게시").click()
         lee.wait_for_url("**/console/kb/articles/civil.passport?done=published")
         assert "게시했습니다" in lee.get_by_role("status").first.inner_text()
+        # The server reloads in the background (the editor does not wait for the index rebuild).
+        lee.wait_for_function("async () => { const r = await fetch('/console/api/kb/status');"
+                              " const j = await r.json(); return j.served_revision === j.published_revision; }",
+                              polling=200)
         axe_clean(lee)
         assert kim.errors == [] and lee.errors == []  # type: ignore[attr-defined]
     finally:

@@ -50,7 +50,7 @@ STATUS_NAMES = {"draft": "초안", "in_review": "검토 중", "published": "게�
 ROLE_NAMES = {"agent": "상담원", "supervisor": "관리자", "admin": "시스템 관리자", "editor": "콘텐츠 편집자"}
 #: Messages after a redirect (``?done=``): fixed texts, never reflected input.
 DONE = {"saved": "초안을 저장했습니다.", "submitted": "검토를 요청했습니다.",
-        "published": "게시했습니다. 곧 모든 채널에 반영됩니다.",
+        "published": "게시했습니다. 몇 초 안에 모든 채널에 반영됩니다.",
         "rejected": "초안으로 돌려보냈습니다.", "rolled_back": "이전 버전을 다시 게시했습니다.",
         "archived": "게시를 내렸습니다.", "created": "새 문서 초안을 만들었습니다.",
         "attached": "질문을 문서 초안에 추가했습니다.",
@@ -312,7 +312,13 @@ async def kb_list_page(request: Request, q: str = "", area: str = "", status: st
 
     items, areas, counts, revision = await run_in_threadpool(load)
     return _render(request, "kb_list.html", user, title="지식베이스", items=items, areas=areas, counts=counts,
-                   q=q, area=area, status=status, revision=revision, done=DONE.get(done))
+                   q=q, area=area, status=status, revision=revision, served=_served(request), done=DONE.get(done))
+
+
+def _served(request: Request) -> int | None:
+    """The revision this worker's engine answers with (``None`` before the first load)."""
+    kb_sync = getattr(request.app.state, "kb_sync", None)
+    return kb_sync.revision if kb_sync is not None else None
 
 
 def _article_view(request: Request, article_id: str) -> dict[str, Any]:
@@ -652,6 +658,15 @@ async def api_kb_list(request: Request, q: str = "", area: str = "", status: str
                     "items": store.list_articles(s, q[:100], area or None, status or None)}
 
     return await run_in_threadpool(run)
+
+
+@router.get("/api/kb/status", summary="The published revision and the one this worker serves")
+async def api_kb_status(request: Request, user: ConsoleUser = Depends(require_kb_editor)) -> dict[str, Any]:
+    def run() -> int:
+        with _sessions(request)() as s:
+            return store.revision(s)
+
+    return {"published_revision": await run_in_threadpool(run), "served_revision": _served(request)}
 
 
 @router.get("/api/kb/articles/{article_id}", summary="One article with its whole version history")

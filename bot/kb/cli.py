@@ -235,11 +235,8 @@ def add_parsers(sub: Any) -> None:
     ek.add_argument("--json", action="store_true")
     ek.set_defaults(func=cmd_evaluate_kb)
 
-    kb = sub.add_parser("kb", help="knowledge base seed files")
+    kb = sub.add_parser("kb", help="knowledge base: seed files and the published copy in the store")
     kbs = kb.add_subparsers(dest="kb_command", required=True)
-    imp = kbs.add_parser("import", help="load a seed folder (default nlu_data/knowledge)")
-    imp.add_argument("dir", nargs="?")
-    imp.set_defaults(func=cmd_kb_import)
-    exp = kbs.add_parser("export", help="write the articles as seed files")
-    exp.add_argument("dir")
-    exp.set_defaults(func=cmd_kb_export)
+    from bot.kb.store_cli import add_kb_store_parsers  # import|export against the store (bot/kb/store_cli.py)
+
+    add_kb_store_parsers(kbs)

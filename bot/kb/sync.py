@@ -13,6 +13,9 @@ within a minute, without a restart or a deploy.  Each worker therefore:
   rollback, so with ``REDIS_URL`` every worker reacts immediately and without it the worker
   that served the console does (the others by polling).
 
+A reload rebuilds the retrieval index in a worker thread while the old index keeps answering
+(``KnowledgeBase.replace`` swaps it in at once when done).
+
 A published article the engine's schema refuses is left out (and logged) rather than taking
 the whole knowledge base down: the store's own checks make that rare.
 """
@@ -167,8 +170,17 @@ class KbSync:
             self._wake.set()
 
     async def announce(self, revision: int) -> None:
-        """Tell every worker (live event) that ``revision`` is published; this worker reloads now."""
-        await run_in_threadpool(self.refresh)
+        """Tell every worker (live event) that ``revision`` is published, this one included.
+
+        The reload itself runs in the background poller: rebuilding a few hundred articles'
+        index takes seconds, and the editor who clicked "publish" should not wait for it (the
+        console shows which revision this worker serves).  Without a running poller (a
+        script, a test without lifespan) it reloads here.
+        """
+        if self._wake is None:
+            await run_in_threadpool(self.refresh)
+        else:
+            self.wake()
         if self.live is not None:
             await self.live.publish(TOPIC, {"revision": revision})
 
