@@ -61,6 +61,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app with the small test seed of tests/test_store_kb.py (needs no retrieval engine)."""
+    from bot.app import create_app
+    from tests.test_store_kb import BULKY, ID_CARD, PASSPORT, write_seed
+
+    tmp = tmp_path_factory.mktemp("kb-browser-plain")
+    write_seed(tmp / "knowledge", {"civil": [PASSPORT, ID_CARD], "waste": [BULKY]})
+    settings = Settings(database_url=f"sqlite:///{tmp / 'pcrm.db'}", redis_url=None,
+                        pcrm_config=always_open_config(tmp), pcrm_model_dir=ROOT / "var" / "model",
+                        pcrm_kb_dir=tmp / "knowledge")
+    app = create_app(settings)
+    create_agent(app.state.sessions, "editor-kim", PASSWORD, "editor", [], "김편집")
+    server = ServerThread(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def new_page(browser: Any, base_url: str, bypass_csp: bool = True) -> tuple[Any, Any]:
     """A page; ``bypass_csp`` only so axe-core can be injected (see the CSP test below)."""
     context = browser.new_context(base_url=base_url, locale="ko-KR", viewport={"width": 1280, "height": 900},
@@ -168,9 +188,9 @@ def test_an_edited_answer_reaches_residents_after_review_and_publish(browser: An
     assert marker in after and "보통 3일 걸려요" in after and "{dept.civil" not in after
 
 
-def test_editor_pages_work_under_the_consoles_csp(browser: Any, server: LiveServer) -> None:
+def test_editor_pages_work_under_the_consoles_csp(browser: Any, plain_server: LiveServer) -> None:
     """No inline script or style: kb.js runs and nothing is blocked with the real CSP in force."""
-    ctx, pg = new_page(browser, server.url, bypass_csp=False)
+    ctx, pg = new_page(browser, plain_server.url, bypass_csp=False)
     try:
         login(pg, "editor-kim")
         for path in ("/console/kb", "/console/kb/articles/civil.passport", "/console/kb/learn", "/console/kb/new"):
@@ -181,5 +201,26 @@ def test_editor_pages_work_under_the_consoles_csp(browser: Any, server: LiveServ
         pg.get_by_label("답변 (English, 최대 350자)").fill("Call {city.phone}.")
         pg.wait_for_function("() => document.querySelector('#live-preview').textContent.includes('02-2100-1000')")
         assert pg.errors == []  # type: ignore[attr-defined]  # CSP violations are console errors
+    finally:
+        ctx.close()
+
+
+def test_every_editor_page_passes_axe(browser: Any, plain_server: LiveServer) -> None:
+    """List, article, edit, new, version diff and the learning loop: no serious or critical finding."""
+    ctx, pg = new_page(browser, plain_server.url)
+    try:
+        login(pg, "editor-kim")
+        axe_clean(pg)
+        pg.goto("/console/kb/articles/civil.id_card_reissue/edit")
+        answer = pg.get_by_label("답변 (한국어, 최대 350자)")
+        answer.fill("가까운 주민센터에서 재발급해요. 수수료는 5,000원이에요. {dept.civil.phone}")
+        pg.get_by_role("button", name="초안 저장").click()
+        pg.wait_for_url("**/console/kb/articles/civil.id_card_reissue?done=saved")
+        for path in ("/console/kb/articles/civil.id_card_reissue", "/console/kb/articles/civil.id_card_reissue/edit",
+                     "/console/kb/articles/civil.id_card_reissue/versions/2", "/console/kb/new", "/console/kb/learn",
+                     "/console/kb?q=%EC%97%AC%EA%B6%8C"):
+            pg.goto(path)
+            axe_clean(pg)
+        assert pg.errors == []  # type: ignore[attr-defined]
     finally:
         ctx.close()
