@@ -400,3 +400,25 @@ def test_pcrm_kb_import_and_export_round_trip(tmp_path: Path, monkeypatch: pytes
     bad = write_seed(tmp_path / "bad", {"civil": [{**PASSPORT, "answer": {"ko": "{fact.nope}", "en": "x"}}]})
     assert main(["kb", "import", str(bad)]) == 2
     assert "{fact.nope}" in capsys.readouterr().out
+
+
+def test_an_unchanged_article_set_does_not_rebuild_the_engines_index() -> None:
+    """At start the store usually holds exactly the seed the engine indexed: no second build."""
+    from bot.kb.articles import Article
+    from bot.kb.sync import engine_target
+
+    class FakeKb:
+        def __init__(self, articles: list[Article]) -> None:
+            self.articles, self.builds = articles, 0
+
+        def replace(self, articles: list[Article]) -> None:
+            self.articles, self.builds = list(articles), self.builds + 1
+
+    class FakeEngine:
+        kb = FakeKb([Article.from_dict(dict(PASSPORT)), Article.from_dict(dict(BULKY))])
+
+    apply = engine_target(FakeEngine())
+    apply([Article.from_dict(dict(BULKY)), Article.from_dict(dict(PASSPORT))], 1)
+    assert FakeEngine.kb.builds == 0
+    apply([Article.from_dict(dict(BULKY))], 2)
+    assert FakeEngine.kb.builds == 1 and [a.id for a in FakeEngine.kb.articles] == ["waste.bulky_sticker"]

@@ -63,9 +63,20 @@ def engine_target(engine: Any) -> Apply:
                 log.warning("the engine has no knowledge base to replace; published articles not served")
                 warned = True
             return
+        current = getattr(target, "articles", None)
+        if isinstance(current, list) and _same_articles(current, articles):
+            return  # e.g. the first start: the store holds exactly the seed the engine indexed
         target.replace(articles)
 
     return apply
+
+
+def _same_articles(a: list[Article], b: list[Article]) -> bool:
+    """Whether two article sets say the same (rebuilding the index costs seconds of CPU)."""
+    def key(items: list[Article]) -> list[dict[str, Any]]:
+        return sorted((x.to_dict() for x in items), key=lambda d: d["id"])
+
+    return len(a) == len(b) and key(a) == key(b)
 
 
 def seed_articles(seed_dir: Path, config: dict[str, Any] | None) -> tuple[list[tuple[str, dict[str, Any]]],
