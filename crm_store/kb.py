@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crm_store._session import insert_or_find
 from crm_store.models import (
@@ -593,17 +593,26 @@ def export_dir(s: Session, directory: Path) -> list[Path]:
 # --- the learning loop's bookkeeping ---------------------------------------------------------
 
 def unanswered(s: Session, since: datetime, labels: Iterable[str], below: float,
-               limit: int = 2000) -> list[dict[str, Any]]:
+               limit: int = 2000, abstain_texts: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Inbound messages since ``since`` the bot did not understand: a label in ``labels``, no
-    label, or confidence below ``below``; not yet dealt with in the learning loop; newest first.
-    Texts are raw (the caller masks them)."""
+    label, confidence below ``below``, or answered with one of ``abstain_texts`` (the knowledge
+    base's "I have no answer to that", whatever the classifier thought); not yet dealt with in
+    the learning loop; newest first.  Texts are raw (the caller masks them)."""
     I = Interaction  # noqa: N806, E741
     handled = select(KbLearned.interaction_id)
+    conditions = [I.label.in_(list(labels)), I.label.is_(None), I.confidence < below]
+    abstain_texts = [t for t in abstain_texts if t]
+    if abstain_texts:
+        out = aliased(Interaction)
+        prior = (select(func.max(I.id)).where(I.conversation_id == out.conversation_id, I.direction == "in",
+                                              I.id < out.id).correlate(out).scalar_subquery())
+        abstained = select(prior).where(out.direction == "out", out.created_at >= since,
+                                        out.text.in_(abstain_texts))
+        conditions.append(I.id.in_(abstained))
     rows = s.execute(
         select(I.id, I.text, I.lang, I.label, I.confidence, I.channel, I.created_at)
         .where(I.direction == "in", I.created_at >= since, I.text != DELETED_TEXT, I.text != "",
-               or_(I.label.in_(list(labels)), I.label.is_(None), I.confidence < below),
-               I.id.not_in(handled))
+               or_(*conditions), I.id.not_in(handled))
         .order_by(I.id.desc()).limit(limit)).all()
     return [{"id": r.id, "text": r.text or "", "lang": r.lang, "label": r.label, "confidence": r.confidence,
              "channel": r.channel, "created_at": _iso(r.created_at)} for r in rows]

@@ -354,3 +354,27 @@ def test_migration_0007_up_down_up_keeps_agents_and_allows_editors(fresh_db: tup
         command.upgrade(cfg, "head")
     finally:
         engine.dispose()
+
+
+def test_unanswered_includes_questions_the_knowledge_base_abstained_on(session_factory: sessionmaker[Session]) -> None:
+    """A confident classifier label is no proof of an answer: the bot's "no answer" reply is."""
+    from datetime import timedelta
+
+    from crm_store.timeutil import utcnow
+
+    abstain = "죄송해요, 그 질문에 대한 안내는 아직 제가 갖고 있지 않아요."
+    with session_factory.begin() as s:
+        conv = Conversation(key="rest:abstain", channel="rest")
+        s.add(conv)
+        s.flush()
+        asked = _interaction(s, conv.id, "여권 사진 배경색 흰색이어야 해요?", "faq.passport", 0.93)
+        s.add(Interaction(conversation_id=conv.id, channel="rest", direction="out", text=abstain, entities=[]))
+        s.flush()
+        _interaction(s, conv.id, "여권 얼마나 걸려요", "faq.passport", 0.95)
+        s.add(Interaction(conversation_id=conv.id, channel="rest", direction="out", text="보통 4~8일 걸려요.",
+                          entities=[]))
+    with session_factory() as s:
+        since = utcnow() - timedelta(hours=1)
+        assert kb.unanswered(s, since, ["conv.out_of_scope"], 0.45) == []
+        got = kb.unanswered(s, since, ["conv.out_of_scope"], 0.45, abstain_texts=[abstain])
+        assert [r["id"] for r in got] == [asked]

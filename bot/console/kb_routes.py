@@ -532,8 +532,16 @@ def _clusters(request: Request, days: int) -> list[learning.Cluster]:
     from bot.analytics import LOW_CONFIDENCE
 
     since = utcnow() - timedelta(days=days)
+    k = _knowledge(request)
+    abstain = []
+    for lang in LANGS:
+        try:
+            abstain.append(k.render("utter_kb_abstain", lang))
+        except KeyError:  # an engine without the knowledge base's own "no answer"
+            pass
     with _sessions(request)() as s:
-        rows = store.unanswered(s, since, _not_understood_labels(), LOW_CONFIDENCE, limit=learning.MAX_MESSAGES)
+        rows = store.unanswered(s, since, _not_understood_labels(), LOW_CONFIDENCE, limit=learning.MAX_MESSAGES,
+                                abstain_texts=abstain)
     kb_sync = getattr(request.app.state, "kb_sync", None)
     return learning.cluster(rows, articles=list(kb_sync.articles) if kb_sync is not None else [])
 
