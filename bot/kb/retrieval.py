@@ -30,6 +30,7 @@ import hashlib
 import logging
 import math
 import os
+import random
 import re
 import threading
 import warnings
@@ -66,6 +67,8 @@ SUGGEST_AT = 0.20
 #: leave-one-out of the articles' own questions (not on any held-out set).
 DENSE_QUESTION_W = 0.5
 DENSE_ANSWER_W = 1.5
+#: Leave-one-out questions the calibration is fitted on, at most (a random, fixed subset).
+CALIBRATION_SAMPLES = 1500
 #: Lexical alone is trusted (no embedding) from this calibrated probability on.
 LEXICAL_SURE_AT = 0.90
 
@@ -434,11 +437,12 @@ class KnowledgeBase:
         return np.array(feats, dtype=np.float64), order
 
     @staticmethod
-    def _coverage(ix: _Index, text: str, top: int, own: int | None = None) -> list[float]:
+    def _coverage(ix: _Index, text: str, top: int, own: int | None = None,
+                  words: list[str] | None = None) -> list[float]:
         """Share of the query's content words the KB knows at all, and share the top article
         has: words nobody wrote about ("로또", "헬스장") mean a question the KB cannot answer.
         ``own``: the article the (left-out) question comes from, whose words are discounted."""
-        words = _words(text)
+        words = _words(text) if words is None else words
         if not words:
             return [0.0, 0.0]
         mine = Counter(words)
@@ -467,17 +471,21 @@ class KnowledgeBase:
         for u, (text, art, is_sentence) in enumerate(zip(unit_texts, ix.unit_article, dense_mask, strict=True)):
             if is_sentence:
                 samples.append((text, int(art), u, ix.unit_vecs[u] if ix.unit_vecs is not None else None))
+        if len(samples) > CALIBRATION_SAMPLES:  # enough for a 10-feature logistic model; start-up stays short
+            samples = random.Random(0).sample(samples, CALIBRATION_SAMPLES)
         for j, text in enumerate(self.negatives):
             samples.append((text, -1, -1, neg_vecs[j] if neg_vecs is not None else None))
         y_full: list[int] = []
         y_lex: list[int] = []
         for text, art, u, qv in samples:
-            lex, dense = self._scores(ix, lexical_tokens(text), qv, skip_unit=u)
+            tokens = lexical_tokens(text)
+            words = [t for t in tokens if not t.startswith("#")]
+            lex, dense = self._scores(ix, tokens, qv, skip_unit=u)
             ff, order = self._features(lex, dense, self._fuse(lex, dense), active)
             fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
             own = art if art >= 0 else None
-            ff = np.append(ff, self._coverage(ix, text, int(order[0]), own))
-            fl = np.append(fl, self._coverage(ix, text, int(lorder[0]), own))
+            ff = np.append(ff, self._coverage(ix, text, int(order[0]), own, words))
+            fl = np.append(fl, self._coverage(ix, text, int(lorder[0]), own, words))
             rows_full.append(ff)
             rows_lex.append(fl)
             y_full.append(int(order[0] == art))
