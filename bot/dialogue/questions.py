@@ -15,6 +15,10 @@ articles. Who decides:
   it with high confidence ("층간소음 상담은 어디서 받아요?").
 * greetings, thanks, hand-off, status, emergencies: never the KB.
 
+Measured both ways by ``bench/kb_routing.py`` over bench/heldout.jsonl with the city's KB
+(352 articles): 99.4 % of service reports still open their form, 93.7 % of catalog FAQ
+questions are answered from an article, turn labels 95.6 % right.
+
 Turns answered from an article are recorded under its catalog FAQ code (``faq:``) or, for
 articles beyond the catalog, ``kb.<article id>``; the state remembers the article so the
 next, elliptical question ("요금은 얼마예요?") is read in its context.
