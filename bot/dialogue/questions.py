@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from bot.kb.retrieval import is_elliptical
 from bot.messages import Button, Reply
 
 if TYPE_CHECKING:
@@ -107,7 +108,9 @@ def answer_question(ctx: TurnContext) -> bool:
     if label in _NEVER and not looks_like_question(text, ctx.lang):
         return False  # "ok thanks, bye" scored low is still not a question for the KB
     is_request = label in ctx.knowledge.services and not ctx.low_confidence
-    question = looks_like_question(text, ctx.lang)
+    asks = bool(_QUESTION_KO.search(text) or _QUESTION_EN.search(text))
+    # "그거 신청은 어디서 해요?" right after an article asks about it, 신청 or not.
+    question = looks_like_question(text, ctx.lang) or (bool(state.last_article) and is_elliptical(text) and asks)
     if label in ctx.knowledge.services and not question:
         return False  # a report, even one the classifier is unsure of: the form or clarify, not an article
     result = kb.answer(text, ctx.lang, context=state.last_article)

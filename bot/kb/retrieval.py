@@ -624,9 +624,9 @@ class KnowledgeBase:
         # A confident whole may still be two questions ("여권 얼마고 등본은 어디서 떼요?").
         parts = split_questions(text)
         if 2 <= len(parts) <= 3:
-            # Lexical only: each part must name its topic plainly, and a long single question
-            # with many clause boundaries must not cost an embedding per clause.
-            results = [self.search(p, lang, use_dense=False) for p in parts]
+            # Long messages lexical only: a long single question with many clause boundaries
+            # must not cost an embedding per clause.
+            results = [self.search(p, lang, use_dense=None if len(text) <= 80 else False) for p in parts]
             ids = [r.hits[0].article.id for r in results if r.hits]
             if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
                 return Result("answer", results[0].hits, min(r.confidence for r in results), text,
@@ -669,7 +669,8 @@ def cited_answer(kb: KnowledgeBase, article: Article, lang: str) -> tuple[str, d
 
 
 #: A question that leans on the previous one: "그럼 토요일은요?", "요금은요?", "and on weekends?".
-_ELLIPTICAL = re.compile(r"^\s*(?:그럼|그러면|그리고|그건|그거|이건|저건|and|what about|how about|so)\b|"
+_ELLIPTICAL = re.compile(r"^\s*(?:그럼|그러면|그리고|그건|그거|그것|이건|저건|and|what about|how about|so)"
+                         r"(?:\b|[은는도을를])|"
                          r"^\s*\S+\s?[은는]요\s*\??\s*$|^\s*\S+\s?(?:도|만)요\s*\??\s*$", re.IGNORECASE)
 
 
