@@ -7,6 +7,7 @@ geocoded (bot/geo.py, no internet) into the ``lat``/``long`` slots.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -30,6 +31,8 @@ def rule_for(be: backend.Backend, service_code: str) -> DuplicateRule:
     return rules.get(service_code, rules["*"])
 
 
+log = logging.getLogger("pcrm.actions.duplicates")
+
 class ActionFindDuplicate(Action):
     """Sets ``duplicate_ticket`` (and the values the offer quotes) or clears it."""
 
@@ -49,7 +52,11 @@ class ActionFindDuplicate(Action):
             if found is not None:
                 lat, long = found.lat, found.long
                 events += [SlotSet("lat", lat), SlotSet("long", long)]
-        rec = be.requests.find_duplicate(code, location, lat, long, rule=rule_for(be, code))
+        try:
+            rec = be.requests.find_duplicate(code, location, lat, long, rule=rule_for(be, code))
+        except Exception:  # noqa: BLE001 - a store outage must not stop the report: no duplicate offered
+            log.warning("duplicate lookup failed for %s; the report goes on without one", code, exc_info=True)
+            rec = None
         if rec is None:
             return [*events, SlotSet("duplicate_ticket", None)]
         service = be.knowledge.services.get(rec.service_code)
