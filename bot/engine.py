@@ -331,6 +331,21 @@ class Engine:
         self.states.save(state)
         return replies
 
+    def take_over(self, conversation_key: str, department: str) -> None:
+        """An agent took the hand-off (or answered it): from now on the resident's messages go to the
+        agent, not the bot. After hours the dialogue had only queued the request (the bot kept
+        talking, asking for a call-back number); without this the resident's reply to the agent
+        would be answered by the bot instead."""
+        state = self.states.load(conversation_key)
+        if state.handed_off and state.handoff_department == department and not state.awaiting:
+            return
+        state.reset()
+        state.awaiting = None
+        state.callback = {}
+        state.handed_off = True
+        state.handoff_department = department
+        self.states.save(state)
+
     def forget(self, conversation_key: str) -> None:
         """Drop the dialogue state (the resident deleted their data)."""
         self.states.delete(conversation_key)

@@ -366,7 +366,8 @@ class Inbox:
                 elif ev.type in ("callback", "emergency_note"):
                     # The call-back's number and message, or what a resident in an emergency added,
                     # go on the conversation's open hand-off, where the agent reads them.
-                    h = handoffs.annotate(s, cid, ev.type, ev.data)
+                    due = self._callback_due() if ev.type == "callback" else None
+                    h = handoffs.annotate(s, cid, ev.type, ev.data, due_at=due)
                     if h is not None:
                         live.append((f"dept:{h.department}", {"type": "handoff_updated", "handoff_id": h.id,
                                                               "department": h.department}))
@@ -405,6 +406,14 @@ class Inbox:
         elif state is not None:
             self._cache_state(state, ids, raw_state, adm)
         return live
+
+    def _callback_due(self) -> datetime:
+        """When a call-back should be made: when people are next at work, plus the configured
+        minutes (``sla.callback_due_minutes``, 60 by default) to reach it."""
+        from datetime import timedelta
+
+        sla = self.engine.knowledge.config.get("sla") or {}
+        return self.engine.hours.next_open(self.engine.clock()) + timedelta(minutes=int(sla.get("callback_due_minutes", 60)))
 
     def _cache_state(self, state: DialogueState, ids: dict[str, Any], raw_state: str | None,
                      adm: Admission | None) -> None:

@@ -267,7 +267,9 @@ def test_view_reply_resolve_and_rating_over_rest(client: TestClient, app: Any) -
         assert out.handled_by.startswith("agent:")
 
     r = api_post(client, f"/console/api/handoffs/{hid}/resolve", token, {"resolution_code": "answered"})
-    assert r.status_code == 200 and "1" in r.json()["sent"][0] and "5" in r.json()["sent"][0]
+    sent = r.json()["sent"]
+    assert r.status_code == 200 and "1" in sent[-1] and "5" in sent[-1]
+    assert "끝났어요" in sent[0] or "has ended" in sent[0]  # the resident is told the person left
     with app.state.sessions() as s:
         row = s.get_one(Handoff, hid)
         assert row.status == "closed" and row.resolution_code == "answered"
@@ -300,10 +302,13 @@ def test_webchat_resident_gets_the_agent_reply_and_the_rating_question(client: T
         token = login(client, "waste1")
         r = api_post(client, f"/console/api/handoffs/{hid}/reply", token, {"text": "상담원 김청소입니다."})
         assert r.status_code == 200 and r.json()["delivered"] is True
+        joined = until(resident, "bot")  # told by name (never the login id) that a person answers
+        assert "김청소" in joined["text"] and "연결되었어요" in joined["text"] and "waste1" not in joined["text"]
         frame = until(resident, "agent")
-        assert frame["text"] == "상담원 김청소입니다."
+        assert frame["text"] == "상담원 김청소입니다." and frame["name"] == "김청소"
         r = api_post(client, f"/console/api/handoffs/{hid}/resolve", token, {"resolution_code": "answered"})
         assert r.status_code == 200
+        assert "끝났어요" in until(resident, "bot")["text"]  # told the person has left
         rating = until(resident, "bot")
         assert "1" in rating["text"] and "5" in rating["text"]
         resident.send_text(json.dumps({"type": "message", "text": "4", "id": "m3"}))
@@ -395,7 +400,7 @@ def test_handback_releases_without_rating(client: TestClient, app: Any) -> None:
     sender, hid = waste_handoff(client, app)
     token = login(client, "waste1")
     r = api_post(client, f"/console/api/handoffs/{hid}/handback", token)
-    assert r.status_code == 200 and r.json()["sent"] == []
+    assert r.status_code == 200 and len(r.json()["sent"]) == 1 and "끝났어요" in r.json()["sent"][0]  # no rating
     answer = rest(client, sender, "쓰레기 배출 요일이 언제예요?")
     assert answer and "저녁" in answer[0]["text"]  # the bot answers again
 
