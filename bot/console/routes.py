@@ -84,6 +84,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'se
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 MAX_REPLY = 2000
+#: Suggested answers below this NLU score are shown only when nothing better exists.
+SUGGEST_MIN_SCORE = 0.2
 #: A transfer's reason is kept as a note starting with this, so the receiving agent reads it.
 TRANSFER_PREFIX = "[이관] "
 MAX_NOTE = 2000
@@ -99,9 +101,10 @@ RESOLUTION_CODES = {
 STATUS_NAMES = {"received": "접수됨", "assigned": "담당자 배정", "in_progress": "처리 중",
                 "resolved": "처리 완료", "rejected": "반려"}
 #: Canned responses per department (Korean); every department also gets the general ones.
+#: Placeholders: {agent} (the agent's display name), {city}, {department}.
 CANNED: dict[str, list[str]] = {
     "general": [
-        "안녕하세요, 한빛구청 민원상담실 상담원입니다. 무엇을 도와드릴까요?",
+        "안녕하세요, {city} 민원상담실 상담원 {agent}입니다. 무엇을 도와드릴까요?",
         "확인 후 바로 안내해 드리겠습니다. 잠시만 기다려 주세요.",
         "더 궁금하신 점이 있으시면 언제든지 말씀해 주세요. 감사합니다.",
     ],
@@ -118,6 +121,18 @@ CANNED: dict[str, list[str]] = {
     "civil": ["정부24(www.gov.kr)에서 온라인으로도 발급받으실 수 있습니다."],
     "welfare": ["주소지 동 주민센터에서 상담받으실 수 있도록 연결해 드리겠습니다."],
     "safety": ["위급한 상황이면 즉시 119 또는 112에 신고해 주세요. 현장에 담당자를 보내겠습니다."],
+}
+
+#: English canned replies (for residents writing in English); placeholders as in :data:`CANNED`.
+CANNED_EN: dict[str, list[str]] = {
+    "general": [
+        "Hello, this is {agent} of {city}'s contact centre. How can I help?",
+        "Let me check that for you. Please wait a moment.",
+        "If there is anything else, just let us know. Thank you.",
+    ],
+    "waste": ["Sorry for the trouble. We will ask the collector to pick it up today."],
+    "roads": ["We will check the site and let you know when it will be repaired. Where exactly is it?"],
+    "safety": ["If anyone is in danger, call 119 or 112 now. We are sending someone to the site."],
 }
 
 router = APIRouter(prefix="/console", tags=["console"])
@@ -296,8 +311,9 @@ def _suggestions(engine: Any, text: str, lang: str) -> list[dict[str, str]]:
             answer = k.render(f"utter_{label.replace('.', '_')}", lang)
         except KeyError:
             continue
-        out.append({"label": label, "title": k.label_name(label, "ko"), "text": answer,
-                    "score": f"{float(score):.2f}"})
+        if float(score) < SUGGEST_MIN_SCORE and out:
+            break  # a weak match is noise once there is a good one
+        out.append({"label": label, "title": k.label_name(label, "ko"), "text": answer})
         if len(out) == 3:
             break
     return out
@@ -388,12 +404,21 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
             "notes": _notes(s, h.id),
         }
     data["suggestions"] = _suggestions(app.state.engine, last_in, lang)
-    data["canned"] = [*CANNED.get(h.department, []), *CANNED["general"]] if h.department != "general" \
-        else list(CANNED["general"])
+    data["canned"] = _canned(h.department, lang, k, data["handoff"]["agent_name"] or user.name)
     data["departments"] = _departments(request)
     data["resolution_codes"] = [{"code": c, "name": n} for c, n in RESOLUTION_CODES.items()]
     data["statuses"] = [{"code": c, "name": STATUS_NAMES[c]} for c in SUB_STATUSES]
     return data
+
+
+def _canned(department: str, lang: str, k: Any, agent: str) -> list[dict[str, str]]:
+    """Canned replies in the resident's language (Korean otherwise), placeholders ({agent}, {city},
+    {department}) filled, the department's own first."""
+    table = CANNED_EN if lang == "en" else CANNED
+    city = ((k.config.get("municipality") or {}).get("name") or {}).get("en" if lang == "en" else "ko", "")
+    texts = [*table.get(department, []), *table["general"]] if department != "general" else list(table["general"])
+    values = {"agent": agent, "city": city, "department": k.department_name(department, lang)}
+    return [{"text": t.format_map(values), "lang": "en" if lang == "en" else "ko"} for t in texts]
 
 
 async def _deliver(request: Request, conv_key: str, channel: str, replies: list[Reply],
@@ -548,7 +573,13 @@ async def queue_page(request: Request) -> Response:
     if user is None:
         return _login_redirect(request)
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
-    return _render(request, "queue.html", user=user, items=items, title="상담 대기열")
+    depts = [d for d in _departments(request) if user.sees_all or d["code"] in user.departments]
+    enabled = [c for c, v in (request.app.state.settings.config().get("channels") or {}).items()
+               if (v or {}).get("enabled", True)]
+    return _render(request, "queue.html", user=user, items=items, title="상담 대기열",
+                   sla=_sla(request.app.state.settings.config()), departments=depts,
+                   channels=[(c, human.channel(c)) for c in enabled],
+                   langs=[(c, human.lang(c)) for c in ("ko", "en")])
 
 
 @router.get("/handoffs/{handoff_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -583,7 +614,7 @@ async def me(user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
 @router.get("/api/queue", summary="Open hand-offs of the agent's departments, most urgent and oldest first")
 async def api_queue(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
-    return {"items": items}
+    return {"items": items, "sla": _sla(request.app.state.settings.config())}
 
 
 @router.get("/api/handoffs/{handoff_id}", summary="One hand-off: summary, resident, timeline, suggestions")
