@@ -413,7 +413,8 @@ class Inbox:
         from datetime import timedelta
 
         sla = self.engine.knowledge.config.get("sla") or {}
-        return self.engine.hours.next_open(self.engine.clock()) + timedelta(minutes=int(sla.get("callback_due_minutes", 60)))
+        minutes = int(sla.get("callback_due_minutes", 60))
+        return self.engine.hours.next_open(self.engine.clock()) + timedelta(minutes=minutes)
 
     def _cache_state(self, state: DialogueState, ids: dict[str, Any], raw_state: str | None,
                      adm: Admission | None) -> None:

@@ -106,7 +106,8 @@ def test_after_hours_number_becomes_a_callback_task_the_agent_reveals_and_calls(
 def test_after_claim_the_residents_words_reach_the_agent_not_the_bot(client: TestClient, app: Any) -> None:
     sender, hid = book_callback(client, app)
     token = login(client, "waste2")
-    assert api_post(client, f"/console/api/handoffs/{hid}/reply", token, {"text": "지금 확인해 볼게요."}).status_code == 200
+    r = api_post(client, f"/console/api/handoffs/{hid}/reply", token, {"text": "지금 확인해 볼게요."})
+    assert r.status_code == 200
     answer = rest(client, sender, "네 감사합니다 기다릴게요")
     assert answer == []  # the bot stays silent: the agent has the conversation
     detail = client.get(f"/console/api/handoffs/{hid}").json()

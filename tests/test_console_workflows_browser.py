@@ -153,7 +153,8 @@ def test_emergency_raises_an_alert_and_is_pinned(browser: Any, open_server: Live
         alert.wait_for(state="visible")
         assert "긴급" in alert.inner_text()
         top = agent.locator("#queue-body tr[data-id]").first
-        agent.wait_for_function("() => document.querySelector('#queue-body tr[data-id]').classList.contains('emergency')")
+        agent.wait_for_function(
+            "() => document.querySelector('#queue-body tr[data-id]').classList.contains('emergency')")
         assert "긴급" in top.inner_text()
         assert agent.title().startswith("(")  # the title badge counts waiting items
         no_serious(agent)
