@@ -199,3 +199,39 @@ def test_transfer_reason_reaches_next_agent_and_resident_is_told(browser: Any, o
     finally:
         for c in (resident_ctx, waste_ctx, roads_ctx):
             c.close()
+
+
+def test_wallboard_updates_live_and_a_chart_drills_to_a_transcript(browser: Any, open_server: LiveServer) -> None:
+    boss_ctx, boss = new_page(browser, open_server.url)
+    resident_ctx, resident = new_page(browser, open_server.url)
+    agent_ctx, agent = new_page(browser, open_server.url)
+    try:
+        log_in(agent, "waste-agent")  # agents do not get the supervisor pages
+        assert agent.request.get(f"{open_server.url}/console/api/wallboard").status == 403
+
+        log_in(boss, "boss")
+        boss.goto("/console/wallboard")
+        boss.wait_for_selector("body[data-live='ready']")
+        no_serious(boss)
+        before = int(boss.locator("#wb-queued").inner_text())
+
+        open_widget(resident)
+        ask(resident, "가로등이 꺼져서 너무 어두워요 상담원 연결해 주세요")
+        boss.wait_for_function("n => parseInt(document.getElementById('wb-queued').textContent, 10) > n",
+                               arg=before)  # without a reload: the socket said the queue changed
+
+        boss.goto("/console/stats?tab=volume&preset=today")
+        no_serious(boss)
+        boss.locator("#channel-bars a", has_text="웹 채팅").click()
+        boss.wait_for_url("**/console/drill?**")
+        no_serious(boss)
+        boss.locator("table a", has_text="대화 #").first.click()
+        boss.wait_for_url("**/console/conversations/*")
+        boss.wait_for_function(
+            "() => [...document.querySelectorAll('#timeline .msg.resident .text')]"
+            ".some(e => e.textContent.includes('가로등'))")
+        no_serious(boss)
+        assert boss.errors == []  # type: ignore[attr-defined]
+    finally:
+        for c in (boss_ctx, resident_ctx, agent_ctx):
+            c.close()

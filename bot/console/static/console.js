@@ -421,6 +421,7 @@
       if (f.type === "ready") { setStatus("실시간 연결됨"); body.setAttribute("data-live", "ready"); return; }
       var topic = f.topic || "";
       if (page === "queue" && topic.indexOf("dept:") === 0) { refreshQueue(); return; }
+      if (page === "wallboard" && topic.indexOf("dept:") === 0) { refreshWallboard(); return; }
       if (page === "handoff" && topic === "handoff:" + handoffId) {
         if (f.type === "message") { addMessage("resident", f.text || "", ""); markSeen(handoffId, 1e15); }
         else if (f.type === "agent") { addMessage("agent", f.text || "", ""); }
@@ -440,7 +441,48 @@
     };
   }
 
+  /* --- supervisor pages ------------------------------------------------------------------ */
+  Array.prototype.forEach.call(document.querySelectorAll(".bar[data-w]"), function (b) {
+    b.style.width = Math.max(1, parseInt(b.getAttribute("data-w") || "0", 10)) + "%";
+  });
+
+  function cell(tr, text) { tr.appendChild(el("td", null, text)); }
+  function refreshWallboard() {
+    return api("GET", "/console/api/wallboard").then(function (w) {
+      var t = w.totals;
+      document.getElementById("wb-queued").textContent = String(t.queued);
+      document.getElementById("wb-progress").textContent = String(t.in_progress);
+      document.getElementById("wb-breached").textContent = String(t.sla_breached);
+      document.getElementById("wb-risk").textContent = String(t.sla_at_risk);
+      document.getElementById("wb-emergencies").textContent = String(t.emergencies);
+      var now = new Date();
+      document.getElementById("wb-at").textContent = now.toTimeString().slice(0, 8);
+      var tb = document.getElementById("wb-depts");
+      while (tb.firstChild) { tb.removeChild(tb.firstChild); }
+      w.departments.forEach(function (d) {
+        var tr = el("tr"); tr.setAttribute("data-dept", d.department);
+        var td = el("td"); var a = el("a", null, d.department_name);
+        a.href = "/console/drill?preset=today&department=" + encodeURIComponent(d.department);
+        td.appendChild(a); tr.appendChild(td);
+        cell(tr, String(d.queued)); cell(tr, String(d.in_progress)); cell(tr, Math.floor((d.longest_wait_s || 0) / 60) + "분");
+        cell(tr, String(d.sla_breached)); cell(tr, String(d.sla_at_risk)); cell(tr, String(d.emergencies));
+        tb.appendChild(tr);
+      });
+      var ta = document.getElementById("wb-agents");
+      while (ta.firstChild) { ta.removeChild(ta.firstChild); }
+      w.agents.forEach(function (a) {
+        var tr = el("tr"); var td = el("td"); var link = el("a", null, a.name);
+        link.href = "/console/drill?preset=today&agent_id=" + encodeURIComponent(a.agent_id);
+        td.appendChild(link); tr.appendChild(td);
+        cell(tr, (a.department_names || []).join(", ") || "전체"); cell(tr, String(a.load));
+        ta.appendChild(tr);
+      });
+      body.setAttribute("data-wallboard", String(t.queued));
+    }).catch(function (e) { setStatus("현황을 불러오지 못했습니다: " + e.message); });
+  }
+
   if (page === "handoff") { bindHandoff(); }
   if (page === "queue") { bindQueue(); }
-  if (page === "queue" || page === "handoff") { connect(); }
+  if (page === "wallboard") { setInterval(refreshWallboard, 30000); }
+  if (page === "queue" || page === "handoff" || page === "wallboard") { connect(); }
 })();
