@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         ("drill: channel = kakao, 30d", run(lambda s: A.drill(s, per30, channel="kakao"))),
         ("drill: one day, 30d", run(lambda s: A.drill(s, per30, day=per30.end.astimezone(TZ).strftime("%Y-%m-%d")))),
         ("overview + by_day + depts + agents (one stats page), 30d",
-         run(lambda s: (A.overview(s, per30), A.by_day(s, per30), A.by_department(s, per30, SLA), A.by_agent(s, per30)))),
+         run(lambda s: (A.overview(s, per30), A.by_day(s, per30), A.by_department(s, per30, SLA),
+                        A.by_agent(s, per30)))),
     ]
     worst = 0.0
     print(f"\n{'dashboard request':60s} {'p50 ms':>8s} {'p99 ms':>8s}")

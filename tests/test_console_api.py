@@ -462,3 +462,29 @@ def test_cli_users_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         agent = s.scalars(select(Agent).where(Agent.username == "kim")).one()
         assert agent.departments == ["waste", "tax"] and agent.role == "agent"
         assert agent.password_hash.startswith("$argon2")
+
+
+def test_long_wait_offers_a_callback_that_keeps_the_residents_place(client: TestClient, app: Any) -> None:
+    from datetime import timedelta
+
+    from crm_store.models import CallbackTask
+
+    sender, hid = waste_handoff(client, app)
+    assert rest(client, sender, "아직인가요?") == []  # a short wait: silence, the agent reads it
+    with app.state.sessions.begin() as s:
+        row = s.get_one(Handoff, hid)
+        row.queued_at = row.queued_at - timedelta(minutes=20)
+        queued_at = row.queued_at
+    offer = " ".join(m["text"] for m in rest(client, sender, "언제 연결돼요?"))
+    assert "번호를 남겨" in offer and "순서" in offer
+    booked = " ".join(m["text"] for m in rest(client, sender, "010-5555-1234 로 전화 주세요"))
+    assert "010-5555-1234" in booked
+    with app.state.sessions() as s:
+        task = s.scalars(select(CallbackTask).where(CallbackTask.handoff_id == hid)).one()
+        row = s.get_one(Handoff, hid)
+        assert task.phone == "010-5555-1234" and task.reason == "queue_wait"
+        assert row.status == "queued" and row.queued_at == queued_at  # the place in the queue is kept
+    token = login(client, "waste1")
+    item = next(it for it in client.get("/console/api/queue").json()["items"] if it["id"] == hid)
+    assert item["callback"] is not None and item["callback"]["phone"].endswith("1234")
+    assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200
