@@ -488,3 +488,26 @@ def test_long_wait_offers_a_callback_that_keeps_the_residents_place(client: Test
     item = next(it for it in client.get("/console/api/queue").json()["items"] if it["id"] == hid)
     assert item["callback"] is not None and item["callback"]["phone"].endswith("1234")
     assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200
+
+
+def test_assist_summarises_in_sentences_and_suggests_a_similar_conversations_answer(client: TestClient,
+                                                                                   app: Any) -> None:
+    # A first resident's missed collection is answered by an agent and resolved.
+    sender, hid = waste_handoff(client, app)
+    rest(client, sender, "음식물 쓰레기를 사흘째 안 가져가요")
+    token = login(client, "waste1")
+    answer = "수거 업체에 연락해 내일 오전까지 음식물 쓰레기를 수거하도록 했습니다."
+    assert api_post(client, f"/console/api/handoffs/{hid}/reply", token, {"text": answer}).status_code == 200
+    assert api_post(client, f"/console/api/handoffs/{hid}/resolve", token,
+                    {"resolution_code": "answered"}).status_code == 200
+
+    # A second resident says much the same: the earlier agent's answer is suggested, without scores.
+    other, hid2 = waste_handoff(client, app)
+    rest(client, other, "음식물 쓰레기 사흘째 안 가져갔어요")
+    detail = client.get(f"/console/api/handoffs/{hid2}").json()
+    assert answer in [x["text"] for x in detail["similar"]]
+    assert all("score" not in x for x in detail["suggestions"])
+    summary = detail["assist_summary"]
+    assert summary.endswith("요.") and "메시지" in summary and "주민이 상상담원 연결 요청" not in summary
+    assert "{" not in detail["handoff"]["summary"]  # no Python dict in the bot's summary
+    assert api_post(client, f"/console/api/handoffs/{hid2}/handback", token).status_code == 200

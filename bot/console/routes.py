@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bot.console import auth
+from bot.console import assist, auth
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
 from bot.messages import Reply
@@ -403,7 +403,16 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
             "requests": reqs,
             "notes": _notes(s, h.id),
         }
+    recent = " ".join(m["text"] for m in data["timeline"][-12:]
+                      if m["author"] == "resident" and m["this_conversation"])[-400:]
     data["suggestions"] = _suggestions(app.state.engine, last_in, lang)
+    if recent and recent != last_in:  # the resident's recent words together, when the last says little
+        for extra in _suggestions(app.state.engine, recent, lang):
+            if all(x["label"] != extra["label"] for x in data["suggestions"]) and len(data["suggestions"]) < 4:
+                data["suggestions"].append(extra)
+    with app.state.sessions() as s:
+        data["similar"] = assist.similar_replies(s, data["conversation"]["id"], recent or last_in)
+    data["assist_summary"] = assist.paragraph(data)
     data["canned"] = _canned(h.department, lang, k, data["handoff"]["agent_name"] or user.name)
     data["departments"] = _departments(request)
     data["resolution_codes"] = [{"code": c, "name": n} for c, n in RESOLUTION_CODES.items()]
