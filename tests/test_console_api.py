@@ -511,3 +511,22 @@ def test_assist_summarises_in_sentences_and_suggests_a_similar_conversations_ans
     assert summary.endswith("요.") and "메시지" in summary and "주민이 상상담원 연결 요청" not in summary
     assert "{" not in detail["handoff"]["summary"]  # no Python dict in the bot's summary
     assert api_post(client, f"/console/api/handoffs/{hid2}/handback", token).status_code == 200
+
+
+def test_an_agent_at_capacity_takes_no_more(client: TestClient, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.console import routes
+
+    _s1, first = waste_handoff(client, app)
+    _s2, second = waste_handoff(client, app)
+    token = login(client, "waste1")
+    me = client.get("/console/api/me").json()
+    assert me["capacity"] >= 1
+    with app.state.sessions() as s:
+        busy = len(list(s.scalars(select(Handoff).where(Handoff.status == "claimed", Handoff.agent_id == me["id"]))))
+    monkeypatch.setattr(routes, "capacity", lambda _config: busy + 1)
+    assert api_post(client, f"/console/api/handoffs/{first}/claim", token).status_code == 200
+    r = api_post(client, f"/console/api/handoffs/{second}/claim", token)
+    assert r.status_code == 409 and "capacity" in r.json()["detail"]
+    assert api_post(client, f"/console/api/handoffs/{first}/handback", token).status_code == 200
+    assert api_post(client, f"/console/api/handoffs/{second}/claim", token).status_code == 200
+    assert api_post(client, f"/console/api/handoffs/{second}/handback", token).status_code == 200

@@ -86,6 +86,8 @@ PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosni
 MAX_REPLY = 2000
 #: Suggested answers below this NLU score are shown only when nothing better exists.
 SUGGEST_MIN_SCORE = 0.2
+#: How the voice channel stores a recorded message ("[voicemail] <recording URL>").
+VOICEMAIL = "[voicemail] "
 #: A transfer's reason is kept as a note starting with this, so the receiving agent reads it.
 TRANSFER_PREFIX = "[이관] "
 MAX_NOTE = 2000
@@ -188,6 +190,21 @@ def _load_handoff(s: Session, handoff_id: int, user: ConsoleUser) -> Handoff:
     if not user.can_see(row.department):
         raise HTTPException(status_code=403, detail="hand-off of another department")
     return row
+
+
+def capacity(config: dict[str, Any]) -> int:
+    """How many conversations one agent handles at once (``console.max_active_per_agent``, default 5)."""
+    return int((config.get("console") or {}).get("max_active_per_agent", 5))
+
+
+def _check_capacity(s: Session, request: Request, user: ConsoleUser, row: Handoff) -> None:
+    """An agent at capacity takes no more, except emergencies (someone must)."""
+    if row.priority >= PRIORITY_EMERGENCY:
+        return
+    active = s.scalar(select(func.count()).select_from(Handoff).where(Handoff.status == "claimed",
+                                                                      Handoff.agent_id == user.id)) or 0
+    if active >= capacity(request.app.state.settings.config()):
+        raise HTTPException(status_code=409, detail="at capacity: close a conversation first")
 
 
 def _check_actionable(row: Handoff, user: ConsoleUser) -> None:
@@ -336,6 +353,8 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
                      "direction": r.direction, "author": _author(r),
                      "text": mask_pii(r.text or "") or ("(위치·사진 등 첨부)" if r.direction == "in" else ""),
                      "label": r.label, "label_name": human.label(r.label, k) if r.direction == "in" else None,
+                     "voicemail_url": (r.text or "")[len(VOICEMAIL):].strip()
+                     if (r.text or "").startswith(VOICEMAIL) else None,
                      "this_conversation": r.conversation_id == conv.id} for r in rows]
         last_in = next((r.text for r in reversed(rows) if r.direction == "in" and r.conversation_id == conv.id
                         and (r.text or "").strip()), "")
@@ -615,9 +634,9 @@ async def static(name: str) -> FileResponse:
 # --- JSON API ----------------------------------------------------------------------------------
 
 @router.get("/api/me", summary="The logged-in agent")
-async def me(user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+async def me(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "role": user.role, "departments": list(user.departments),
-            "display_name": user.name}
+            "display_name": user.name, "capacity": capacity(request.app.state.settings.config())}
 
 
 @router.get("/api/queue", summary="Open hand-offs of the agent's departments, most urgent and oldest first")
@@ -640,6 +659,7 @@ async def api_claim(request: Request, handoff_id: int,
             if row.status == "claimed" and row.agent_id == user.id:
                 s.expunge(row)
                 return row, False
+            _check_capacity(s, request, user, row)
             claimed = handoff_store.claim(s, handoff_id, user.id)
             if claimed is None:
                 raise HTTPException(status_code=409, detail="already claimed or closed")
@@ -669,6 +689,7 @@ async def api_reply(request: Request, handoff_id: int, body: TextBody,
             if row.status != "queued":
                 return None
             # Answering a waiting resident takes the hand-off (and the resident is told who answers).
+            _check_capacity(s, request, user, row)
             claimed = handoff_store.claim(s, handoff_id, user.id)
             if claimed is None:
                 raise HTTPException(status_code=409, detail="claimed by another agent")

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from bot.console import auth
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, require_user
-from bot.console.routes import _departments, _knowledge, _login_redirect, _render, _sla, _tz
+from bot.console.routes import _departments, _knowledge, _login_redirect, _render, _sla, _tz, capacity
 from crm_store import analytics_sql as A
 from crm_store import interactions
 from crm_store.masking import mask_pii
@@ -60,8 +60,10 @@ def _wallboard(request: Request) -> dict[str, Any]:
         data = A.wallboard(s, _sla(request.app.state.settings.config()))
     for d in data["departments"]:
         d["department_name"] = k.department_name(d["department"], "ko")
+    cap = capacity(request.app.state.settings.config())
     for a in data["agents"]:
         a["department_names"] = [k.department_name(x, "ko") for x in a["departments"]]
+        a["capacity"] = cap
     return data
 
 

@@ -474,7 +474,7 @@
         var tr = el("tr"); var td = el("td"); var link = el("a", null, a.name);
         link.href = "/console/drill?preset=today&agent_id=" + encodeURIComponent(a.agent_id);
         td.appendChild(link); tr.appendChild(td);
-        cell(tr, (a.department_names || []).join(", ") || "전체"); cell(tr, String(a.load));
+        cell(tr, (a.department_names || []).join(", ") || "전체"); cell(tr, a.load + " / " + a.capacity);
         ta.appendChild(tr);
       });
       body.setAttribute("data-wallboard", String(t.queued));
