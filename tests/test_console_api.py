@@ -530,3 +530,16 @@ def test_an_agent_at_capacity_takes_no_more(client: TestClient, app: Any, monkey
     assert api_post(client, f"/console/api/handoffs/{first}/handback", token).status_code == 200
     assert api_post(client, f"/console/api/handoffs/{second}/claim", token).status_code == 200
     assert api_post(client, f"/console/api/handoffs/{second}/handback", token).status_code == 200
+
+
+def test_search_finds_past_conversations_of_the_agents_departments_only(client: TestClient, app: Any) -> None:
+    sender, hid = waste_handoff(client, app)
+    rest(client, sender, "분리수거함 뚜껑이 100% 깨졌어요")
+    token = login(client, "waste1")
+    hits = client.get("/console/api/search", params={"q": "뚜껑이 100%"}).json()["items"]
+    assert [h["handoff_id"] for h in hits] == [hid]
+    assert client.get("/console/api/search", params={"q": "x"}).status_code == 422
+    login(client, "tax1")
+    assert client.get("/console/api/search", params={"q": "뚜껑이 100%"}).json()["items"] == []
+    token = login(client, "waste1")
+    assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200

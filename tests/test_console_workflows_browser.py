@@ -235,3 +235,51 @@ def test_wallboard_updates_live_and_a_chart_drills_to_a_transcript(browser: Any,
     finally:
         for c in (boss_ctx, resident_ctx, agent_ctx):
             c.close()
+
+
+def test_keyboard_claim_canned_reply_and_send(browser: Any, open_server: LiveServer) -> None:
+    resident_ctx, resident = new_page(browser, open_server.url)
+    agent_ctx, agent = new_page(browser, open_server.url)
+    try:
+        open_widget(resident)
+        ask(resident, "골목에 쓰레기 무단투기가 심해요 상담원 연결해 주세요")
+        log_in(agent, "waste-agent")
+        agent.locator("#queue-body tr[data-id]").first.wait_for()
+        agent.locator("body").press("n")  # N: the next waiting item
+        agent.wait_for_url("**/console/handoffs/*")
+        agent.wait_for_selector("body[data-live='ready']")
+        agent.locator("body").press("Alt+c")  # claim
+        agent.wait_for_function("() => document.getElementById('handoff-status').textContent === '상담 중'")
+        agent.locator("body").press("Alt+3")  # canned reply 3 (after waste's two): the greeting, filled in
+        text = agent.get_by_label("주민에게 보낼 답변", exact=False).input_value()
+        assert text and "{" not in text and "김청소" in text
+        agent.get_by_label("주민에게 보낼 답변", exact=False).press("Control+Enter")
+        resident.wait_for_function(
+            "t => [...document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-agent .pcrm-wc-text')]"
+            ".some(e => e.textContent === t)", arg=text)
+
+        agent.goto("/console")
+        agent.get_by_label("찾을 말").fill("무단투기")
+        agent.get_by_role("button", name="검색").click()
+        agent.locator("#search-results a").first.wait_for()
+        no_serious(agent)
+        assert agent.errors == []  # type: ignore[attr-defined]
+    finally:
+        for c in (resident_ctx, agent_ctx):
+            c.close()
+
+
+def test_every_statistics_tab_passes_axe(browser: Any, open_server: LiveServer) -> None:
+    ctx, boss = new_page(browser, open_server.url)
+    try:
+        log_in(boss, "boss")
+        for tab in ("overview", "departments", "agents", "volume"):
+            boss.goto(f"/console/stats?tab={tab}&preset=7d")
+            assert boss.locator("a[aria-current='page']").inner_text()
+            no_serious(boss)
+        boss.get_by_label("기간").select_option("today")
+        boss.get_by_role("button", name="보기").click()
+        boss.wait_for_url("**preset=today**")
+        assert boss.errors == []  # type: ignore[attr-defined]
+    finally:
+        ctx.close()

@@ -645,6 +645,41 @@ async def api_queue(request: Request, user: ConsoleUser = Depends(require_user))
     return {"items": items, "sla": _sla(request.app.state.settings.config())}
 
 
+@router.get("/api/search", summary="Conversations whose resident wrote the words (last 90 days, the agent's departments)")
+async def api_search(request: Request, q: str = "", user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+    words = q.strip()
+    if len(words) < 2:
+        raise HTTPException(status_code=422, detail="at least 2 characters")
+    k = _knowledge(request)
+    tz = _tz(request)
+
+    def run() -> list[dict[str, Any]]:
+        like = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        since = utcnow() - timedelta(days=90)
+        with request.app.state.sessions() as s:
+            hits = s.execute(select(Interaction.conversation_id, func.max(Interaction.id))
+                             .where(Interaction.created_at >= since, Interaction.direction == "in",
+                                    Interaction.text.ilike(like, escape="\\"))
+                             .group_by(Interaction.conversation_id)
+                             .order_by(func.max(Interaction.id).desc()).limit(100)).all()
+            out: list[dict[str, Any]] = []
+            for cid, iid in hits:
+                h = s.scalars(select(Handoff).where(Handoff.conversation_id == cid)
+                              .order_by(Handoff.id.desc())).first()
+                if h is None or not user.can_see(h.department):
+                    continue
+                msg = s.get_one(Interaction, iid)
+                out.append({"handoff_id": h.id, "conversation_id": cid, "status": h.status,
+                            "department_name": k.department_name(h.department, "ko"),
+                            "channel_name": human.channel(msg.channel), "text": mask_pii(msg.text or "")[:160],
+                            "at_local": as_utc(msg.created_at).astimezone(tz).strftime("%m-%d %H:%M")})
+                if len(out) == 20:
+                    break
+            return out
+
+    return {"items": await run_in_threadpool(run)}
+
+
 @router.get("/api/handoffs/{handoff_id}", summary="One hand-off: summary, resident, timeline, suggestions")
 async def api_handoff(request: Request, handoff_id: int, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     return await run_in_threadpool(_detail, request, handoff_id, user)

@@ -226,6 +226,26 @@
       if (ev.key === "n" || ev.key === "N") { ev.preventDefault(); nextItem(); }
       else if (ev.key === "/") { ev.preventDefault(); document.getElementById("f-search").focus(); }
     });
+    var sf = document.getElementById("search-form");
+    if (sf) {
+      sf.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var q = document.getElementById("history-q").value.trim();
+        var out = document.getElementById("search-results");
+        api("GET", "/console/api/search?q=" + encodeURIComponent(q)).then(function (j) {
+          while (out.firstChild) { out.removeChild(out.firstChild); }
+          if (!j.items.length) { out.appendChild(el("li", null, "찾은 대화가 없습니다.")); }
+          j.items.forEach(function (it) {
+            var li = el("li"); var a = el("a", null, "상담 #" + it.handoff_id);
+            a.href = "/console/handoffs/" + encodeURIComponent(it.handoff_id);
+            li.appendChild(a);
+            li.appendChild(el("span", "muted", " " + it.department_name + " · " + it.channel_name + " · " + it.at_local + " · " + (STATUS[it.status] || it.status)));
+            li.appendChild(el("span", "last", it.text));
+            out.appendChild(li);
+          });
+        }).catch(function (e) { while (out.firstChild) { out.removeChild(out.firstChild); } out.appendChild(el("li", null, "검색 실패: " + e.message)); });
+      });
+    }
     setInterval(tick, 1000);
     setInterval(refreshQueue, 30000);
     refreshQueue();
