@@ -645,7 +645,7 @@ async def api_queue(request: Request, user: ConsoleUser = Depends(require_user))
     return {"items": items, "sla": _sla(request.app.state.settings.config())}
 
 
-@router.get("/api/search", summary="Conversations whose resident wrote the words (last 90 days, the agent's departments)")
+@router.get("/api/search", summary="Past conversations with these words (90 days, own departments)")
 async def api_search(request: Request, q: str = "", user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     words = q.strip()
     if len(words) < 2:
