@@ -229,9 +229,13 @@ class Engine:
         events = [Event("intent", intent),
                   *([Event("entities", {"entities": parse.entities})] if parse.entities else []),
                   *ctx.events]
+        # What was sent besides words (a shared location, a photo) is kept with the message, so the
+        # agent's history shows it instead of an empty bubble.
+        shared = [{"entity": "attachment", "kind": a.kind, "lat": a.lat, "long": a.long, "url": a.url,
+                   "address": a.address} for a in message.attachments if a.kind in ("location", "photo")]
         return Turn(conversation_key=message.conversation_key, lang=ctx.lang, label=ctx.label,
                     confidence=ctx.confidence, replies=ctx.replies, events=events,
-                    routing=ctx.routing, entities=parse.entities)
+                    routing=ctx.routing, entities=[*parse.entities, *shared] if shared else parse.entities)
 
     def _conversation_lang(self, parse: Parse, message: Message, state: DialogueState) -> str:
         """The language to answer in: :func:`bot.nlu.language.conversation_lang` on this turn."""

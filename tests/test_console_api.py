@@ -543,3 +543,19 @@ def test_search_finds_past_conversations_of_the_agents_departments_only(client: 
     assert client.get("/console/api/search", params={"q": "뚜껑이 100%"}).json()["items"] == []
     token = login(client, "waste1")
     assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200
+
+
+def test_a_shared_location_shows_in_the_history_with_a_map_link(client: TestClient, app: Any) -> None:
+    import anyio
+
+    from bot.messages import Attachment, Message
+
+    sender, hid = waste_handoff(client, app)
+    msg = Message(channel="rest", sender_id=sender, text="",
+                  attachments=[Attachment(kind="location", lat=37.56652, long=126.97801)])
+    anyio.run(app.state.inbox.receive, msg)
+    login(client, "waste1")
+    last = client.get(f"/console/api/handoffs/{hid}").json()["timeline"][-1]
+    assert last["author"] == "resident" and last["shared"][0]["point"] == "37.56652, 126.97801"
+    assert "37.56652,126.97801" in last["shared"][0]["map_url"]
+    assert "지도에서 보기" in client.get(f"/console/handoffs/{hid}").text

@@ -302,6 +302,15 @@ def _phones(s: Session, resident_id: int | None) -> list[str]:
     return out
 
 
+def _shared(e: dict[str, Any]) -> dict[str, Any]:
+    """A shared location or photo as the history shows it (a map link for coordinates)."""
+    lat, long = e.get("lat"), e.get("long")
+    has_point = isinstance(lat, int | float) and isinstance(long, int | float)
+    return {"kind": e.get("kind"), "address": e.get("address") or "", "url": e.get("url") or "",
+            "point": f"{lat:.5f}, {long:.5f}" if has_point else "",
+            "map_url": f"https://map.kakao.com/link/map/{lat},{long}" if has_point else ""}
+
+
 def _notes(s: Session, handoff_id: int) -> list[dict[str, Any]]:
     rows = s.scalars(select(HandoffNote).where(HandoffNote.handoff_id == handoff_id)
                      .order_by(HandoffNote.created_at, HandoffNote.id))
@@ -351,8 +360,10 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
                      "at_local": as_utc(r.created_at).astimezone(tz).strftime("%m-%d %H:%M"),
                      "channel": r.channel, "channel_name": human.channel(r.channel),
                      "direction": r.direction, "author": _author(r),
-                     "text": mask_pii(r.text or "") or ("(위치·사진 등 첨부)" if r.direction == "in" else ""),
+                     "text": mask_pii(r.text or ""),
                      "label": r.label, "label_name": human.label(r.label, k) if r.direction == "in" else None,
+                     "shared": [_shared(e) for e in (r.entities or [])
+                                if isinstance(e, dict) and e.get("entity") == "attachment"],
                      "voicemail_url": (r.text or "")[len(VOICEMAIL):].strip()
                      if (r.text or "").startswith(VOICEMAIL) else None,
                      "this_conversation": r.conversation_id == conv.id} for r in rows]
