@@ -170,10 +170,11 @@ def wallboard(s: Session, sla: dict[str, int], departments: list[str] | None = N
 
 
 def drill(s: Session, p: Period, department: str | None = None, channel: str | None = None,
-          agent_id: int | None = None, day: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """The conversations behind a number: hand-offs (department, agent) or conversations with messages
-    (channel, day) in the period, newest first."""
-    if department or agent_id:
+          agent_id: int | None = None, day: str | None = None, limit: int = 200,
+          handoffs: bool = False) -> list[dict[str, Any]]:
+    """The conversations behind a number: hand-offs (``handoffs``, a department or an agent) or
+    conversations with messages (channel, day) in the period, newest first."""
+    if handoffs or department or agent_id:
         w = [Handoff.queued_at >= p.start, Handoff.queued_at < p.end]
         if department:
             w.append(Handoff.department == department)

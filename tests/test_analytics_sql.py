@@ -89,6 +89,7 @@ def test_aggregates_match_a_known_history(session_factory: sessionmaker[Session]
 
         by_agent = A.drill(s, period, agent_id=ids["a1"])
         assert sorted(r["handoff_id"] for r in by_agent) == sorted([ids["h1"], ids["h2"]])
+        assert len(A.drill(s, period, handoffs=True)) == 4  # the overview's hand-off count, drilled
         kakao = A.drill(s, period, channel="kakao")
         assert sorted(r["conversation_id"] for r in kakao) == sorted([ids["c2"], ids["c3"]])
         today = utcnow().astimezone(TZ).strftime("%Y-%m-%d")

@@ -127,7 +127,7 @@ async def stats_page(request: Request, preset: str = "30d", tab: str = "overview
 
 @router.get("/drill", response_class=HTMLResponse, include_in_schema=False)
 async def drill_page(request: Request, preset: str = "30d", department: str = "", channel: str = "",
-                     agent_id: int | None = None, day: str = "") -> Response:
+                     agent_id: int | None = None, day: str = "", handoffs: int = 0) -> Response:
     user = await _page_user(request)
     if isinstance(user, Response):
         return user
@@ -138,7 +138,7 @@ async def drill_page(request: Request, preset: str = "30d", department: str = ""
     def run() -> list[dict[str, Any]]:
         with request.app.state.sessions() as s:
             rows = A.drill(s, A.Period.preset(preset, tz), department or None, channel or None, agent_id,
-                           day or None)
+                           day or None, handoffs=bool(handoffs))
         for r in rows:
             r["at_local"] = as_utc(_parse(r["at"])).astimezone(tz).strftime("%Y-%m-%d %H:%M")
             r["channel_name"] = human.channel(r.get("channel"))
