@@ -245,6 +245,10 @@ def test_keyboard_claim_canned_reply_and_send(browser: Any, open_server: LiveSer
         ask(resident, "골목에 쓰레기 무단투기가 심해요 상담원 연결해 주세요")
         log_in(agent, "waste-agent")
         agent.locator("#queue-body tr[data-id]").first.wait_for()
+        # Other tests' residents wait too: the search filter narrows the queue, N opens the next shown.
+        agent.get_by_label("검색 (요약·마지막 메시지)").fill("무단투기")
+        agent.wait_for_function("() => document.querySelectorAll('#queue-body tr[data-id]').length === 1")
+        agent.locator("h1").click()
         agent.locator("body").press("n")  # N: the next waiting item
         agent.wait_for_url("**/console/handoffs/*")
         agent.wait_for_selector("body[data-live='ready']")
