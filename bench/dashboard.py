@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         ("drill: agent 3, 30d", run(lambda s: A.drill(s, per30, agent_id=3))),
         ("drill: channel = kakao, 30d", run(lambda s: A.drill(s, per30, channel="kakao"))),
         ("drill: one day, 30d", run(lambda s: A.drill(s, per30, day=per30.end.astimezone(TZ).strftime("%Y-%m-%d")))),
-        ("overview + by_day + depts + agents (one stats page), 30d",
+        ("/console/api/stats: all four together, 30d",
          run(lambda s: (A.overview(s, per30), A.by_day(s, per30), A.by_department(s, per30, SLA),
                         A.by_agent(s, per30)))),
     ]
