@@ -143,3 +143,16 @@ def test_closed_handoff_is_read_only(client: TestClient, app: Any) -> None:
     for path, body in ((f"/console/api/handoffs/{hid}/reply", {"text": "x"}),
                        (f"/console/api/handoffs/{hid}/callback/outcome", {"outcome": "reached"})):
         assert api_post(client, path, token, body).status_code == 409
+
+
+def test_erasing_the_resident_erases_the_callback_number_and_message(client: TestClient, app: Any) -> None:
+    from crm_store import residents
+    from crm_store.models import DELETED_TEXT
+
+    _sender, hid = book_callback(client, app)
+    with app.state.sessions.begin() as s:
+        h = s.get_one(Handoff, hid)
+        residents.delete_resident(s, h.resident_id)
+    with app.state.sessions() as s:
+        task = s.scalars(select(CallbackTask).where(CallbackTask.handoff_id == hid)).one()
+        assert task.phone == "" and task.message == DELETED_TEXT
