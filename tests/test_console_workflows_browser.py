@@ -287,3 +287,28 @@ def test_every_statistics_tab_passes_axe(browser: Any, open_server: LiveServer) 
         assert boss.errors == []  # type: ignore[attr-defined]
     finally:
         ctx.close()
+
+
+def test_console_and_supervisor_pages_run_under_their_csp(browser: Any, open_server: LiveServer) -> None:
+    """No inline script or style anywhere: with the CSP enforced, nothing is blocked."""
+    context = browser.new_context(base_url=open_server.url, locale="ko-KR")
+    pg = context.new_page()
+    blocked: list[str] = []
+    pg.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        log_in(pg, "boss")
+        for path in ("/console", "/console/wallboard", "/console/stats?tab=volume&preset=7d",
+                     "/console/stats?tab=agents"):
+            pg.goto(path)
+            pg.wait_for_load_state("networkidle")
+        assert "script-src 'self'" in (pg.request.get(f"{open_server.url}/console/wallboard")
+                                       .headers.get("content-security-policy") or "")
+        r = pg.request.post(f"{open_server.url}/webhooks/rest/webhook",
+                            data={"sender": "csp-check", "message": "가로등이 고장났어요"})
+        assert r.ok  # at least one message: the volume chart has a bar
+        pg.goto("/console/stats?tab=volume&preset=7d")
+        widths = pg.evaluate("() => [...document.querySelectorAll('.bar')].map(b => b.style.width)")
+        assert widths and all(w.endswith("%") for w in widths)  # set by console.js, not inline styles
+        assert blocked == []
+    finally:
+        context.close()
