@@ -559,3 +559,14 @@ def test_a_shared_location_shows_in_the_history_with_a_map_link(client: TestClie
     assert last["author"] == "resident" and last["shared"][0]["point"] == "37.56652, 126.97801"
     assert "37.56652,126.97801" in last["shared"][0]["map_url"]
     assert "지도에서 보기" in client.get(f"/console/handoffs/{hid}").text
+
+
+def test_suggestions_follow_the_residents_question(client: TestClient, app: Any) -> None:
+    sender, hid = waste_handoff(client, app)
+    rest(client, sender, "대형폐기물 스티커는 어디서 사요?")
+    login(client, "waste1")
+    detail = client.get(f"/console/api/handoffs/{hid}").json()
+    titles = " ".join(x["title"] + x["text"] for x in detail["suggestions"])
+    assert "대형" in titles  # the knowledge base's answer about bulky waste, for the words actually used
+    token = login(client, "waste1")
+    assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200

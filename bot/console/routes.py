@@ -84,7 +84,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'se
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 MAX_REPLY = 2000
-#: Suggested answers below this NLU score are shown only when nothing better exists.
+#: Suggested answers below this NLU score are not shown (an unrelated FAQ misleads more than none).
 SUGGEST_MIN_SCORE = 0.2
 #: How the voice channel stores a recorded message ("[voicemail] <recording URL>").
 VOICEMAIL = "[voicemail] "
@@ -337,8 +337,8 @@ def _suggestions(engine: Any, text: str, lang: str) -> list[dict[str, str]]:
             answer = k.render(f"utter_{label.replace('.', '_')}", lang)
         except KeyError:
             continue
-        if float(score) < SUGGEST_MIN_SCORE and out:
-            break  # a weak match is noise once there is a good one
+        if float(score) < SUGGEST_MIN_SCORE:
+            break  # ranked best first: the rest are weaker still, and unrelated answers are noise
         out.append({"label": label, "title": k.label_name(label, "ko"), "text": answer})
         if len(out) == 3:
             break
