@@ -5,8 +5,8 @@ masked on every screen, with nowhere to record that the agent called.  The table
 number (revealed to staff with an audit row), the resident's message, the due time from
 business hours, the attempts and the outcome.  Existing summaries are left as they are.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-06 18:10:00
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
