@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.console.kb_routes import router as kb_console_router
 from bot.console.routes import router as console_router
+from bot.console.supervisor_routes import router as console_supervisor_router
 from bot.dedup import make_dedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.engine import Engine
@@ -308,6 +309,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(identity_router)
     app.include_router(kb_console_router)
     app.include_router(console_router)
+    app.include_router(console_supervisor_router)
 
     app.add_middleware(BodyLimit)
     app.add_middleware(ErrorCounter)

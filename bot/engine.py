@@ -229,9 +229,13 @@ class Engine:
         events = [Event("intent", intent),
                   *([Event("entities", {"entities": parse.entities})] if parse.entities else []),
                   *ctx.events]
+        # What was sent besides words (a shared location, a photo) is kept with the message, so the
+        # agent's history shows it instead of an empty bubble.
+        shared = [{"entity": "attachment", "kind": a.kind, "lat": a.lat, "long": a.long, "url": a.url,
+                   "address": a.address} for a in message.attachments if a.kind in ("location", "photo")]
         return Turn(conversation_key=message.conversation_key, lang=ctx.lang, label=ctx.label,
                     confidence=ctx.confidence, replies=ctx.replies, events=events,
-                    routing=ctx.routing, entities=parse.entities)
+                    routing=ctx.routing, entities=[*parse.entities, *shared] if shared else parse.entities)
 
     def _conversation_lang(self, parse: Parse, message: Message, state: DialogueState) -> str:
         """The language to answer in: :func:`bot.nlu.language.conversation_lang` on this turn."""
@@ -330,6 +334,21 @@ class Engine:
                                  hints={"rating": True}))
         self.states.save(state)
         return replies
+
+    def take_over(self, conversation_key: str, department: str) -> None:
+        """An agent took the hand-off (or answered it): from now on the resident's messages go to the
+        agent, not the bot. After hours the dialogue had only queued the request (the bot kept
+        talking, asking for a call-back number); without this the resident's reply to the agent
+        would be answered by the bot instead."""
+        state = self.states.load(conversation_key)
+        if state.handed_off and state.handoff_department == department and not state.awaiting:
+            return
+        state.reset()
+        state.awaiting = None
+        state.callback = {}
+        state.handed_off = True
+        state.handoff_department = department
+        self.states.save(state)
 
     def forget(self, conversation_key: str) -> None:
         """Drop the dialogue state (the resident deleted their data)."""

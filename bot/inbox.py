@@ -199,6 +199,11 @@ class Inbox:
             turn.replies.append(self._my_data_reply(ids["resident_id"], turn.lang))
         if turn.event("otp_request") or turn.event("otp_verify"):
             turn.replies.append(self._phone_link_reply(message, turn))
+        if ids is not None and turn.routing.action == "paused" and not turn.event("emergency_note"):
+            try:
+                turn.replies.extend(self._queue_callback(ids["conversation_id"], message, turn.lang))
+            except Exception:  # noqa: BLE001 - a convenience: the message still reaches the agent
+                log.warning("queue call-back check failed", exc_info=True)
         if adm is not None:
             adm.dedup = (dedup_key, turn.replies)
         else:
@@ -366,7 +371,8 @@ class Inbox:
                 elif ev.type in ("callback", "emergency_note"):
                     # The call-back's number and message, or what a resident in an emergency added,
                     # go on the conversation's open hand-off, where the agent reads them.
-                    h = handoffs.annotate(s, cid, ev.type, ev.data)
+                    due = self._callback_due() if ev.type == "callback" else None
+                    h = handoffs.annotate(s, cid, ev.type, ev.data, due_at=due)
                     if h is not None:
                         live.append((f"dept:{h.department}", {"type": "handoff_updated", "handoff_id": h.id,
                                                               "department": h.department}))
@@ -405,6 +411,47 @@ class Inbox:
         elif state is not None:
             self._cache_state(state, ids, raw_state, adm)
         return live
+
+    def _queue_callback(self, conversation_id: int, message: Message, lang: str) -> list[Reply]:
+        """A resident still waiting for a person after ``sla.callback_offer_after_minutes`` (10 by
+        default) is offered a call-back once; a number they then give becomes a call-back task on the
+        same queued hand-off, which keeps its place in the queue (``queued_at`` is unchanged)."""
+        from datetime import timedelta
+
+        from bot.dialogue.understanding import phone_number
+        from crm_store import callbacks
+        from crm_store.models import AuditLog
+        from crm_store.timeutil import as_utc
+
+        k = self.engine.knowledge
+        limit = int((k.config.get("sla") or {}).get("callback_offer_after_minutes", 10))
+        with self.sessions.begin() as s:
+            h = s.query(Handoff).filter(Handoff.conversation_id == conversation_id,
+                                        Handoff.status == "queued").first()
+            if h is None or utcnow() - as_utc(h.queued_at) < timedelta(minutes=limit):
+                return []
+            task = callbacks.for_handoff(s, h.id)
+            if task is not None and task.status == "open":
+                return []
+            target = f"handoff:{h.id}"
+            offered = s.query(AuditLog).filter(AuditLog.action == "callback.offered", AuditLog.target == target).first()
+            phone = phone_number(message.text or "")
+            if phone and offered is not None:
+                callbacks.record(s, h, {"phone": phone, "reason": "queue_wait", "message": ""}, utcnow())
+                return [Reply(k.render("utter_queue_callback_booked", lang, phone=phone))]
+            if offered is None:
+                s.add(audit("resident", "callback.offered", target))
+                return [Reply(k.render("utter_queue_callback_offer", lang, minutes=limit))]
+        return []
+
+    def _callback_due(self) -> datetime:
+        """When a call-back should be made: when people are next at work, plus the configured
+        minutes (``sla.callback_due_minutes``, 60 by default) to reach it."""
+        from datetime import timedelta
+
+        sla = self.engine.knowledge.config.get("sla") or {}
+        minutes = int(sla.get("callback_due_minutes", 60))
+        return self.engine.hours.next_open(self.engine.clock()) + timedelta(minutes=minutes)
 
     def _cache_state(self, state: DialogueState, ids: dict[str, Any], raw_state: str | None,
                      adm: Admission | None) -> None:

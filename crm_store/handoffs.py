@@ -7,6 +7,7 @@ clicking "take" on the same conversation cannot both get it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -107,21 +108,27 @@ def close(session: Session, handoff_id: int, resolution_code: str, agent_id: int
     return row
 
 
-def annotate(session: Session, conversation_id: int, kind: str, data: dict[str, object]) -> Handoff | None:
-    """Add a call-back's number and message (``kind="callback"``) or an emergency's further words
-    (``"emergency_note"``) to the conversation's open hand-off, for the agent who takes it.
+def annotate(session: Session, conversation_id: int, kind: str, data: dict[str, object],
+             due_at: datetime | None = None) -> Handoff | None:
+    """Keep a call-back (``kind="callback"``) as a :class:`~crm_store.models.CallbackTask` of the
+    conversation's open hand-off, or add an emergency's further words (``"emergency_note"``) to its
+    summary, for the agent who takes it.
 
-    A call-back marks the hand-off's reason ``callback:<why>`` (the console's call-back queue).
+    A call-back marks the hand-off's reason ``callback:<why>`` (the console's call-back queue); its
+    number is kept on the task only (the summary is shown masked everywhere), its message is also
+    added to the summary so the queue's preview says what it is about.
     """
     h = session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
                                               Handoff.status != "closed").order_by(Handoff.id.desc())).first()
     if h is None:
         return None
     if kind == "callback":
+        from crm_store import callbacks
+
         if not h.reason.startswith("callback:"):
             h.reason = f"callback:{data.get('reason') or h.reason or 'asked_for_person'}"[:255]
-        parts = [f"콜백 요청 번호: {data['phone']}" if data.get("phone") and not data.get("note") else "",
-                 f"남긴 말: {data['message']}" if data.get("message") else ""]
+        callbacks.record(session, h, data, due_at)
+        parts = [f"남긴 말: {data['message']}" if data.get("message") else ""]
     else:
         parts = [f"추가 내용: {data.get('text', '')}"]
     addition = " / ".join(p for p in parts if p)

@@ -289,6 +289,38 @@ class Handoff(Base):
     resolution_code: Mapped[str | None] = mapped_column(String(64))
 
 
+class CallbackTask(Base):
+    """A call-back the resident asked for (after hours, or instead of waiting in the queue).
+
+    One per open hand-off: the number was checked in the conversation (``phone``, stored in
+    full for the agent who calls; every other view masks it and a reveal is audited),
+    ``due_at`` comes from business hours, and each call attempt moves ``attempts`` and
+    ``outcome`` (``reached`` closes the task, ``no_answer``/``retry`` keep it open).
+    """
+
+    __tablename__ = "callback_tasks"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'done')", name="status"),
+        Index("ix_callback_tasks_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), index=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    department: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str] = mapped_column(String(32), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    last_attempt_at: Mapped[datetime | None]
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class HandoffNote(Base):
     """An agent's internal note on a hand-off; never shown to the resident.
 

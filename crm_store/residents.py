@@ -18,6 +18,7 @@ from crm_store.models import (
     DELETED_TEXT,
     NOTE_ACTION,
     AuditLog,
+    CallbackTask,
     ChannelIdentity,
     Conversation,
     Feedback,
@@ -285,6 +286,7 @@ def delete_resident(session: Session, resident_id: int, who: str = "resident") -
             "status_notes": None,
         },
         Handoff: {"summary": DELETED_TEXT},
+        CallbackTask: {"phone": "", "message": DELETED_TEXT},
         Feedback: {"comment": None},
     }
     for model, values in blank.items():

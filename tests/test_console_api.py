@@ -267,7 +267,9 @@ def test_view_reply_resolve_and_rating_over_rest(client: TestClient, app: Any) -
         assert out.handled_by.startswith("agent:")
 
     r = api_post(client, f"/console/api/handoffs/{hid}/resolve", token, {"resolution_code": "answered"})
-    assert r.status_code == 200 and "1" in r.json()["sent"][0] and "5" in r.json()["sent"][0]
+    sent = r.json()["sent"]
+    assert r.status_code == 200 and "1" in sent[-1] and "5" in sent[-1]
+    assert "끝났어요" in sent[0] or "has ended" in sent[0]  # the resident is told the person left
     with app.state.sessions() as s:
         row = s.get_one(Handoff, hid)
         assert row.status == "closed" and row.resolution_code == "answered"
@@ -300,10 +302,13 @@ def test_webchat_resident_gets_the_agent_reply_and_the_rating_question(client: T
         token = login(client, "waste1")
         r = api_post(client, f"/console/api/handoffs/{hid}/reply", token, {"text": "상담원 김청소입니다."})
         assert r.status_code == 200 and r.json()["delivered"] is True
+        joined = until(resident, "bot")  # told by name (never the login id) that a person answers
+        assert "김청소" in joined["text"] and "연결되었어요" in joined["text"] and "waste1" not in joined["text"]
         frame = until(resident, "agent")
-        assert frame["text"] == "상담원 김청소입니다."
+        assert frame["text"] == "상담원 김청소입니다." and frame["name"] == "김청소"
         r = api_post(client, f"/console/api/handoffs/{hid}/resolve", token, {"resolution_code": "answered"})
         assert r.status_code == 200
+        assert "끝났어요" in until(resident, "bot")["text"]  # told the person has left
         rating = until(resident, "bot")
         assert "1" in rating["text"] and "5" in rating["text"]
         resident.send_text(json.dumps({"type": "message", "text": "4", "id": "m3"}))
@@ -395,7 +400,7 @@ def test_handback_releases_without_rating(client: TestClient, app: Any) -> None:
     sender, hid = waste_handoff(client, app)
     token = login(client, "waste1")
     r = api_post(client, f"/console/api/handoffs/{hid}/handback", token)
-    assert r.status_code == 200 and r.json()["sent"] == []
+    assert r.status_code == 200 and len(r.json()["sent"]) == 1 and "끝났어요" in r.json()["sent"][0]  # no rating
     answer = rest(client, sender, "쓰레기 배출 요일이 언제예요?")
     assert answer and "저녁" in answer[0]["text"]  # the bot answers again
 
@@ -457,3 +462,111 @@ def test_cli_users_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         agent = s.scalars(select(Agent).where(Agent.username == "kim")).one()
         assert agent.departments == ["waste", "tax"] and agent.role == "agent"
         assert agent.password_hash.startswith("$argon2")
+
+
+def test_long_wait_offers_a_callback_that_keeps_the_residents_place(client: TestClient, app: Any) -> None:
+    from datetime import timedelta
+
+    from crm_store.models import CallbackTask
+
+    sender, hid = waste_handoff(client, app)
+    assert rest(client, sender, "아직인가요?") == []  # a short wait: silence, the agent reads it
+    with app.state.sessions.begin() as s:
+        row = s.get_one(Handoff, hid)
+        row.queued_at = row.queued_at - timedelta(minutes=20)
+        queued_at = row.queued_at
+    offer = " ".join(m["text"] for m in rest(client, sender, "언제 연결돼요?"))
+    assert "번호를 남겨" in offer and "순서" in offer
+    booked = " ".join(m["text"] for m in rest(client, sender, "010-5555-1234 로 전화 주세요"))
+    assert "010-5555-1234" in booked
+    with app.state.sessions() as s:
+        task = s.scalars(select(CallbackTask).where(CallbackTask.handoff_id == hid)).one()
+        row = s.get_one(Handoff, hid)
+        assert task.phone == "010-5555-1234" and task.reason == "queue_wait"
+        assert row.status == "queued" and row.queued_at == queued_at  # the place in the queue is kept
+    token = login(client, "waste1")
+    item = next(it for it in client.get("/console/api/queue").json()["items"] if it["id"] == hid)
+    assert item["callback"] is not None and item["callback"]["phone"].endswith("1234")
+    assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200
+
+
+def test_assist_summarises_in_sentences_and_suggests_a_similar_conversations_answer(client: TestClient,
+                                                                                   app: Any) -> None:
+    # A first resident's missed collection is answered by an agent and resolved.
+    sender, hid = waste_handoff(client, app)
+    rest(client, sender, "음식물 쓰레기를 사흘째 안 가져가요")
+    token = login(client, "waste1")
+    answer = "수거 업체에 연락해 내일 오전까지 음식물 쓰레기를 수거하도록 했습니다."
+    assert api_post(client, f"/console/api/handoffs/{hid}/reply", token, {"text": answer}).status_code == 200
+    assert api_post(client, f"/console/api/handoffs/{hid}/resolve", token,
+                    {"resolution_code": "answered"}).status_code == 200
+
+    # A second resident says much the same: the earlier agent's answer is suggested, without scores.
+    other, hid2 = waste_handoff(client, app)
+    rest(client, other, "음식물 쓰레기 사흘째 안 가져갔어요")
+    detail = client.get(f"/console/api/handoffs/{hid2}").json()
+    assert answer in [x["text"] for x in detail["similar"]]
+    assert all("score" not in x for x in detail["suggestions"])
+    summary = detail["assist_summary"]
+    assert summary.endswith("요.") and "메시지" in summary and "주민이 상상담원 연결 요청" not in summary
+    assert "{" not in detail["handoff"]["summary"]  # no Python dict in the bot's summary
+    assert api_post(client, f"/console/api/handoffs/{hid2}/handback", token).status_code == 200
+
+
+def test_an_agent_at_capacity_takes_no_more(client: TestClient, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.console import routes
+
+    _s1, first = waste_handoff(client, app)
+    _s2, second = waste_handoff(client, app)
+    token = login(client, "waste1")
+    me = client.get("/console/api/me").json()
+    assert me["capacity"] >= 1
+    with app.state.sessions() as s:
+        busy = len(list(s.scalars(select(Handoff).where(Handoff.status == "claimed", Handoff.agent_id == me["id"]))))
+    monkeypatch.setattr(routes, "capacity", lambda _config: busy + 1)
+    assert api_post(client, f"/console/api/handoffs/{first}/claim", token).status_code == 200
+    r = api_post(client, f"/console/api/handoffs/{second}/claim", token)
+    assert r.status_code == 409 and "capacity" in r.json()["detail"]
+    assert api_post(client, f"/console/api/handoffs/{first}/handback", token).status_code == 200
+    assert api_post(client, f"/console/api/handoffs/{second}/claim", token).status_code == 200
+    assert api_post(client, f"/console/api/handoffs/{second}/handback", token).status_code == 200
+
+
+def test_search_finds_past_conversations_of_the_agents_departments_only(client: TestClient, app: Any) -> None:
+    sender, hid = waste_handoff(client, app)
+    rest(client, sender, "분리수거함 뚜껑이 100% 깨졌어요")
+    token = login(client, "waste1")
+    hits = client.get("/console/api/search", params={"q": "뚜껑이 100%"}).json()["items"]
+    assert [h["handoff_id"] for h in hits] == [hid]
+    assert client.get("/console/api/search", params={"q": "x"}).status_code == 422
+    login(client, "tax1")
+    assert client.get("/console/api/search", params={"q": "뚜껑이 100%"}).json()["items"] == []
+    token = login(client, "waste1")
+    assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200
+
+
+def test_a_shared_location_shows_in_the_history_with_a_map_link(client: TestClient, app: Any) -> None:
+    import anyio
+
+    from bot.messages import Attachment, Message
+
+    sender, hid = waste_handoff(client, app)
+    msg = Message(channel="rest", sender_id=sender, text="",
+                  attachments=[Attachment(kind="location", lat=37.56652, long=126.97801)])
+    anyio.run(app.state.inbox.receive, msg)
+    login(client, "waste1")
+    last = client.get(f"/console/api/handoffs/{hid}").json()["timeline"][-1]
+    assert last["author"] == "resident" and last["shared"][0]["point"] == "37.56652, 126.97801"
+    assert "37.56652,126.97801" in last["shared"][0]["map_url"]
+    assert "지도에서 보기" in client.get(f"/console/handoffs/{hid}").text
+
+
+def test_suggestions_follow_the_residents_question(client: TestClient, app: Any) -> None:
+    sender, hid = waste_handoff(client, app)
+    rest(client, sender, "대형폐기물 스티커는 어디서 사요?")
+    login(client, "waste1")
+    detail = client.get(f"/console/api/handoffs/{hid}").json()
+    titles = " ".join(x["title"] + x["text"] for x in detail["suggestions"])
+    assert "대형" in titles  # the knowledge base's answer about bulky waste, for the words actually used
+    token = login(client, "waste1")
+    assert api_post(client, f"/console/api/handoffs/{hid}/handback", token).status_code == 200

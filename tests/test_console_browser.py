@@ -109,7 +109,7 @@ def test_agent_answers_a_webchat_resident_live(browser: Any, server: LiveServer)
         # The hand-off arrives on the agent's queue without a reload.
         row = agent.locator("#queue-body tr[data-id]").first
         row.wait_for()
-        assert "webchat" in row.inner_text()
+        assert "웹 채팅" in row.inner_text()  # channel names, not codes
         row.get_by_role("link").click()
         agent.wait_for_url("**/console/handoffs/*")
         agent.wait_for_selector("body[data-live='ready']")
@@ -153,10 +153,13 @@ def test_agent_answers_a_webchat_resident_live(browser: Any, server: LiveServer)
         agent.get_by_label("처리 결과").select_option("answered")
         agent.get_by_role("button", name="상담 종료 (만족도 조사)").click()
         agent.wait_for_function("() => document.getElementById('handoff-status').textContent === '종료'")
-        resident.wait_for_function("n => document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-bot').length > n",
-                                   arg=before)
+        resident.wait_for_function(
+            "n => [...document.querySelectorAll('.pcrm-wc-msg.pcrm-wc-bot .pcrm-wc-text')].slice(n)"
+            ".some(e => e.textContent.includes('5'))", arg=before)
         rating_q = "\n".join(bot_texts(resident)[before:])
         assert "1" in rating_q and "5" in rating_q, rating_q
+        assert "끝났어요" in rating_q  # told the person has left before the rating question
+        assert agent.locator("#reply-form").count() == 0  # closed: read-only
         thanks = ask(resident, "5")
         assert thanks
 

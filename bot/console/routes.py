@@ -42,20 +42,25 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bot.console import auth
+from bot.console import assist, auth
+from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
 from bot.messages import Reply
 from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
+from crm_store import callbacks as callback_store
 from crm_store import handoffs as handoff_store
 from crm_store import interactions
 from crm_store.masking import mask_phone, mask_pii
 from crm_store.models import (
     NOTE_ACTION,
+    PRIORITY_EMERGENCY,
+    Agent,
+    CallbackTask,
     ChannelIdentity,
     Conversation,
     Handoff,
@@ -79,6 +84,12 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'se
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 MAX_REPLY = 2000
+#: Suggested answers below this NLU score are not shown (an unrelated FAQ misleads more than none).
+SUGGEST_MIN_SCORE = 0.2
+#: How the voice channel stores a recorded message ("[voicemail] <recording URL>").
+VOICEMAIL = "[voicemail] "
+#: A transfer's reason is kept as a note starting with this, so the receiving agent reads it.
+TRANSFER_PREFIX = "[이관] "
 MAX_NOTE = 2000
 RESOLUTION_CODES = {
     "answered": "답변 완료",
@@ -92,9 +103,10 @@ RESOLUTION_CODES = {
 STATUS_NAMES = {"received": "접수됨", "assigned": "담당자 배정", "in_progress": "처리 중",
                 "resolved": "처리 완료", "rejected": "반려"}
 #: Canned responses per department (Korean); every department also gets the general ones.
+#: Placeholders: {agent} (the agent's display name), {city}, {department}.
 CANNED: dict[str, list[str]] = {
     "general": [
-        "안녕하세요, 한빛구청 민원상담실 상담원입니다. 무엇을 도와드릴까요?",
+        "안녕하세요, {city} 민원상담실 상담원 {agent}입니다. 무엇을 도와드릴까요?",
         "확인 후 바로 안내해 드리겠습니다. 잠시만 기다려 주세요.",
         "더 궁금하신 점이 있으시면 언제든지 말씀해 주세요. 감사합니다.",
     ],
@@ -111,6 +123,18 @@ CANNED: dict[str, list[str]] = {
     "civil": ["정부24(www.gov.kr)에서 온라인으로도 발급받으실 수 있습니다."],
     "welfare": ["주소지 동 주민센터에서 상담받으실 수 있도록 연결해 드리겠습니다."],
     "safety": ["위급한 상황이면 즉시 119 또는 112에 신고해 주세요. 현장에 담당자를 보내겠습니다."],
+}
+
+#: English canned replies (for residents writing in English); placeholders as in :data:`CANNED`.
+CANNED_EN: dict[str, list[str]] = {
+    "general": [
+        "Hello, this is {agent} of {city}'s contact centre. How can I help?",
+        "Let me check that for you. Please wait a moment.",
+        "If there is anything else, just let us know. Thank you.",
+    ],
+    "waste": ["Sorry for the trouble. We will ask the collector to pick it up today."],
+    "roads": ["We will check the site and let you know when it will be repaired. Where exactly is it?"],
+    "safety": ["If anyone is in danger, call 119 or 112 now. We are sending someone to the site."],
 }
 
 router = APIRouter(prefix="/console", tags=["console"])
@@ -168,6 +192,21 @@ def _load_handoff(s: Session, handoff_id: int, user: ConsoleUser) -> Handoff:
     return row
 
 
+def capacity(config: dict[str, Any]) -> int:
+    """How many conversations one agent handles at once (``console.max_active_per_agent``, default 5)."""
+    return int((config.get("console") or {}).get("max_active_per_agent", 5))
+
+
+def _check_capacity(s: Session, request: Request, user: ConsoleUser, row: Handoff) -> None:
+    """An agent at capacity takes no more, except emergencies (someone must)."""
+    if row.priority >= PRIORITY_EMERGENCY:
+        return
+    active = s.scalar(select(func.count()).select_from(Handoff).where(Handoff.status == "claimed",
+                                                                      Handoff.agent_id == user.id)) or 0
+    if active >= capacity(request.app.state.settings.config()):
+        raise HTTPException(status_code=409, detail="at capacity: close a conversation first")
+
+
 def _check_actionable(row: Handoff, user: ConsoleUser) -> None:
     if row.status == "closed":
         raise HTTPException(status_code=409, detail="hand-off is closed")
@@ -183,13 +222,34 @@ def _author(row: Interaction) -> str:
     return "bot"
 
 
-def _queue_item(h: Handoff, conv: Conversation | None, user: ConsoleUser, k: Any, now: datetime) -> dict[str, Any]:
+def _sla(config: dict[str, Any]) -> dict[str, int]:
+    """Claim targets in seconds (``config.yml`` ``sla.handoff_claim_minutes``)."""
+    mins = (config.get("sla") or {}).get("handoff_claim_minutes") or {}
+    return {"emergency": int(mins.get("emergency", 2)) * 60, "default": int(mins.get("default", 15)) * 60}
+
+
+def _queue_item(h: Handoff, conv: Conversation | None, user: ConsoleUser, k: Any, now: datetime,
+                extra: dict[str, Any]) -> dict[str, Any]:
+    cb: CallbackTask | None = extra.get("callback")
+    last: Interaction | None = extra.get("last_in")
+    emergency = h.priority >= PRIORITY_EMERGENCY
+    lang = extra.get("lang") or "ko"
     return {
         "id": h.id, "department": h.department, "department_name": k.department_name(h.department, "ko"),
-        "priority": h.priority, "reason": h.reason, "summary": mask_pii(h.summary or "")[:300],
+        "priority": h.priority, "emergency": emergency, "reason": h.reason,
+        "reason_name": human.reason(h.reason, k), "summary": mask_pii(h.summary or "")[:300],
         "status": h.status, "channel": conv.channel if conv else None,
+        "channel_name": human.channel(conv.channel if conv else None),
+        "lang": lang, "lang_name": human.lang(lang),
         "queued_at": _iso(h.queued_at), "waiting_s": int((now - as_utc(h.queued_at)).total_seconds()),
-        "agent_id": h.agent_id, "mine": h.agent_id == user.id,
+        "agent_id": h.agent_id, "agent_name": extra.get("agent_name"), "mine": h.agent_id == user.id,
+        "last_message": mask_pii(last.text or "")[:120] if last is not None else "",
+        "last_in_at": _iso(last.created_at) if last is not None else None,
+        "last_in_id": last.id if last is not None else 0,
+        "callback": None if cb is None else {
+            "phone": mask_phone(cb.phone) if cb.phone else "", "due_at": _iso(cb.due_at),
+            "status": cb.status, "attempts": cb.attempts, "outcome": cb.outcome,
+            "outcome_name": human.OUTCOMES.get(cb.outcome or "", "")},
     }
 
 
@@ -201,7 +261,33 @@ def _queue(sessions: Any, user: ConsoleUser, k: Any) -> list[dict[str, Any]]:
     stmt = stmt.order_by(Handoff.priority.desc(), Handoff.queued_at, Handoff.id)
     now = utcnow()
     with sessions() as s:
-        return [_queue_item(h, c, user, k, now) for h, c in s.execute(stmt)]
+        rows = [(h, c) for h, c in s.execute(stmt)]
+        extra: dict[int, dict[str, Any]] = {h.id: {} for h, _c in rows}
+        if rows:
+            hids = [h.id for h, _c in rows]
+            cids = [c.id for _h, c in rows]
+            for cb in s.scalars(select(CallbackTask).where(CallbackTask.handoff_id.in_(hids))
+                                .order_by(CallbackTask.id)):
+                extra[cb.handoff_id]["callback"] = cb
+            agent_ids = {h.agent_id for h, _c in rows if h.agent_id}
+            names = {a.id: _public_name(a.display_name, a.username) for a in s.scalars(
+                select(Agent).where(Agent.id.in_(agent_ids)))} if agent_ids else {}
+            last_ids = (select(func.max(Interaction.id))
+                        .where(Interaction.conversation_id.in_(cids), Interaction.direction == "in")
+                        .group_by(Interaction.conversation_id))
+            last_by_conv = {r.conversation_id: r for r in s.scalars(
+                select(Interaction).where(Interaction.id.in_(last_ids)))}
+            for h, c in rows:
+                last = last_by_conv.get(c.id)
+                extra[h.id]["last_in"] = last
+                extra[h.id]["lang"] = last.lang if last is not None else None
+                extra[h.id]["agent_name"] = names.get(h.agent_id) if h.agent_id else None
+        return [_queue_item(h, c, user, k, now, extra[h.id]) for h, c in rows]
+
+
+def _public_name(display_name: str | None, username: str) -> str:
+    """The name a resident (and other agents) see: the display name, never the login id."""
+    return display_name if display_name and display_name != username else "상담원"
 
 
 def _phones(s: Session, resident_id: int | None) -> list[str]:
@@ -214,6 +300,15 @@ def _phones(s: Session, resident_id: int | None) -> list[str]:
         if (ident.channel == PHONE_IDENTITY or is_phone_channel(ident.channel)) and ident.external_id not in out:
             out.append(ident.external_id)
     return out
+
+
+def _shared(e: dict[str, Any]) -> dict[str, Any]:
+    """A shared location or photo as the history shows it (a map link for coordinates)."""
+    lat, long = e.get("lat"), e.get("long")
+    has_point = isinstance(lat, int | float) and isinstance(long, int | float)
+    return {"kind": e.get("kind"), "address": e.get("address") or "", "url": e.get("url") or "",
+            "point": f"{lat:.5f}, {long:.5f}" if has_point else "",
+            "map_url": f"https://map.kakao.com/link/map/{lat},{long}" if has_point else ""}
 
 
 def _notes(s: Session, handoff_id: int) -> list[dict[str, Any]]:
@@ -242,8 +337,9 @@ def _suggestions(engine: Any, text: str, lang: str) -> list[dict[str, str]]:
             answer = k.render(f"utter_{label.replace('.', '_')}", lang)
         except KeyError:
             continue
-        out.append({"label": label, "title": k.label_name(label, "ko"), "text": answer,
-                    "score": f"{float(score):.2f}"})
+        if float(score) < SUGGEST_MIN_SCORE:
+            break  # ranked best first: the rest are weaker still, and unrelated answers are noise
+        out.append({"label": label, "title": k.label_name(label, "ko"), "text": answer})
         if len(out) == 3:
             break
     return out
@@ -262,8 +358,14 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
                 else interactions.transcript(s, conv.id))
         timeline = [{"id": r.id, "at": _iso(r.created_at),
                      "at_local": as_utc(r.created_at).astimezone(tz).strftime("%m-%d %H:%M"),
-                     "channel": r.channel, "direction": r.direction, "author": _author(r),
-                     "text": mask_pii(r.text or ""), "label": r.label,
+                     "channel": r.channel, "channel_name": human.channel(r.channel),
+                     "direction": r.direction, "author": _author(r),
+                     "text": mask_pii(r.text or ""),
+                     "label": r.label, "label_name": human.label(r.label, k) if r.direction == "in" else None,
+                     "shared": [_shared(e) for e in (r.entities or [])
+                                if isinstance(e, dict) and e.get("entity") == "attachment"],
+                     "voicemail_url": (r.text or "")[len(VOICEMAIL):].strip()
+                     if (r.text or "").startswith(VOICEMAIL) else None,
                      "this_conversation": r.conversation_id == conv.id} for r in rows]
         last_in = next((r.text for r in reversed(rows) if r.direction == "in" and r.conversation_id == conv.id
                         and (r.text or "").strip()), "")
@@ -278,7 +380,13 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
                              "department": r.agency_responsible, "sub_status": r.sub_status,
                              "status_name": STATUS_NAMES.get(r.sub_status, r.sub_status),
                              "status": r.status, "notes": r.status_notes or "",
-                             "address": mask_pii(r.address_string or ""),
+                             "address": r.address_string or "",
+                             "description": r.description or "",
+                             "lat": r.lat, "long": r.long, "media_url": r.media_url or "",
+                             "map_url": (f"https://map.kakao.com/link/map/{r.service_request_id},{r.lat},{r.long}"
+                                         if r.lat is not None and r.long is not None else None),
+                             "consent": r.consent, "when": r.reported_when or "",
+                             "this_conversation": r.conversation_id == conv.id,
                              "expected": (as_utc(r.expected_datetime).astimezone(tz).strftime("%Y-%m-%d")
                                           if r.expected_datetime else None),
                              "requested": as_utc(r.requested_datetime).astimezone(tz).strftime("%Y-%m-%d %H:%M"),
@@ -292,16 +400,31 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
         lang = (resident.preferred_lang if resident else None) or "ko"
         last_lang = next((r.lang for r in reversed(rows) if r.direction == "in" and r.lang), None)
         lang = last_lang or lang
+        cb = callback_store.for_handoff(s, h.id)
+        transfer = s.scalars(select(HandoffNote).where(HandoffNote.handoff_id == h.id,
+                                                       HandoffNote.text.like(f"{TRANSFER_PREFIX}%"))
+                             .order_by(HandoffNote.id.desc())).first()
+        agent = s.get(Agent, h.agent_id) if h.agent_id else None
         data = {
-            "handoff": {"id": h.id, "department": h.department,
+            "callback": None if cb is None else {
+                "id": cb.id, "phone": mask_phone(cb.phone) if cb.phone else "", "has_phone": bool(cb.phone),
+                "message": mask_pii(cb.message or ""), "status": cb.status, "attempts": cb.attempts,
+                "outcome": cb.outcome, "outcome_name": human.OUTCOMES.get(cb.outcome or "", ""),
+                "due_at": _iso(cb.due_at), "due_local": as_utc(cb.due_at).astimezone(tz).strftime("%m-%d %H:%M"),
+                "outcomes": [{"code": c, "name": n} for c, n in human.OUTCOMES.items()]},
+            "transfer": None if transfer is None else {"who": transfer.who, "text": transfer.text,
+                                                       "at": _iso(transfer.created_at)},
+            "handoff": {"id": h.id, "department": h.department, "reason_name": human.reason(h.reason, k),
+                        "agent_name": _public_name(agent.display_name, agent.username) if agent else None,
                         "department_name": k.department_name(h.department, "ko"),
                         "priority": h.priority, "reason": h.reason, "summary": mask_pii(h.summary or ""),
                         "status": h.status, "queued_at": _iso(h.queued_at), "claimed_at": _iso(h.claimed_at),
                         "closed_at": _iso(h.closed_at), "agent_id": h.agent_id, "mine": h.agent_id == user.id,
                         "resolution_code": h.resolution_code},
-            "conversation": {"id": conv.id, "channel": conv.channel},
+            "conversation": {"id": conv.id, "channel": conv.channel, "channel_name": human.channel(conv.channel)},
             "resident": None if resident is None else {
                 "id": resident.id, "preferred_lang": resident.preferred_lang, "lang": lang,
+                "lang_name": human.lang(lang),
                 "phones": [mask_phone(p) for p in phones], "has_phone": bool(phones),
                 "channels": channels, "needs_tags": list(resident.needs_tags or []),
                 "contact_consent": resident.contact_consent, "sms_opt_out": resident.sms_opt_out,
@@ -310,13 +433,31 @@ def _detail(request: Request, handoff_id: int, user: ConsoleUser) -> dict[str, A
             "requests": reqs,
             "notes": _notes(s, h.id),
         }
+    recent = " ".join(m["text"] for m in data["timeline"][-12:]
+                      if m["author"] == "resident" and m["this_conversation"])[-400:]
     data["suggestions"] = _suggestions(app.state.engine, last_in, lang)
-    data["canned"] = [*CANNED.get(h.department, []), *CANNED["general"]] if h.department != "general" \
-        else list(CANNED["general"])
+    if recent and recent != last_in:  # the resident's recent words together, when the last says little
+        for extra in _suggestions(app.state.engine, recent, lang):
+            if all(x["label"] != extra["label"] for x in data["suggestions"]) and len(data["suggestions"]) < 4:
+                data["suggestions"].append(extra)
+    with app.state.sessions() as s:
+        data["similar"] = assist.similar_replies(s, data["conversation"]["id"], recent or last_in)
+    data["assist_summary"] = assist.paragraph(data)
+    data["canned"] = _canned(h.department, lang, k, data["handoff"]["agent_name"] or user.name)
     data["departments"] = _departments(request)
     data["resolution_codes"] = [{"code": c, "name": n} for c, n in RESOLUTION_CODES.items()]
     data["statuses"] = [{"code": c, "name": STATUS_NAMES[c]} for c in SUB_STATUSES]
     return data
+
+
+def _canned(department: str, lang: str, k: Any, agent: str) -> list[dict[str, str]]:
+    """Canned replies in the resident's language (Korean otherwise), placeholders ({agent}, {city},
+    {department}) filled, the department's own first."""
+    table = CANNED_EN if lang == "en" else CANNED
+    city = ((k.config.get("municipality") or {}).get("name") or {}).get("en" if lang == "en" else "ko", "")
+    texts = [*table.get(department, []), *table["general"]] if department != "general" else list(table["general"])
+    values = {"agent": agent, "city": city, "department": k.department_name(department, lang)}
+    return [{"text": t.format_map(values), "lang": "en" if lang == "en" else "ko"} for t in texts]
 
 
 async def _deliver(request: Request, conv_key: str, channel: str, replies: list[Reply],
@@ -346,6 +487,53 @@ def _record_out(sessions: Any, conversation_id: int, texts: list[str], handled_b
         for text in texts:
             s.add(Interaction(conversation_id=conv.id, resident_id=conv.resident_id, channel=conv.channel,
                               direction="out", text=text, lang=lang, entities=[], handled_by=handled_by))
+
+
+def _conversation_lang(request: Request, conversation_key: str) -> str:
+    """The conversation's language as the dialogue keeps it (what the bot's own answers use)."""
+    return request.app.state.engine.states.load(conversation_key).lang or "ko"
+
+
+async def _tell_resident(request: Request, handoff_id: int, key: str, take_over: str | None = None,
+                         department: str | None = None, **values: Any) -> bool:
+    """Say ``key`` (nlu_data/responses.yml) to the hand-off's resident on their channel, store it as
+    the bot's message, and with ``take_over`` keep the conversation with people (that department)."""
+    app = request.app
+    k = _knowledge(request)
+
+    def load() -> tuple[str, str, int]:
+        with app.state.sessions() as s:
+            row = s.get_one(Handoff, handoff_id)
+            conv = s.get_one(Conversation, row.conversation_id)
+            return conv.key, conv.channel, conv.id
+
+    conv_key, channel, conv_id = await run_in_threadpool(load)
+    lang = await run_in_threadpool(_conversation_lang, request, conv_key)
+    if department is not None:
+        values["department"] = k.department_name(department, lang)
+    if take_over is not None:
+        await run_in_threadpool(app.state.engine.take_over, conv_key, take_over)
+    text = k.render(key, lang, **values)
+    await run_in_threadpool(_record_out, app.state.sessions, conv_id, [text], "bot", lang)
+    delivered = await _deliver(request, conv_key, channel, [Reply(text)])
+    await _publish(request, [f"handoff:{handoff_id}"], {"type": "system", "handoff_id": handoff_id, "text": text})
+    return delivered
+
+
+async def _agent_joined(request: Request, row: Handoff, user: ConsoleUser) -> None:
+    """A person took the hand-off: the bot steps aside and the resident is told who answers."""
+    name = _public_name(user.display_name, user.username)
+
+    def key_of() -> str:
+        with request.app.state.sessions() as s:
+            return s.get_one(Conversation, row.conversation_id).key
+
+    lang = await run_in_threadpool(_conversation_lang, request, await run_in_threadpool(key_of))
+    if lang == "en":
+        agent = f"{name}, an agent," if name != "상담원" else "An agent"
+    else:
+        agent = f"상담원 {name}님과" if name != "상담원" else "상담원과"
+    await _tell_resident(request, row.id, "utter_agent_joined", take_over=row.department, agent=agent)
 
 
 async def _publish(request: Request, topics: list[str], payload: dict[str, Any]) -> None:
@@ -424,7 +612,13 @@ async def queue_page(request: Request) -> Response:
     if user is None:
         return _login_redirect(request)
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
-    return _render(request, "queue.html", user=user, items=items, title="상담 대기열")
+    depts = [d for d in _departments(request) if user.sees_all or d["code"] in user.departments]
+    enabled = [c for c, v in (request.app.state.settings.config().get("channels") or {}).items()
+               if (v or {}).get("enabled", True)]
+    return _render(request, "queue.html", user=user, items=items, title="상담 대기열",
+                   sla=_sla(request.app.state.settings.config()), departments=depts,
+                   channels=[(c, human.channel(c)) for c in enabled],
+                   langs=[(c, human.lang(c)) for c in ("ko", "en")])
 
 
 @router.get("/handoffs/{handoff_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -451,15 +645,50 @@ async def static(name: str) -> FileResponse:
 # --- JSON API ----------------------------------------------------------------------------------
 
 @router.get("/api/me", summary="The logged-in agent")
-async def me(user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+async def me(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "role": user.role, "departments": list(user.departments),
-            "display_name": user.name}
+            "display_name": user.name, "capacity": capacity(request.app.state.settings.config())}
 
 
 @router.get("/api/queue", summary="Open hand-offs of the agent's departments, most urgent and oldest first")
 async def api_queue(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
-    return {"items": items}
+    return {"items": items, "sla": _sla(request.app.state.settings.config())}
+
+
+@router.get("/api/search", summary="Past conversations with these words (90 days, own departments)")
+async def api_search(request: Request, q: str = "", user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
+    words = q.strip()
+    if len(words) < 2:
+        raise HTTPException(status_code=422, detail="at least 2 characters")
+    k = _knowledge(request)
+    tz = _tz(request)
+
+    def run() -> list[dict[str, Any]]:
+        like = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        since = utcnow() - timedelta(days=90)
+        with request.app.state.sessions() as s:
+            hits = s.execute(select(Interaction.conversation_id, func.max(Interaction.id))
+                             .where(Interaction.created_at >= since, Interaction.direction == "in",
+                                    Interaction.text.ilike(like, escape="\\"))
+                             .group_by(Interaction.conversation_id)
+                             .order_by(func.max(Interaction.id).desc()).limit(100)).all()
+            out: list[dict[str, Any]] = []
+            for cid, iid in hits:
+                h = s.scalars(select(Handoff).where(Handoff.conversation_id == cid)
+                              .order_by(Handoff.id.desc())).first()
+                if h is None or not user.can_see(h.department):
+                    continue
+                msg = s.get_one(Interaction, iid)
+                out.append({"handoff_id": h.id, "conversation_id": cid, "status": h.status,
+                            "department_name": k.department_name(h.department, "ko"),
+                            "channel_name": human.channel(msg.channel), "text": mask_pii(msg.text or "")[:160],
+                            "at_local": as_utc(msg.created_at).astimezone(tz).strftime("%m-%d %H:%M")})
+                if len(out) == 20:
+                    break
+            return out
+
+    return {"items": await run_in_threadpool(run)}
 
 
 @router.get("/api/handoffs/{handoff_id}", summary="One hand-off: summary, resident, timeline, suggestions")
@@ -470,19 +699,23 @@ async def api_handoff(request: Request, handoff_id: int, user: ConsoleUser = Dep
 @router.post("/api/handoffs/{handoff_id}/claim", summary="Take a queued hand-off")
 async def api_claim(request: Request, handoff_id: int,
                     user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
-    def run() -> Handoff:
+    def run() -> tuple[Handoff, bool]:
         with request.app.state.sessions.begin() as s:
             row = _load_handoff(s, handoff_id, user)
             if row.status == "claimed" and row.agent_id == user.id:
-                return row
+                s.expunge(row)
+                return row, False
+            _check_capacity(s, request, user, row)
             claimed = handoff_store.claim(s, handoff_id, user.id)
             if claimed is None:
                 raise HTTPException(status_code=409, detail="already claimed or closed")
             s.add(audit(user.username, "console.claim", f"handoff:{handoff_id}"))
             s.expunge(claimed)
-            return claimed
+            return claimed, True
 
-    row = await run_in_threadpool(run)
+    row, fresh = await run_in_threadpool(run)
+    if fresh:
+        await _agent_joined(request, row, user)
     payload = {"type": "claimed", "handoff_id": handoff_id, "agent": user.name, "agent_id": user.id}
     await _publish(request, [f"dept:{row.department}", f"handoff:{handoff_id}"], payload)
     return {"ok": True, "status": "claimed", "agent_id": user.id}
@@ -495,19 +728,36 @@ async def api_reply(request: Request, handoff_id: int, body: TextBody,
     if not text:
         raise HTTPException(status_code=422, detail="empty reply")
 
+    def take() -> Handoff | None:
+        with request.app.state.sessions.begin() as s:
+            row = _load_handoff(s, handoff_id, user)
+            _check_actionable(row, user)
+            if row.status != "queued":
+                return None
+            # Answering a waiting resident takes the hand-off (and the resident is told who answers).
+            _check_capacity(s, request, user, row)
+            claimed = handoff_store.claim(s, handoff_id, user.id)
+            if claimed is None:
+                raise HTTPException(status_code=409, detail="claimed by another agent")
+            s.add(audit(user.username, "console.claim", f"handoff:{handoff_id}"))
+            s.expunge(claimed)
+            return claimed
+
+    taken = await run_in_threadpool(take)
+    if taken is not None:
+        await _agent_joined(request, taken, user)
+
     def run() -> tuple[str, str, str, int]:
         with request.app.state.sessions.begin() as s:
             row = _load_handoff(s, handoff_id, user)
             _check_actionable(row, user)
-            if row.status == "queued":  # answering a waiting resident takes the hand-off
-                if handoff_store.claim(s, handoff_id, user.id) is None:
-                    raise HTTPException(status_code=409, detail="claimed by another agent")
             conv = s.get_one(Conversation, row.conversation_id)
             out = interactions.record_agent_reply(s, conv, user.id, text)
             return conv.key, conv.channel, row.department, out.id
 
     key, channel, dept, interaction_id = await run_in_threadpool(run)
-    delivered = await _deliver(request, key, channel, [Reply(text)], agent_name=user.name)
+    delivered = await _deliver(request, key, channel, [Reply(text)], agent_name=_public_name(user.display_name,
+                                                                                             user.username))
     await _publish(request, [f"handoff:{handoff_id}"],
                    {"type": "agent", "handoff_id": handoff_id, "text": text, "name": user.name})
     await _publish(request, [f"dept:{dept}"], {"type": "updated", "handoff_id": handoff_id})
@@ -550,11 +800,17 @@ async def api_transfer(request: Request, handoff_id: int, body: TransferBody,
             row.status, row.agent_id, row.claimed_at = "queued", None, None
             conv = s.get_one(Conversation, row.conversation_id)
             conv.department = body.department
+            k = _knowledge(request)
+            s.add(HandoffNote(handoff_id=handoff_id, who=_public_name(user.display_name, user.username),
+                              text=f"{TRANSFER_PREFIX}{k.department_name(old, 'ko')} → "
+                                   f"{k.department_name(body.department, 'ko')}: {body.reason.strip()}"))
             s.add(audit(user.username, "console.transfer",
                         f"handoff:{handoff_id}|{old}->{body.department}|{body.reason}"[:255]))
             return old, row.priority
 
     old, priority = await run_in_threadpool(run)
+    await _tell_resident(request, handoff_id, "utter_agent_transferred", department=body.department,
+                         take_over=body.department)
     await _publish(request, [f"dept:{old}", f"handoff:{handoff_id}"],
                    {"type": "transferred", "handoff_id": handoff_id, "department": body.department})
     await _publish(request, [f"dept:{body.department}"],
@@ -576,7 +832,9 @@ async def _close(request: Request, handoff_id: int, user: ConsoleUser, code: str
 
     key, channel, conv_id, dept = await run_in_threadpool(run)
     engine = request.app.state.engine
-    replies: list[Reply] = await run_in_threadpool(engine.release, key, ask_rating)
+    lang = await run_in_threadpool(_conversation_lang, request, key)
+    replies: list[Reply] = [Reply(_knowledge(request).render("utter_agent_closed", lang))]
+    replies += await run_in_threadpool(engine.release, key, ask_rating)
     delivered = True
     if replies:
         await run_in_threadpool(_record_out, request.app.state.sessions, conv_id, [r.text for r in replies])
@@ -614,6 +872,59 @@ async def api_reveal(request: Request, handoff_id: int,
             return phones
 
     return {"phones": await run_in_threadpool(run)}
+
+
+class OutcomeBody(BaseModel):
+    outcome: str = Field(min_length=1, max_length=16)
+
+
+def _callback_of(s: Session, handoff_id: int, user: ConsoleUser) -> tuple[Handoff, CallbackTask]:
+    row = _load_handoff(s, handoff_id, user)
+    task = callback_store.for_handoff(s, handoff_id)
+    if task is None:
+        raise HTTPException(status_code=404, detail="no call-back on this hand-off")
+    if not user.sees_all and row.agent_id != user.id:
+        raise HTTPException(status_code=409, detail="take the hand-off first: the number is for its agent")
+    return row, task
+
+
+@router.post("/api/handoffs/{handoff_id}/callback/reveal", summary="The call-back number in full (audited)")
+async def api_callback_reveal(request: Request, handoff_id: int,
+                              user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    def run() -> str:
+        with request.app.state.sessions.begin() as s:
+            _row, task = _callback_of(s, handoff_id, user)
+            s.add(audit(user.username, "console.reveal_callback", f"callback:{task.id}|handoff:{handoff_id}"))
+            return task.phone
+
+    return {"phone": await run_in_threadpool(run)}
+
+
+@router.post("/api/handoffs/{handoff_id}/callback/outcome",
+             summary="Record a call-back attempt (reached / no_answer / retry); the resident is told")
+async def api_callback_outcome(request: Request, handoff_id: int, body: OutcomeBody,
+                               user: ConsoleUser = Depends(api_user_with_csrf)) -> dict[str, Any]:
+    if body.outcome not in callback_store.OUTCOMES:
+        raise HTTPException(status_code=422, detail=f"outcome must be one of {list(callback_store.OUTCOMES)}")
+
+    def run() -> tuple[str, dict[str, Any]]:
+        with request.app.state.sessions.begin() as s:
+            row, task = _callback_of(s, handoff_id, user)
+            if row.status == "closed":
+                raise HTTPException(status_code=409, detail="hand-off is closed")
+            if task.status == "done":
+                raise HTTPException(status_code=409, detail="call-back already done")
+            callback_store.attempt(s, task, body.outcome, user.id)
+            s.add(audit(user.username, "console.callback_attempt", f"callback:{task.id}|{body.outcome}"))
+            return row.department, {"status": task.status, "attempts": task.attempts, "outcome": task.outcome,
+                                    "outcome_name": human.OUTCOMES[body.outcome]}
+
+    dept, result = await run_in_threadpool(run)
+    key = "utter_callback_reached" if body.outcome == "reached" else "utter_callback_no_answer"
+    told = await _tell_resident(request, handoff_id, key, department=dept)
+    await _publish(request, [f"dept:{dept}", f"handoff:{handoff_id}"],
+                   {"type": "callback", "handoff_id": handoff_id, **result})
+    return {"ok": True, "notified": told, **result}
 
 
 _ORDER = {"received": 0, "assigned": 1, "in_progress": 2, "resolved": 3, "rejected": 3}

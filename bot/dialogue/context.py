@@ -139,7 +139,9 @@ class TurnContext:
         if form:
             filled = {s: v for s, v in self.state.slots.items()
                       if s in ("location", "description", "when") and v}
-            parts.append(f"작성 중 민원: {k.label_name(form, 'ko')} {filled}")
+            names = {"location": "위치", "description": "내용", "when": "시각"}
+            said = ", ".join(f"{names[s]} {v}" for s, v in filled.items())
+            parts.append(f"작성 중 민원: {k.label_name(form, 'ko')}" + (f" ({said})" if said else ""))
         parts.append(f"마지막 메시지: {self.parse.text[:200]}")
         return " / ".join(p for p in parts if p)
 
