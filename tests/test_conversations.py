@@ -8,9 +8,12 @@ A conversation marked ``xfail`` in its file is a known gap judged out of scope:
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bot import conversation_tests as ct
+from bot.settings import ROOT
 
 CONVERSATIONS = ct.load()
 
@@ -22,7 +25,18 @@ def _param(conv: ct.Conversation):  # noqa: ANN202 - pytest's ParameterSet
 
 @pytest.fixture(scope="module")
 def make_engine():
-    return ct.engine_factory()  # trains once (cached in var/model by data hash)
+    """Engines on the city's own knowledge base (``nlu_data/knowledge``), as ``pcrm test
+    conversations`` runs them: these conversations specify the product, not the small fixture KB
+    that tests/conftest.py gives the other dialogue tests."""
+    saved = os.environ.get("PCRM_KB_DIR")
+    os.environ["PCRM_KB_DIR"] = str(ROOT / "nlu_data" / "knowledge")
+    try:
+        yield ct.engine_factory()  # trains once (cached in var/model by data hash)
+    finally:
+        if saved is None:
+            os.environ.pop("PCRM_KB_DIR", None)
+        else:
+            os.environ["PCRM_KB_DIR"] = saved
 
 
 def test_there_are_enough_conversations_to_specify_the_dialogue():
