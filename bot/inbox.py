@@ -508,6 +508,14 @@ class Inbox:
         except ValueError:
             return Reply(k.render("utter_otp_failed", lang))
         if ev.type == "otp_request":
+            from bot import throttle
+            from bot.ratelimit import RateLimited
+
+            try:  # SMS bombing through the conversation: the same limits as the API
+                if self.limiter is not None:
+                    throttle.otp_issue(self.limiter, key, phone, None)
+            except RateLimited:
+                return Reply(k.render("utter_otp_not_sent", lang))
             with self.sessions.begin() as s:
                 code = otp.issue(s, key, phone, secret=secret)
             city = (k.config.get("municipality") or {}).get("name", {}).get(lang, "")
@@ -518,10 +526,12 @@ class Inbox:
             if not sent:
                 return Reply(k.render("utter_otp_not_sent", lang))
             return Reply(k.render("utter_otp_sent", lang, phone=mask_phone(phone)))
-        with self.sessions.begin() as s:
-            if not otp.verify(s, key, phone, str(ev.data.get("code")), secret=secret):
-                return Reply(k.render("utter_otp_failed", lang))
-            residents.link_phone(s, message.channel, message.sender_id, phone)
+        with self.sessions.begin() as s:  # the attempt is committed whatever the outcome
+            outcome, _until = otp.check(s, key, phone, str(ev.data.get("code")), secret=secret)
+            if outcome == "ok":
+                residents.link_phone(s, message.channel, message.sender_id, phone)
+        if outcome != "ok":
+            return Reply(k.render("utter_otp_failed", lang))
         return Reply(k.render("utter_phone_linked", lang))
 
     def _my_data_reply(self, resident_id: int, lang: str) -> Reply:
