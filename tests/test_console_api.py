@@ -166,8 +166,7 @@ def test_login_sets_a_hardened_cookie_and_rejects_bad_passwords(client: TestClie
 def test_a_forged_session_cookie_is_rejected(client: TestClient) -> None:
     login(client, "waste1")
     value = client.cookies["pcrm_console"]
-    payload, sig = value.split(".")
-    client.cookies.set("pcrm_console", payload + "." + sig[::-1], path="/")  # the cookie path is /
+    client.cookies.set("pcrm_console", value[::-1], path="/")  # the cookie path is /
     assert client.get("/console/api/me").status_code == 401
 
 

@@ -122,9 +122,11 @@ def seed(sessions: Any) -> None:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model"))
+    # Basic auth only from allow-listed addresses: this test client calls from 127.0.0.1, which is listed.
+    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model",
+                              pcrm_supervisor_basic_allow="127.0.0.1/32"))
     seed(app.state.sessions)
-    yield TestClient(app)
+    yield TestClient(app, client=("127.0.0.1", 50000))
     app.state.sessions.kw["bind"].dispose()
 
 

@@ -25,7 +25,9 @@ N_FILLER = 120
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model"))
+    # Basic auth only from allow-listed addresses: this test client calls from 127.0.0.1, which is listed.
+    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model",
+                              pcrm_supervisor_basic_allow="127.0.0.1/32"))
     sessions = app.state.sessions
     create_agent(sessions, *SUP, role="supervisor")
     create_agent(sessions, *ADMIN, role="admin")
@@ -62,7 +64,7 @@ def client(db_url: str) -> Iterator[TestClient]:
         for i in range(N_FILLER):
             s.add(Interaction(conversation_id=filler.id, channel="webchat", direction="out",
                               text=f"filler {i} 02-2100-1000", entities=[], created_at=now - timedelta(days=2)))
-    yield TestClient(app)
+    yield TestClient(app, client=("127.0.0.1", 50000))
     sessions.kw["bind"].dispose()
 
 
