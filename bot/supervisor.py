@@ -74,6 +74,8 @@ ALLOWED_ROLES = ("supervisor", "admin")
 LOW_CONFIDENCE = 0.45
 PAGE_SIZE = 50
 CSV_MAX_ROWS = 100_000
+#: First characters a spreadsheet may take for a formula (a tab or CR is skipped before one).
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 MAX_RANGE_DAYS = 366
 DEFAULT_DAYS = 7
 
@@ -426,8 +428,8 @@ def _csv_lines(sessions: sessionmaker[Session], f: Filters) -> Iterator[str]:
         buf.truncate()
         for row in page:
             text = row["text"]
-            if text[:1] in ("=", "+", "-", "@"):
-                text = "'" + text  # no formula injection in spreadsheets
+            if text[:1] in CSV_FORMULA_STARTS:
+                text = "'" + text  # no formula injection in spreadsheets (OWASP: = + - @ tab CR)
             writer.writerow([*(row[k] for k in CSV_FIELDS[:-1]), text])
         sent += len(page)
         yield buf.getvalue()
