@@ -128,7 +128,8 @@ def test_a_long_uncommon_passphrase_is_accepted() -> None:
     passwords.check_policy("correct horse battery staple", "kim")
 
 
-def test_basic_auth_is_refused_outside_the_allow_list_without_hashing(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_basic_auth_is_refused_outside_the_allow_list_without_hashing(app: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP Basic on /supervisor ran argon2 for every anonymous request (a CPU flood)."""
     calls = []
     monkeypatch.setattr(auth, "authenticate", lambda *a: calls.append(a))
