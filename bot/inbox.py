@@ -204,6 +204,8 @@ class Inbox:
                 turn.replies.extend(self._queue_callback(ids["conversation_id"], message, turn.lang))
             except Exception:  # noqa: BLE001 - a convenience: the message still reaches the agent
                 log.warning("queue call-back check failed", exc_info=True)
+        if ids is not None:
+            self._record_publish_consent(turn)
         if adm is not None:
             adm.dedup = (dedup_key, turn.replies)
         else:
@@ -533,6 +535,21 @@ class Inbox:
         if outcome != "ok":
             return Reply(k.render("utter_otp_failed", lang))
         return Reply(k.render("utter_phone_linked", lang))
+
+    def _record_publish_consent(self, turn: Turn) -> None:
+        """A ``request_opened`` event with ``publish_consent`` (the resident said yes to publication
+        in the conversation) marks that request for the public Open311 feed; default: not published."""
+        tickets = [str(ev.data.get("ticket")) for ev in turn.events
+                   if ev.type == "request_opened" and ev.data.get("publish_consent") is True and ev.data.get("ticket")]
+        if not tickets:
+            return
+        from sqlalchemy import update
+
+        from crm_store.models import ServiceRequest
+
+        with self.sessions.begin() as s:
+            s.execute(update(ServiceRequest).where(ServiceRequest.service_request_id.in_(tickets))
+                      .values(public_consent=True).execution_options(synchronize_session=False))
 
     def _my_data_reply(self, resident_id: int, lang: str) -> Reply:
         """"내 정보 보기": what we hold, summarised (the full export is a staff CLI away)."""
