@@ -444,6 +444,12 @@ def _analytics(request: Request, f: Filters) -> dict[str, Any]:
                             period=f.period, group=f.group)
 
 
+@router.get("/supervisor.css", include_in_schema=False)
+def stylesheet() -> Response:
+    """The pages' CSS as a file: the Content-Security-Policy allows no inline style."""
+    return Response(_CSS, media_type="text/css; charset=utf-8", headers={"Cache-Control": "public, max-age=3600"})
+
+
 @router.get("/kpis.json", summary="Supervisor KPIs and PCRM analytics over a date range")
 def kpis_json(request: Request) -> Response:
     try:
@@ -695,7 +701,7 @@ def render(who: Viewer, f: Filters, k: dict[str, Any], page: list[dict[str, Any]
     return f"""<!doctype html>
 <html lang="ko">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>상황판 · Supervisor dashboard</title><style>{_CSS}</style></head>
+<title>상황판 · Supervisor dashboard</title><link rel="stylesheet" href="/supervisor/supervisor.css"></head>
 <body><header><nav aria-label="바로가기 / Sections"><a href="#kpis">지표</a> · <a href="#trend">추이</a> ·
 <a href="#groups">{e(group_name)}</a> · <a href="#needs">필요</a> · <a href="#equity">형평성</a> ·
 <a href="#unrecognised">미인식</a> · <a href="#log">기록</a> · <a href="/console">상담 콘솔 / Console</a></nav></header>
@@ -768,7 +774,7 @@ def render_transcript(conversation_id: int, channel: str, rows: list[dict[str, A
     return f"""<!doctype html>
 <html lang="ko">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>대화 {conversation_id} · Transcript</title><style>{_CSS}</style></head>
+<title>대화 {conversation_id} · Transcript</title><link rel="stylesheet" href="/supervisor/supervisor.css"></head>
 <body><main>
 <h1>대화 {conversation_id} 전체 기록 / Transcript ({e(channel)})</h1>
 <p><a href="/supervisor">상황판으로 / Back to the dashboard</a></p>

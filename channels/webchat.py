@@ -42,6 +42,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from bot.messages import Attachment, Message, Reply, new_id
 from bot.ratelimit import RateLimited
+from bot.security_headers import json_too_deep
 from bot.webchat_keys import KEY_HEADER, SUBPROTOCOL, key_from_protocols, session_of
 from channels.base import ChannelAdapter, Inbox
 
@@ -122,6 +123,8 @@ class WebChatChannel(ChannelAdapter):
         """One client frame as a :class:`Message`; :class:`FrameError` when it is malformed."""
         if len(raw) > MAX_FRAME_CHARS:
             raise FrameError("frame too large")
+        if json_too_deep(raw.encode("utf-8", "surrogatepass")):  # json.loads would recurse into it
+            raise FrameError("JSON nested too deeply")
         try:
             data = json.loads(raw)
         except ValueError:
