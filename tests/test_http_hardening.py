@@ -12,6 +12,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from bot.console.auth import create_agent
 from bot.settings import ROOT, Settings
 from bot.webchat_keys import new_key, protocols_for
 from tests.channel_servers import ServerThread
+from tests.fixtures_browser import ask, bot_texts
 
 SUP = ("sup-hard", "supervisor-hardening-pw")
 DEEP = b"[" * 40_000 + b"]" * 40_000
@@ -214,3 +216,32 @@ def test_doctor_lists_what_production_lacks(monkeypatch: pytest.MonkeyPatch, cap
     left = {f["item"] for f in json.loads(capsys.readouterr().out)}
     assert not {"PCRM_SECRET_KEY", "PCRM_REST_TOKEN", "PCRM_PUBLIC_URL", "backups"} & left
 
+
+
+# --- the pages work under their real CSP (the other browser tests bypass it to inject axe-core) ---
+
+@pytest.mark.browser
+def test_pages_work_under_their_csp_in_chromium(browser: Any, server: ServerThread) -> None:
+    """Inline styles and scripts moved to files: nothing is blocked, the widget chats, /docs renders,
+    and a reload redraws the conversation from history (the key travels in a header)."""
+    context = browser.new_context(base_url=server.url, locale="ko-KR")
+    context.set_default_timeout(60_000)
+    pg = context.new_page()
+    blocked: list[str] = []
+    pg.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    pg.on("pageerror", lambda e: blocked.append(str(e)))
+    try:
+        pg.goto("/")
+        assert pg.evaluate("getComputedStyle(document.querySelector('header.site')).backgroundColor") \
+            == "rgb(11, 61, 120)"  # home.css applied
+        pg.get_by_role("button", name="민원 상담").click()
+        assert "구청" in ask(pg, "민원실 몇 시까지 해요?") or bot_texts(pg)
+        pg.reload()  # the conversation is redrawn from the history (fetched with the key in a header)
+        pg.wait_for_function("() => [...document.querySelectorAll('.pcrm-wc-msg')]"
+                             ".some(m => m.textContent.includes('민원실 몇 시까지 해요?'))")
+        for path in ("/transparency", "/console/login", "/docs"):
+            pg.goto(path)
+        pg.wait_for_selector("#swagger-ui .information-container", timeout=60_000)
+        assert blocked == [], blocked
+    finally:
+        context.close()

@@ -265,7 +265,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 
 def login(browser: Any, url: str, who: tuple[str, str], next_path: str) -> tuple[Any, Any]:
-    ctx = browser.new_context(base_url=url, locale="ko-KR")
+    ctx = browser.new_context(base_url=url, locale="ko-KR", bypass_csp=True)  # axe-core is injected inline
     pg = ctx.new_page()
     pg.goto(next_path)  # not logged in: sent to the console login, and back after it
     pg.wait_for_url("**/console/login**")
