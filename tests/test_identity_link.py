@@ -122,7 +122,8 @@ def test_wrong_codes_are_counted_and_the_sixth_try_gets_429_even_with_the_right_
     for c in wrong:
         assert app.http.post("/api/identity/otp/verify", json={**body, "code": c}).status_code == 400
     with app.sessions() as s:
-        assert s.scalars(select(OtpCode.attempts).where(OtpCode.identity_key == f"webchat:{session_of(key)}")).one() == 5
+        ident = f"webchat:{session_of(key)}"
+        assert s.scalars(select(OtpCode.attempts).where(OtpCode.identity_key == ident)).one() == 5
     for c in (wrong[0], code):
         locked = app.http.post("/api/identity/otp/verify", json={**body, "code": c})
         assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0

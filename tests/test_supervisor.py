@@ -152,7 +152,8 @@ def test_csv_guards_formulas_behind_tab_cr_and_variant_numbers(client: TestClien
         conv = Conversation(key="webchat:csv-guard", channel="webchat")
         s.add(conv)
         s.flush()
-        for text in ("\t=HYPERLINK(\"http://evil\")", "\r=1+1", "＝1+1", "번호 ０１０－９８７６－５４３２", "번호 010–2222–3333"):
+        for text in ("\t=HYPERLINK(\"http://evil\")", "\r=1+1", "＝1+1",
+                     "번호 ０１０－９８７６－５４３２", "번호 010–2222–3333"):
             s.add(Interaction(conversation_id=conv.id, channel="webchat", direction="in", text=text, entities=[],
                               created_at=utcnow() - timedelta(minutes=5)))
     r = client.get("/supervisor/interactions.csv?resident=&q=", auth=SUP)
