@@ -358,3 +358,26 @@ def test_publish_consent_of_the_conversation_reaches_the_feed(api: httpx.Client,
         Event("request_opened", {"ticket": no, "publish_consent": "yes please"})]))  # only True counts
     assert "우리 집" in api.get(f"/requests/{yes}.json").json()[0]["description"]
     assert api.get(f"/requests/{no}.json").json()[0]["description"] == ""
+
+
+def test_a_resident_who_says_publish_in_the_conversation_appears_in_the_feed(api: httpx.Client,
+                                                                            live_server: str) -> None:
+    """End to end: the confirmation's '공개' (bot/dialogue/policy.py) → ``public_consent`` → the feed,
+    with the resident's number starred; a resident who did not say it stays private."""
+    def visit(sender: str, publish: bool) -> str:
+        say = lambda text: httpx.post(f"{live_server}/webhooks/rest/webhook", timeout=60,  # noqa: E731
+                                      json={"sender": sender, "message": text}).json()
+        say("도로에 구멍이 났어요 차가 빠질 만큼 커요 제 번호 010-9876-5432")
+        say("한빛동 중앙로 12 앞이요")
+        say("아니요")  # no call-back
+        if publish:
+            say("공개해 주세요")
+        done = say("네")[-1]["text"]
+        return re.search(r"\d{4}-\d{6}", done).group()
+
+    public, private = visit("pub-yes-1", True), visit("pub-no-1", False)
+    [pub] = api.get(f"/requests/{public}.json").json()
+    assert "차가 빠질 만큼" in pub["description"] and pub["address"] == "한빛동 중앙로 12 앞"
+    assert not any(d in pub["description"] for d in ("010", "9876", "5432"))
+    [priv] = api.get(f"/requests/{private}.json").json()
+    assert priv["description"] == "" and priv["address"] is None
