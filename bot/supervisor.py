@@ -135,7 +135,7 @@ def _basic_login(request: Request, creds: tuple[str, str]) -> Any:
     """The agent of Basic credentials, throttled (429) and audited like the console login."""
     from bot import throttle
     from bot.console.auth import authenticate
-    from bot.console.passwords import HashingBusy
+    from bot.console.passwords import HashingBusy, no_wait
     from bot.ratelimit import RateLimited
     from crm_store.models import audit
 
@@ -143,7 +143,8 @@ def _basic_login(request: Request, creds: tuple[str, str]) -> Any:
     ip, lim = throttle.client_ip(request), throttle.limiter(request.app)
     try:
         throttle.login_blocked(lim, creds[0], ip)
-        agent = authenticate(sessions, *creds)
+        with no_wait():  # on the shared thread pool: never wait for a hashing slot (503 instead)
+            agent = authenticate(sessions, *creds)
     except RateLimited as exc:
         raise Denied(429, f"too many failed logins; retry after {exc.retry_after}s") from exc
     except HashingBusy as exc:

@@ -191,3 +191,35 @@ def test_password_hashing_runs_on_a_bounded_pool(monkeypatch: pytest.MonkeyPatch
     for t in threads:
         t.join()
     assert 1 <= peak <= passwords.SLOTS
+
+
+def test_no_database_connection_is_held_while_a_password_is_hashed(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """48 concurrent Basic-auth requests pushed /healthz to 10.8 s: each held a pooled connection
+    through argon2, so the pool ran dry for everybody."""
+    pool = app.state.sessions.kw["bind"].pool
+    seen: list[int] = []
+    real = auth._hasher
+
+    class Watching:
+        def verify(self, h: str, p: str) -> bool:
+            seen.append(pool.checkedout())
+            return real.verify(h, p)
+
+        def check_needs_rehash(self, h: str) -> bool:
+            return real.check_needs_rehash(h)
+
+    monkeypatch.setattr(auth, "_hasher", Watching())
+    assert auth.authenticate(app.state.sessions, "waste1", PASSWORD) is not None
+    assert auth.authenticate(app.state.sessions, "waste1", "wrong-password-1") is None
+    assert auth.authenticate(app.state.sessions, "nobody", "wrong-password-1") is None
+    assert seen == [0, 0, 0]
+
+
+def test_basic_auth_never_waits_for_a_hashing_slot_on_the_shared_pool() -> None:
+    from contextlib import ExitStack
+
+    with passwords.no_wait(), ExitStack() as taken:
+        for _ in range(passwords.SLOTS):
+            taken.enter_context(passwords.slot())
+        with pytest.raises(passwords.HashingBusy), passwords.slot():
+            pass

@@ -116,26 +116,34 @@ def create_agent(sessions: sessionmaker[Session], username: str, password: str, 
 
 
 def authenticate(sessions: sessionmaker[Session], username: str, password: str) -> Agent | None:
-    """The active agent with these credentials, or ``None`` (constant-ish time either way)."""
-    with sessions.begin() as s:
+    """The active agent with these credentials, or ``None`` (constant-ish time either way).
+
+    The hash is checked with no database connection held: argon2 takes tens of milliseconds,
+    and holding a pooled connection meanwhile let a flood of logins exhaust the pool, so even
+    ``/healthz`` waited (10.8 s under 48 concurrent Basic-auth requests)."""
+    with sessions() as s:
         row = s.scalars(select(Agent).where(Agent.username == username.strip())).first()
-        if row is None or not row.active:
-            try:
-                with slot():
-                    _hasher.verify(_DUMMY_HASH, password)
-            except VerificationError:
-                pass
-            return None
+        if row is not None:
+            s.expunge(row)
+    if row is None or not row.active:
         try:
             with slot():
-                _hasher.verify(row.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        if _hasher.check_needs_rehash(row.password_hash):
-            row.password_hash = hash_password(password)
-        s.flush()
-        s.expunge(row)
-        return row
+                _hasher.verify(_DUMMY_HASH, password)
+        except VerificationError:
+            pass
+        return None
+    try:
+        with slot():
+            _hasher.verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if _hasher.check_needs_rehash(row.password_hash):
+        new_hash = hash_password(password)
+        with sessions.begin() as s:
+            s.execute(update(Agent).where(Agent.id == row.id, Agent.password_hash == row.password_hash)
+                      .values(password_hash=new_hash).execution_options(synchronize_session=False))
+        row.password_hash = new_hash
+    return row
 
 
 def _user(row: Agent, session_id: int | None = None) -> ConsoleUser:

@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,16 +71,32 @@ class _Slot:
         self.timeout = timeout
 
     def __enter__(self) -> None:
-        if not _slots.acquire(timeout=self.timeout):
+        got = _slots.acquire(blocking=False) if self.timeout <= 0 else _slots.acquire(timeout=self.timeout)
+        if not got:
             raise HashingBusy("password hashing is busy")
 
     def __exit__(self, *exc: Any) -> None:
         _slots.release()
 
 
-def slot(timeout: float = 30.0) -> _Slot:
-    """``with slot():`` around every argon2 hash or verify."""
-    return _Slot(timeout)
+def slot(timeout: float | None = None) -> _Slot:
+    """``with slot():`` around every argon2 hash or verify. ``timeout`` 0: do not wait at all (callers
+    on the shared thread pool, e.g. HTTP Basic, must not hold its threads while waiting)."""
+    return _Slot(_default_timeout.get() if timeout is None else timeout)
+
+
+#: How long :func:`slot` waits by default; HTTP Basic sets 0 for its call (:func:`no_wait`).
+_default_timeout: ContextVar[float] = ContextVar("pcrm_hash_wait", default=30.0)
+
+
+class no_wait:  # noqa: N801 - used as ``with no_wait():``
+    """Within this block :func:`slot` does not wait for a free slot (:class:`HashingBusy` instead)."""
+
+    def __enter__(self) -> None:
+        self._token = _default_timeout.set(0.0)
+
+    def __exit__(self, *exc: Any) -> None:
+        _default_timeout.reset(self._token)
 
 
 async def run_bounded(fn: Callable[..., T], *args: Any) -> T:
