@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     pcrm_rest_token: str | None = None
     #: Addresses (IPs or CIDRs, comma list) allowed to use HTTP Basic on ``/supervisor/*``; unset: none.
     pcrm_supervisor_basic_allow: str = ""
+    #: Proxies whose ``X-Forwarded-For`` is believed (uvicorn's ``forwarded_allow_ips``): the client
+    #: address that login lockouts and one-time-code limits count by. ``*`` only when nothing but the
+    #: proxy can reach the app (as in deploy/compose.yml).
+    pcrm_trusted_proxies: str = "127.0.0.1"
     #: Hosts a Kakao ``callbackUrl`` may point to (comma list; a leading dot allows subdomains).
     kakao_callback_hosts: str = ".kakao.com,.kakaoenterprise.com,.kakao.ai"
     pcrm_public_url: str = "http://127.0.0.1:8000"
