@@ -206,7 +206,7 @@
   function sendPhoto(file) {
     if (!file) return;
     var body = new FormData();
-    body.append("session", session);
+    body.append("key", session);  // the session key (the server derives the session id from it)
     body.append("lang", lang);
     body.append("file", file);
     clearQuickReplies();
