@@ -34,7 +34,8 @@ VARIANTS = ["０１０－９８７６－５４３２", "010–9876–5432", "(01
 #: Digits that must not appear in the public feed (the middle and end of every variant above).
 SECRETS = ["9876", "９８７６", "5432", "５４３２", "9 8 7 6", "415 555", "2671", "7946", "0958", "1234567",
            "１２３４５６７", "900101", "９００１０１"]
-HTML_PAGES = ["/", "/console/login", "/console", "/supervisor", "/transparency", "/docs", "/redoc"]
+HTML_PAGES = ["/", "/console/login", "/console", "/supervisor", "/transparency", "/docs", "/redoc", "/status",
+              "/status/map", "/field/"]
 DEEP = b"[" * 40_000 + b"]" * 40_000
 
 

@@ -58,6 +58,7 @@ def staff(server: ServerThread) -> Iterator[httpx.Client]:
 
 
 HTML_PAGES = ["/", "/console/login", "/transparency", "/transparency?lang=en", "/docs", "/redoc", "/supervisor",
+              "/status", "/status/map", "/field/",
               "/console"]
 
 
