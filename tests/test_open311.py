@@ -274,8 +274,9 @@ def _stored(live_server_handle: Any, **fields: Any) -> str:
     """A request as the bot opens it from a private channel (SMS), with the resident's own words."""
     from bot.service_requests import RequestDraft
 
-    draft = RequestDraft(service_code="roads.pothole", department="roads", description=PRIVATE,
-                         address_string="한빛동 12-3 (010 4444 5555)", lat=37.566295, long=126.977945,
+    # A service and place no other test reports (the shared server offers duplicates nearby).
+    draft = RequestDraft(service_code="parks.tree_hazard", department="parks", description=PRIVATE,
+                         address_string="한빛동 12-3 (010 4444 5555)", lat=37.551234, long=126.988765,
                          media_url="http://127.0.0.1:8000/webhooks/telegram/file/AgACpriv01", channel="twilio_sms",
                          sender_id="+821098765432", **fields)
     return live_server_handle.app.state.engine.requests.open(draft).ticket
@@ -296,13 +297,13 @@ def test_public_feed_shows_no_private_words_address_or_media_without_consent(api
         _digits_of_numbers_absent(r.text)
     [pub] = api.get(f"/requests/{ticket}.json").json()
     assert pub["description"] == "" and pub["address"] is None and pub["media_url"] is None
-    assert pub["lat"] == 37.566 and pub["long"] == 126.978  # approximate (≈ 100 m)
-    assert pub["agency_responsible"] == "roads" and pub["service_code"] == "roads.pothole"
-    listed = api.get("/requests.json?service_code=roads.pothole").text
+    assert pub["lat"] == 37.551 and pub["long"] == 126.989  # approximate (≈ 100 m)
+    assert pub["agency_responsible"] == "parks" and pub["service_code"] == "parks.tree_hazard"
+    listed = api.get("/requests.json?service_code=parks.tree_hazard").text
     assert "한빛동 12-3" not in listed and "telegram/file" not in listed
     # A city system with a key keeps getting the full record, personal numbers masked.
     [full] = api.get(f"/requests/{ticket}.json", headers={"X-API-Key": KEY}).json()
-    assert "한빛동 12-3" in full["description"] and full["lat"] == pytest.approx(37.566295)
+    assert "한빛동 12-3" in full["description"] and full["lat"] == pytest.approx(37.551234)
     assert full["media_url"].startswith("http://127.0.0.1:8000/webhooks/telegram/file/AgACpriv01?exp=")
     assert "9876" not in full["description"] and "2222" not in full["description"]
     # A key in the query string is not read (access logs keep query strings).
