@@ -30,6 +30,7 @@ class ActionOpenServiceRequest(Action):
             description=slots.get("description") or "", address_string=slots.get("location"),
             lat=slots.get("lat"), long=slots.get("long"), when=slots.get("when"),
             media_url=slots.get("media_url"), consent=bool(slots.get("consent")),
+            publish_consent=bool(slots.get("publish_consent")),
             channel=channel or "rest", sender_id=sender, lang=lang,
             expected_hours=service.expected_hours)
         rec = be.requests.open(draft)

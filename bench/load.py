@@ -104,6 +104,8 @@ class Record:
 class Stats:
     records: list[Record] = field(default_factory=list)
     senders: set[str] = field(default_factory=set)
+    #: Session ids of the web-chat visits (digests of their keys, bot/webchat_keys.py).
+    web_sessions: set[str] = field(default_factory=set)
 
     def new(self, scheduled: float) -> Record:
         rec = Record(scheduled)
@@ -240,7 +242,11 @@ class Resident:
         if self._ws is not None:  # the previous visit's socket: keep reading until its answers are in
             self._old_sockets.append((self._ws, self._ws_reader, self._pending))
         self._pending = {}
-        self._ws = await connect(f"ws://{self.host}:{self.port}/webchat/ws?session={self.sender}",
+        from bot.webchat_keys import protocols_for, session_of
+
+        key = self.sender.ljust(22, "_")  # the visit's session key (the server derives the session id)
+        self.stats.web_sessions.add(session_of(key))
+        self._ws = await connect(f"ws://{self.host}:{self.port}/webchat/ws", subprotocols=protocols_for(key),
                                  open_timeout=30, max_queue=None, compression=None)
         self._ws_reader = asyncio.create_task(self._ws_read(self._ws, self._pending))
 
@@ -405,14 +411,15 @@ class Infra:
             raise RuntimeError("no empty Redis database (1-15) to use")
         self.redis_url = f"{redis_url.rstrip('/')}/{self.redis_db}"
 
-    def stored_inbound(self, run_tag: str) -> int:
+    def stored_inbound(self, run_tag: str, web_sessions: set[str] | None = None) -> int:
         from sqlalchemy import text
 
         with self.engine.connect() as conn:
             return int(conn.execute(text(
                 "SELECT count(*) FROM interactions i JOIN conversations c ON c.id = i.conversation_id "
-                "WHERE i.direction = 'in' AND (c.key LIKE :rest OR c.key LIKE :web)"),
-                {"rest": f"rest:ld-{run_tag}-%", "web": f"webchat:ld-{run_tag}-%"}).scalar_one())
+                "WHERE i.direction = 'in' AND (c.key LIKE :rest OR c.key = ANY(:web))"),
+                {"rest": f"rest:ld-{run_tag}-%",
+                 "web": [f"webchat:{w}" for w in sorted(web_sessions or ())]}).scalar_one())
 
     def close(self) -> None:
         from sqlalchemy import text
@@ -566,7 +573,7 @@ async def one_run(server: Server, infra: Infra, concurrency: int, mode: str, rat
     start = min((r.scheduled for r in stats.records), default=t0)
     end = max((r.done for r in answered), default=start + duration)
     await asyncio.sleep(0.5)  # the last turns' second transaction
-    stored = await asyncio.to_thread(infra.stored_inbound, run_tag)
+    stored = await asyncio.to_thread(infra.stored_inbound, run_tag, stats.web_sessions)
     latencies = [(r.done - r.scheduled) * 1000 for r in answered]
     errors: dict[str, int] = {}
     for r in stats.records:

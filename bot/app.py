@@ -34,6 +34,7 @@ from bot.metrics import ErrorCounter
 from bot.metrics import router as metrics_router
 from bot.open311 import router as open311_router
 from bot.ratelimit import RateLimited, make_rate_limiter
+from bot.security_headers import install as install_security
 from bot.serve import engine_with, migrate
 from bot.settings import Settings, get_settings
 from bot.sms import LogOnlySmsSender
@@ -47,55 +48,9 @@ from crm_store.state_store import SqlStateStore
 
 log = logging.getLogger("pcrm.app")
 
-MAX_BODY_BYTES = 256 * 1024
 #: Routes that take photos (issue 20): a phone photo is megabytes; bot/media.py caps the file at 8 MB.
 PHOTO_PATHS = frozenset({"/webchat/photo", "/field/api/sync"})
 PHOTO_BODY_BYTES = 12 * 1024 * 1024
-
-
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before they reach a route."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        limit = PHOTO_BODY_BYTES if scope.get("path") in PHOTO_PATHS else self.limit
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send)
-            return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return msg
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Send) -> None:
-    body = b'{"detail":"request body too large"}'
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class WorkerHeader:
@@ -251,7 +206,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             flusher.cancel()
             kb_poller.cancel()
 
-    app = FastAPI(title="PCRM contact center", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="PCRM contact center", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="One dialogue engine for voice, SMS, Telegram, KakaoTalk and web chat; "
                               "a shared resident profile store; agent console and supervisor tools.")
     app.state.settings = settings
@@ -311,7 +266,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(console_router)
     app.include_router(console_supervisor_router)
 
-    app.add_middleware(BodyLimit)
+    install_security(app, settings, redis_url, prefix,  # body/JSON guards, headers, offline /docs (security_headers.py)
+                     large_bodies=dict.fromkeys(PHOTO_PATHS, PHOTO_BODY_BYTES))
     app.add_middleware(ErrorCounter)
     app.add_middleware(RequestId)  # outermost: the id (and the request's span) covers everything
     if settings.pcrm_worker_header:

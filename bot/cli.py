@@ -343,12 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_kb_parsers(sub)
 
     us = sub.add_parser("users", help="console users (agents)")
-    ua = us.add_subparsers(dest="users_command", required=True).add_parser("add", help="add a console user")
+    usub = us.add_subparsers(dest="users_command", required=True)
+    ua = usub.add_parser("add", help="add a console user")
     ua.add_argument("username")
     ua.add_argument("--role", choices=["agent", "supervisor", "admin", "field", "editor"], default="agent")
     ua.add_argument("--department", action="append", help="department code; repeat for several")
     ua.add_argument("--password", help="prompted for when omitted")
     ua.set_defaults(func=cmd_users_add)
+    from bot.security_cli import add_doctor_command, add_user_commands
+
+    add_user_commands(usub)  # passwd, disable, enable, list, sessions, revoke
+    add_doctor_command(sub)
     return p
 
 

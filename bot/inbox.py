@@ -204,6 +204,8 @@ class Inbox:
                 turn.replies.extend(self._queue_callback(ids["conversation_id"], message, turn.lang))
             except Exception:  # noqa: BLE001 - a convenience: the message still reaches the agent
                 log.warning("queue call-back check failed", exc_info=True)
+        if ids is not None:
+            self._record_publish_consent(turn)
         if adm is not None:
             adm.dedup = (dedup_key, turn.replies)
         else:
@@ -508,6 +510,14 @@ class Inbox:
         except ValueError:
             return Reply(k.render("utter_otp_failed", lang))
         if ev.type == "otp_request":
+            from bot import throttle
+            from bot.ratelimit import RateLimited
+
+            try:  # SMS bombing through the conversation: the same limits as the API
+                if self.limiter is not None:
+                    throttle.otp_issue(self.limiter, key, phone, None)
+            except RateLimited:
+                return Reply(k.render("utter_otp_not_sent", lang))
             with self.sessions.begin() as s:
                 code = otp.issue(s, key, phone, secret=secret)
             city = (k.config.get("municipality") or {}).get("name", {}).get(lang, "")
@@ -518,11 +528,28 @@ class Inbox:
             if not sent:
                 return Reply(k.render("utter_otp_not_sent", lang))
             return Reply(k.render("utter_otp_sent", lang, phone=mask_phone(phone)))
-        with self.sessions.begin() as s:
-            if not otp.verify(s, key, phone, str(ev.data.get("code")), secret=secret):
-                return Reply(k.render("utter_otp_failed", lang))
-            residents.link_phone(s, message.channel, message.sender_id, phone)
+        with self.sessions.begin() as s:  # the attempt is committed whatever the outcome
+            outcome, _until = otp.check(s, key, phone, str(ev.data.get("code")), secret=secret)
+            if outcome == "ok":
+                residents.link_phone(s, message.channel, message.sender_id, phone)
+        if outcome != "ok":
+            return Reply(k.render("utter_otp_failed", lang))
         return Reply(k.render("utter_phone_linked", lang))
+
+    def _record_publish_consent(self, turn: Turn) -> None:
+        """A ``request_opened`` event with ``publish_consent`` (the resident said yes to publication
+        in the conversation) marks that request for the public Open311 feed; default: not published."""
+        tickets = [str(ev.data.get("ticket")) for ev in turn.events
+                   if ev.type == "request_opened" and ev.data.get("publish_consent") is True and ev.data.get("ticket")]
+        if not tickets:
+            return
+        from sqlalchemy import update
+
+        from crm_store.models import ServiceRequest
+
+        with self.sessions.begin() as s:
+            s.execute(update(ServiceRequest).where(ServiceRequest.service_request_id.in_(tickets))
+                      .values(public_consent=True).execution_options(synchronize_session=False))
 
     def _my_data_reply(self, resident_id: int, lang: str) -> Reply:
         """"내 정보 보기": what we hold, summarised (the full export is a staff CLI away)."""

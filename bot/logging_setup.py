@@ -13,8 +13,19 @@ masked into ``exc_text``.
 from __future__ import annotations
 
 import logging
+import re
 
 from crm_store.masking import mask_pii
+
+#: Query-string parameters whose values never reach a log (keys, signatures, session ids, codes).
+_SECRET_QUERY = re.compile(r"([?&](?:api_key|key|sig|session|token|code|password|secret|access_token)=)[^&\s\"']*",
+                           re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with personal numbers masked and secret query-string values replaced."""
+    masked = mask_pii(text)
+    return _SECRET_QUERY.sub(r"\1[redacted]", masked) if "=" in masked else masked
 
 #: Loggers whose records are masked (with their children).
 MASKED_LOGGERS = ("pcrm", "bot", "channels", "crm_store", "actions", "uvicorn", "uvicorn.error",
@@ -26,7 +37,7 @@ def _masked(value: object) -> object:
     """A log argument with PII masked: numbers stay numbers, anything else becomes masked text."""
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    return mask_pii(value if isinstance(value, str) else str(value))
+    return redact(value if isinstance(value, str) else str(value))
 
 
 class PiiMaskingFilter(logging.Filter):
@@ -38,7 +49,7 @@ class PiiMaskingFilter(logging.Filter):
         # Mask the format string and each argument in place rather than pre-formatting the
         # message: formatters such as uvicorn's access log read ``record.args`` themselves.
         if isinstance(record.msg, str):
-            record.msg = mask_pii(record.msg)
+            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(_masked(a) for a in record.args)
         elif isinstance(record.args, dict):

@@ -21,6 +21,20 @@ API keys: ``pcrm open311 keys add NAME`` prints a new key once and keeps only it
 ``var/open311_keys.json`` (next to the model directory; ``OPEN311_KEYS_FILE`` overrides the path).
 ``OPEN311_API_KEYS`` (comma list) adds keys from the environment, plain or as ``sha256:<hex>``.
 
+What the public sees (no key): category (service code and name), status, dates, department,
+an approximate location (coordinates rounded to :data:`PUBLIC_COORD_DECIMALS` decimals, ≈ 100 m)
+and staff status notes, all with every digit of a phone or registration number starred. The
+resident's own words (``description``) and the exact address only when the resident agreed to
+publication in the conversation (``service_requests.public_consent``); media never. Before, the
+feed published what residents wrote in private channels (SMS, chat), home addresses included.
+City systems holding a key (``X-API-Key`` header on GET; the spec's ``api_key`` parameter in the
+POST body — never in a query string, which access logs keep) get the full record: exact
+address and coordinates, description and ``media_url`` (a signed link valid one hour,
+:mod:`bot.media_access`), personal numbers masked.
+
+Text is made safe for XML 1.0 on output (control characters dropped), and a POST whose text
+fields hold control characters is refused: one such POST once broke the XML feed for everyone.
+
 Times are ISO 8601 with the municipality's offset (``+09:00``). Errors use the spec's error list
 (``[{"code": 404, "description": "..."}]`` / ``<errors><error>...``) for 400, 403 and 404.
 """
@@ -57,6 +71,12 @@ MAX_RESULTS = 1000
 MAX_SPAN = timedelta(days=90)
 MAX_DESCRIPTION = 4000
 CHANNEL = "open311"
+PUBLIC_COORD_DECIMALS = 3
+KEY_HEADER = "x-api-key"
+#: Characters XML 1.0 cannot carry (C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF).
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: Refused in POSTed text (what residents type never needs them).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 #: Service definition attributes per form slot (location, description and when are asked by the bot too).
 _ATTRIBUTES: dict[str, dict[str, Any]] = {
@@ -155,7 +175,7 @@ def _xml_value(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _XML_INVALID.sub("", str(value))
 
 
 def _xml_fill(parent: ET.Element, data: dict[str, Any]) -> None:
@@ -258,27 +278,54 @@ def _attributes(svc: Service, lang: str) -> list[dict[str, Any]]:
     return out
 
 
-def _request_json(knowledge: Knowledge, row: ServiceRequest, lang: str, tz: ZoneInfo) -> dict[str, Any]:
+def _media(settings: Any, url: str | None) -> str | None:
+    """Our own file links as short-lived signed URLs; a URL a city system posted, as it is."""
+    if not url:
+        return None
+    from bot.media_access import signed_url
+
+    ours = settings.pcrm_public_url.rstrip("/") + "/"
+    return signed_url(settings, url) if url.startswith(ours) else url
+
+
+def _approx(value: float | None) -> float | None:
+    return None if value is None else round(value, PUBLIC_COORD_DECIMALS)
+
+
+def _request_json(knowledge: Knowledge, row: ServiceRequest, lang: str, tz: ZoneInfo,
+                  keyed: bool = False, settings: Any = None) -> dict[str, Any]:
+    """One request: the full record for a key holder, the public view otherwise (module docstring)."""
     svc = knowledge.services.get(row.service_code)
+    published = keyed or bool(row.public_consent)
+    full = not keyed  # public output: every digit of a personal number starred
+
+    def masked(text: str | None) -> str | None:
+        return mask_pii(text, full=full) if text else None
+
     return {
         "service_request_id": row.service_request_id,
         "status": row.status,
-        "status_notes": mask_pii(row.status_notes) if row.status_notes else None,
+        "status_notes": masked(row.status_notes),
         "service_name": svc.name(lang) if svc else row.service_code,
         "service_code": row.service_code,
-        "description": mask_pii(row.description or ""),
+        "description": (masked(row.description) or "") if published else "",
         "agency_responsible": row.agency_responsible,
         "service_notice": _notice(knowledge, svc, row.agency_responsible, lang),
         "requested_datetime": _iso(row.requested_datetime, tz),
         "updated_datetime": _iso(row.updated_datetime, tz),
         "expected_datetime": _iso(row.expected_datetime, tz),
-        "address": mask_pii(row.address_string) if row.address_string else None,
+        "address": masked(row.address_string) if published else None,
         "address_id": None,
         "zipcode": None,
-        "lat": row.lat,
-        "long": row.long,
-        "media_url": row.media_url,
+        "lat": row.lat if keyed else _approx(row.lat),
+        "long": row.long if keyed else _approx(row.long),
+        "media_url": _media(settings, row.media_url) if keyed and settings is not None else None,
     }
+
+
+def _keyed(request: Request) -> bool:
+    """Whether a GET carries a valid key in ``X-API-Key`` (never read from the query string)."""
+    return valid_key(request.headers.get(KEY_HEADER), request.app.state.settings)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -314,7 +361,8 @@ def _float(value: Any, name: str, bound: float) -> float:
 
 
 async def _body(request: Request) -> dict[str, str]:
-    """The POST arguments (form or JSON), plus ``api_key`` from the query string if given there."""
+    """The POST arguments (form or JSON), plus ``api_key`` from the ``X-API-Key`` header if given there
+    (a key in the query string is ignored: access logs keep query strings)."""
     ctype = request.headers.get("content-type", "").lower()
     data: dict[str, str] = {}
     if "json" in ctype:
@@ -337,8 +385,8 @@ async def _body(request: Request) -> dict[str, str]:
         for k, v in form.multi_items():
             if isinstance(v, str):
                 data[k] = v
-    if "api_key" not in data and request.query_params.get("api_key"):
-        data["api_key"] = request.query_params["api_key"]
+    if "api_key" not in data and request.headers.get(KEY_HEADER):
+        data["api_key"] = request.headers[KEY_HEADER]
     return data
 
 
@@ -422,8 +470,9 @@ def list_requests(request: Request, fmt: str) -> Response:
         return _error(fmt, err.status, err.description)
     stmt = stmt.order_by(ServiceRequest.requested_datetime.desc(), ServiceRequest.id.desc()).limit(MAX_RESULTS)
     lang = _lang(request)
+    keyed = _keyed(request)
     with request.app.state.sessions() as session:
-        rows = [_request_json(k, r, lang, tz) for r in session.scalars(stmt)]
+        rows = [_request_json(k, r, lang, tz, keyed, request.app.state.settings) for r in session.scalars(stmt)]
     return _respond(fmt, "service_requests", "request", rows)
 
 
@@ -458,6 +507,8 @@ async def create_request(request: Request, fmt: str) -> Response:
         if media_url and (len(media_url) > 2000 or not re.match(r"^https?://[^\s]+$", media_url)):
             raise Open311Error(400, "media_url must be an http(s) URL")
         when = (data.get("attribute[when]") or "").strip()[:128] or None
+        if any(_CONTROL.search(v or "") for v in (description, address, when, media_url)):
+            raise Open311Error(400, "text fields must not contain control characters")
     except Open311Error as err:
         return _error(fmt, err.status, err.description)
     lang = "en" if (data.get("lang") or request.query_params.get("lang", "")).lower().startswith("en") else "ko"
@@ -506,7 +557,8 @@ def get_request(request: Request, name: str) -> Response:
     if row is None:
         return _error(fmt, 404, f"no service request {ticket[:40]!r}")
     k = _knowledge(request)
-    return _respond(fmt, "service_requests", "request", [_request_json(k, row, _lang(request), _tz(k))])
+    return _respond(fmt, "service_requests", "request",
+                    [_request_json(k, row, _lang(request), _tz(k), _keyed(request), request.app.state.settings)])
 
 
 @router.get("/tokens/{name}", summary="Service request id from a token")

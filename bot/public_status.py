@@ -101,7 +101,7 @@ def ticket_status(sessions: sessionmaker[Session], knowledge: Knowledge, ticket:
             "area": _area(row, lang),
             "reports": 1 + int(followers),
             "merged_into": merged_into,
-            "notes": [{"date": day(at), "text": mask_pii(note)} for note, at, _ in notes],
+            "notes": [{"date": day(at), "text": mask_pii(note, full=True)} for note, at, _ in notes],
         }
 
 

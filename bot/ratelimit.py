@@ -44,6 +44,24 @@ class RateLimiter(ABC):
     def _count(self, bucket: str, window_s: int, now: float) -> int:
         """Increment and return the count of ``bucket`` in the current window."""
 
+    def _peek(self, bucket: str, window_s: int, now: float) -> int:
+        """The count of ``bucket`` in the current window, without counting (0 if unknown)."""
+        return 0
+
+    def hit(self, bucket: str, limit: int, window_s: int, now: float | None = None) -> None:
+        """Count one event of ``bucket``; :class:`RateLimited` once more than ``limit`` fall in one
+        window of ``window_s`` seconds (used for one-time codes and console logins as well)."""
+        now = time.time() if now is None else now
+        if limit and self._count(f"x:{bucket}", window_s, now) > limit:
+            raise RateLimited(bucket.split(":", 1)[0], max(1, math.ceil(window_s - now % window_s)))
+
+    def blocked(self, bucket: str, limit: int, window_s: int, now: float | None = None) -> None:
+        """:class:`RateLimited` if ``bucket`` already reached ``limit`` in this window (not counting
+        this call): a lockout that failures feed through :meth:`hit` and successes never touch."""
+        now = time.time() if now is None else now
+        if limit and self._peek(f"x:{bucket}", window_s, now) >= limit:
+            raise RateLimited(bucket.split(":", 1)[0], max(1, math.ceil(window_s - now % window_s)))
+
     def check(self, channel: str, sender_id: str, now: float | None = None) -> None:
         """Count one message; raise :class:`RateLimited` if it is over a limit."""
         now = time.time() if now is None else now
@@ -71,8 +89,14 @@ class InProcessRateLimiter(RateLimiter):
             n = n + 1 if seen_start == start else 1
             self._counts[key] = (start, n)
             if len(self._counts) > 100_000:  # forget ended windows
-                self._counts = {k: v for k, v in self._counts.items() if v[0] >= now - 120}
+                self._counts = {k: v for k, v in self._counts.items() if v[0] >= now - 3600}
             return n
+
+    def _peek(self, bucket: str, window_s: int, now: float) -> int:
+        start = now - now % window_s
+        with self._lock:
+            seen_start, n = self._counts.get(f"{bucket}:{window_s}", (start, 0))
+        return n if seen_start == start else 0
 
 
 # KEYS: channel counter, sender counter; ARGV: channel limit, its TTL, sender limit, its TTL.
@@ -138,6 +162,16 @@ class RedisRateLimiter(RateLimiter):
             except REDIS_DOWN as exc:
                 self.breaker.failed(exc)
         return self.local._count(bucket, window_s, now)  # noqa: SLF001
+
+    def _peek(self, bucket: str, window_s: int, now: float) -> int:
+        if self.breaker.closed:
+            try:
+                raw = self._redis.get(f"{self.prefix}{bucket}:{window_s}:{int(now // window_s)}")
+                self.breaker.succeeded()
+                return int(raw or 0)
+            except REDIS_DOWN as exc:
+                self.breaker.failed(exc)
+        return self.local._peek(bucket, window_s, now)  # noqa: SLF001
 
 
 def make_rate_limiter(redis_url: str | None, config: dict[str, Any], prefix: str = "pcrm:") -> RateLimiter:

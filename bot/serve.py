@@ -128,9 +128,12 @@ def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = 
     """Run the web app: in this process for one worker, else pre-forked workers (see module doc)."""
     import uvicorn
 
+    from bot.security_headers import UVICORN_LIMITS  # e.g. WebSocket frames over 64 KiB refused unread
     from bot.settings import get_settings
 
-    kw: dict[str, Any] = {"log_level": log_level}
+    kw: dict[str, Any] = {"log_level": log_level, **UVICORN_LIMITS,
+                          # the real client address behind the HTTPS proxy (lockouts count by it)
+                          "forwarded_allow_ips": get_settings().pcrm_trusted_proxies}
     if log_config is not None:
         kw["log_config"] = log_config
     if workers <= 1:

@@ -99,6 +99,8 @@ class RequestDraft:
     when: str | None = None
     media_url: str | None = None
     consent: bool = False
+    #: The resident agreed to publish their words and the exact address in the public feed.
+    publish_consent: bool = False
     channel: str = "rest"
     sender_id: str = ""
     lang: str = "ko"

@@ -32,7 +32,19 @@ class Settings(BaseSettings):
     #: Seconds between checks of the published knowledge base's revision (edits go live within this).
     pcrm_kb_poll_s: float = 15.0
     pcrm_config: Path = ROOT / "config.yml"
-    pcrm_secret_key: str = "dev-insecure-change-me"
+    #: Signs console CSRF tokens and keys the one-time-code hashes. Unset: a random secret made
+    #: once per installation (``var/secret_key``, :mod:`bot.secret_key`), never a constant.
+    pcrm_secret_key: str = ""
+    #: Bearer token the REST channel requires (``Authorization: Bearer …``); unset: open, as Rasa's.
+    pcrm_rest_token: str | None = None
+    #: Addresses (IPs or CIDRs, comma list) allowed to use HTTP Basic on ``/supervisor/*``; unset: none.
+    pcrm_supervisor_basic_allow: str = ""
+    #: Proxies whose ``X-Forwarded-For`` is believed (uvicorn's ``forwarded_allow_ips``): the client
+    #: address that login lockouts and one-time-code limits count by. ``*`` only when nothing but the
+    #: proxy can reach the app (as in deploy/compose.yml).
+    pcrm_trusted_proxies: str = "127.0.0.1"
+    #: Hosts a Kakao ``callbackUrl`` may point to (comma list; a leading dot allows subdomains).
+    kakao_callback_hosts: str = ".kakao.com,.kakaoenterprise.com,.kakao.ai"
     pcrm_public_url: str = "http://127.0.0.1:8000"
     pcrm_nlu_dir: Path = ROOT / "nlu_data"
     pcrm_model_dir: Path = ROOT / "var" / "model"
@@ -64,6 +76,18 @@ class Settings(BaseSettings):
     twilio_api_base_url: str | None = None
     #: Secret of a Twilio webhook SharedKey, for webhooks whose Webhook Rule signs with one.
     twilio_webhook_shared_key: str | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.pcrm_secret_key:
+            from bot.secret_key import installation_secret
+
+            self.pcrm_secret_key = installation_secret(self)
+            self._generated_secret = True
+
+    @property
+    def secret_generated(self) -> bool:
+        """Whether the secret is the installation's random one (``PCRM_SECRET_KEY`` unset)."""
+        return bool(getattr(self, "_generated_secret", False))
 
     def config(self) -> dict[str, Any]:
         """The parsed ``config.yml``."""

@@ -41,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
@@ -101,6 +102,31 @@ class _UserState:
     pending: list[Reply] = field(default_factory=list)
     payloads: dict[str, str] = field(default_factory=dict)  # quick-reply title -> payload
     lang: str = "ko"
+
+
+def callback_allowed(url: Any, hosts: str) -> bool:
+    """Whether ``url`` is an ``https`` URL on one of ``hosts`` (comma list; ``.kakao.com`` also
+    allows its subdomains; ``http://host`` allows plain http to that host, for a local fake). Anything else would let a
+    forged skill request make us POST residents' conversations to any server (SSRF)."""
+    if not isinstance(url, str) or len(url) > 2000:
+        return False
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return False
+    for entry in (h.strip().lower() for h in hosts.split(",")):
+        if not entry:
+            continue
+        scheme = "https"
+        if entry.startswith(("http://", "https://")):  # a local fake in tests, explicitly configured
+            scheme, _, entry = entry.partition("://")
+        name, _, want_port = entry.partition(":")
+        if parts.scheme != scheme or (want_port and str(port) != want_port):
+            continue
+        if host == name.lstrip(".") or (name.startswith(".") and host.endswith(name)):
+            return True
+    return False
 
 
 def shorten(label: str, limit: int = MAX_LABEL) -> str:
@@ -184,9 +210,9 @@ class KakaoChannel(ChannelAdapter):
         if not isinstance(utterance, str):
             raise SkillRequestError("no userRequest.utterance")
         callback = user_request.get("callbackUrl")
-        if callback is not None and (not isinstance(callback, str) or not callback.startswith(("https://",
-                                                                                                "http://"))):
-            raise SkillRequestError("userRequest.callbackUrl is not a URL")
+        if callback is not None and not callback_allowed(callback, self.settings.kakao_callback_hosts):
+            # We would POST the conversation there: only to Kakao's hosts (KAKAO_CALLBACK_HOSTS).
+            raise SkillRequestError("userRequest.callbackUrl is not a Kakao callback URL")
         bot = body.get("bot")
         bot_id = str(bot.get("id", "")) if isinstance(bot, dict) else ""
         action = body.get("action")

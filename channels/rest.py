@@ -3,14 +3,21 @@
 ``{"sender": "...", "message": "..."}`` in, ``[{"recipient_id", "text", "buttons"?}]``
 out, exactly as Rasa's ``RestInput`` does, so existing clients and test scripts
 work unchanged.
+
+With ``PCRM_REST_TOKEN`` set, every message must carry ``Authorization: Bearer <token>``
+(401 otherwise): the channel trusts the client's ``sender``, so in production only the
+integrating system that holds the token may speak for its residents. Unset (development,
+``make run``): open, as Rasa's REST channel is; ``pcrm doctor`` lists it.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from bot.messages import Message, Turn
@@ -62,8 +69,15 @@ class RestChannel(ChannelAdapter):
         r = APIRouter(tags=["channels"])
 
         @r.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
-                summary="Send a message (Rasa REST channel format)")
-        async def webhook(body: RestMessage) -> Response:
+                summary="Send a message (Rasa REST channel format)",
+                responses={401: {"description": "PCRM_REST_TOKEN is set and the bearer token is missing or wrong"}})
+        async def webhook(body: RestMessage, request: Request) -> Response:
+            token = self.settings.pcrm_rest_token
+            if token:
+                given = request.headers.get("authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                    return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
             msg = Message(channel=self.name, sender_id=body.sender, text=body.message, lang=body.lang,  # type: ignore[arg-type]
                           metadata=body.metadata or {})
             turn = await self.inbox.receive(msg)

@@ -45,6 +45,7 @@ from telegram.error import Forbidden, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.media_access import may_fetch
 from bot.messages import Attachment, Message, Reply, Turn
 from channels.base import ChannelAdapter, Inbox
 
@@ -164,11 +165,16 @@ class TelegramChannel(ChannelAdapter):
             await self.process_update(upd)
             return JSONResponse({"ok": True})
 
-        @r.get("/webhooks/telegram/file/{file_id}", summary="A file a resident sent (for agents)")
-        async def file(file_id: str) -> Response:
+        @r.get("/webhooks/telegram/file/{file_id}", summary="A file a resident sent (staff of its department, "
+               "or a signed URL)", responses={401: {"description": "login required"},
+                                              403: {"description": "another department's file"}})
+        async def file(request: Request, file_id: str) -> Response:
             # Proxied rather than redirected: Telegram's file URL contains the bot token.
             if not _FILE_ID.match(file_id):
                 raise HTTPException(404, "no such file")
+            allowed = await run_in_threadpool(may_fetch, request, file_id)  # bot/media_access.py
+            if allowed != 200:
+                raise HTTPException(allowed, "login required" if allowed == 401 else "another department's file")
             if not self.settings.telegram_bot_token:
                 raise HTTPException(404, "Telegram channel not configured (TELEGRAM_BOT_TOKEN)")
             try:
@@ -177,7 +183,7 @@ class TelegramChannel(ChannelAdapter):
             except TelegramError as exc:
                 raise HTTPException(404, "no such file") from exc
             media = mimetypes.guess_type(tg_file.file_path or "")[0] or "application/octet-stream"
-            return Response(content, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+            return Response(content, media_type=media, headers={"Cache-Control": "private, no-store"})
 
         return r
 

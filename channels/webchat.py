@@ -2,19 +2,22 @@
 
 Routes:
 
-* ``WS  /webchat/ws?session=<id>&lang=ko|en`` – the conversation.  Client frames
+* ``WS  /webchat/ws?lang=ko|en`` with the session key in ``Sec-WebSocket-Protocol``
+  (``pcrm-webchat, pcrm-key.<key>``; :mod:`bot.webchat_keys`) – the conversation.  Client frames
   ``{"type": "message", "text": "...", "id"?: "..."}`` and
   ``{"type": "location", "lat": .., "long": .., "address"?: "..."}``; server frames
   ``{"type": "typing"}``, then one ``{"type": "bot", "text", "buttons", "hints"}`` per
   reply, ``{"type": "agent", "text"}`` when a person answers from the console, and
   ``{"type": "error", "reason"}`` for a frame it could not use (the socket stays open).
-* ``GET /webchat/history?session=<id>`` – the last 50 messages of that session's
-  conversation, so the widget can redraw after a reload.
+* ``GET /webchat/history`` with ``X-Webchat-Key: <key>`` – the last 50 messages of that
+  session's conversation, so the widget can redraw after a reload.
 * ``GET /webchat/widget.js`` and ``/webchat/widget.css`` – the widget (one script tag).
 * ``GET /`` – a demo home page of the municipality with the widget on it.
 
 The session id is the browser's identity of the resident (``sender_id``), so the
-dialogue state (key ``webchat:<session>``) survives reconnects and reloads.  Pushes
+dialogue state (key ``webchat:<session>``) survives reconnects and reloads. It is a digest of
+the key the widget keeps, so only the browser holding the key can open the conversation, read
+its history or link it to a phone number; a session id seen in a log or the console cannot.  Pushes
 (agent answers, :meth:`WebChatChannel.send`) travel over the live topic
 ``conv:webchat:<session>``; every socket of that session forwards them.
 """
@@ -31,14 +34,16 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Query, Request, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import APIRouter, Header, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from bot.messages import Attachment, Message, Reply, new_id
 from bot.ratelimit import RateLimited
+from bot.security_headers import json_too_deep
+from bot.webchat_keys import KEY_HEADER, SUBPROTOCOL, key_from_protocols, session_of
 from channels.base import ChannelAdapter, Inbox
 
 if TYPE_CHECKING:
@@ -49,10 +54,7 @@ log = logging.getLogger("pcrm.webchat")
 
 STATIC = Path(__file__).resolve().parent / "static"
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-SESSION_RULE = "session must be 8-64 characters of A-Z, a-z, 0-9, '_' or '-'"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+SESSION_RULE = "send the session key (Sec-WebSocket-Protocol pcrm-key.<key>, or the X-Webchat-Key header)"
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 MAX_TEXT = 5000
 MAX_FRAME_CHARS = 64 * 1024
@@ -121,6 +123,8 @@ class WebChatChannel(ChannelAdapter):
         """One client frame as a :class:`Message`; :class:`FrameError` when it is malformed."""
         if len(raw) > MAX_FRAME_CHARS:
             raise FrameError("frame too large")
+        if json_too_deep(raw.encode("utf-8", "surrogatepass")):  # json.loads would recurse into it
+            raise FrameError("JSON nested too deeply")
         try:
             data = json.loads(raw)
         except ValueError:
@@ -179,18 +183,33 @@ class WebChatChannel(ChannelAdapter):
             await self._serve_socket(ws)
 
         @r.get("/webchat/history", summary="Last messages of a web chat session (for redraw after reload)")
-        async def history(request: Request, session: str = Query("", max_length=200)) -> JSONResponse:
+        async def history(request: Request,
+                          x_webchat_key: str = Header("", max_length=100,
+                                                      description="The session key the widget keeps")) -> JSONResponse:
             headers = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
-            if not SESSION_RE.match(session):
+            try:
+                session = session_of(x_webchat_key)
+            except ValueError:
                 return JSONResponse({"detail": SESSION_RULE}, status_code=400, headers=headers)
             sessions = request.app.state.sessions
             messages = await run_in_threadpool(_history, sessions, f"{self.name}:{session}")
             return JSONResponse({"session": session, "messages": messages}, headers=headers)
 
+        @r.options("/webchat/history", include_in_schema=False)
+        async def history_preflight() -> Response:
+            return Response(status_code=204, headers={
+                "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET",
+                "Access-Control-Allow-Headers": KEY_HEADER, "Access-Control-Max-Age": "600"})
+
         @r.get("/webchat/widget.js", include_in_schema=False)
         async def widget_js() -> FileResponse:
             return FileResponse(STATIC / "widget.js", media_type="text/javascript; charset=utf-8",
                                 headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"})
+
+        @r.get("/webchat/home.css", include_in_schema=False)
+        async def home_css() -> FileResponse:
+            return FileResponse(STATIC / "home.css", media_type="text/css; charset=utf-8",
+                                headers={"Cache-Control": "no-cache"})
 
         @r.get("/webchat/widget.css", include_in_schema=False)
         async def widget_css() -> FileResponse:
@@ -200,20 +219,18 @@ class WebChatChannel(ChannelAdapter):
         @r.get("/", response_class=HTMLResponse, include_in_schema=False)
         async def home(request: Request) -> HTMLResponse:
             settings = getattr(request.app.state, "settings", None) or self.settings
-            return HTMLResponse(demo_page(settings.config()), headers={
-                "Content-Security-Policy": CSP,
-                "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "same-origin",
-            })
+            return HTMLResponse(demo_page(settings.config()))  # security headers: bot/security_headers.py
 
         return r
 
     async def _serve_socket(self, ws: WebSocket) -> None:
-        session = ws.query_params.get("session", "")
+        offered = ws.headers.get("sec-websocket-protocol")
         lang_param = ws.query_params.get("lang")
-        await ws.accept()
-        if not SESSION_RE.match(session):
-            await ws.close(code=CLOSE_BAD_REQUEST, reason=SESSION_RULE)
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in (offered or "") else None)
+        try:
+            session = session_of(key_from_protocols(offered) or "")
+        except ValueError:  # a session id alone (old widgets, someone else's id) opens nothing
+            await ws.close(code=CLOSE_BAD_REQUEST, reason=SESSION_RULE[:120])
             return
         if lang_param not in (None, "", "ko", "en"):
             await ws.close(code=CLOSE_BAD_REQUEST, reason="lang must be 'ko' or 'en'")
@@ -336,34 +353,7 @@ def demo_page(config: dict[str, Any]) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <title>{name} - 민원 안내와 온라인 상담</title>
-<style>
-  :root {{ color-scheme: light; }}
-  * {{ box-sizing: border-box; }}
-  body {{ margin: 0; font-family: "Pretendard", "Noto Sans KR", "Apple SD Gothic Neo", "Malgun Gothic",
-         system-ui, sans-serif; color: #1b1f24; background: #f6f7f9; line-height: 1.6; }}
-  a {{ color: #0b4fa3; }}
-  a:focus-visible, button:focus-visible {{ outline: 3px solid #f2a900; outline-offset: 2px; }}
-  .skip {{ position: absolute; left: 8px; top: -60px; background: #0b3d78; color: #fff; padding: 8px 14px;
-           border-radius: 4px; z-index: 10; }}
-  .skip:focus {{ top: 8px; }}
-  header.site {{ background: #0b3d78; color: #fff; }}
-  header.site .inner, main, footer .inner {{ max-width: 960px; margin: 0 auto; padding: 0 20px; }}
-  header.site .inner {{ display: flex; flex-wrap: wrap; align-items: center; justify-content: space-between;
-                        gap: 12px; padding-top: 14px; padding-bottom: 14px; }}
-  .brand {{ font-size: 1.25rem; font-weight: 700; color: #fff; text-decoration: none; }}
-  .brand span {{ display: block; font-size: .8rem; font-weight: 400; }}
-  nav ul {{ list-style: none; display: flex; flex-wrap: wrap; gap: 4px 18px; margin: 0; padding: 0; }}
-  nav a {{ color: #fff; text-decoration: none; font-weight: 600; }}
-  nav a:hover {{ text-decoration: underline; }}
-  .hero {{ background: #fff; border-radius: 12px; padding: 28px; margin: 28px 0;
-           border: 1px solid #d9dee5; }}
-  .hero h1 {{ margin: 0 0 8px; font-size: 1.9rem; color: #0b3d78; }}
-  .grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 18px; }}
-  section.card {{ background: #fff; border: 1px solid #d9dee5; border-radius: 12px; padding: 20px 22px; }}
-  section.card h2 {{ margin-top: 0; font-size: 1.2rem; color: #0b3d78; }}
-  dl {{ margin: 0; }} dt {{ font-weight: 700; }} dd {{ margin: 0 0 8px; }}
-  footer {{ margin-top: 36px; background: #e9edf2; padding: 22px 0 90px; font-size: .92rem; color: #2d333a; }}
-</style>
+<link rel="stylesheet" href="/webchat/home.css">
 </head>
 <body>
 <a class="skip" href="#main">본문 바로가기</a>

@@ -1,4 +1,7 @@
-"""Photos from the web chat: ``POST /webchat/photo`` (multipart ``session``, ``file``, ``lang``).
+"""Photos from the web chat: ``POST /webchat/photo`` (multipart ``key``, ``file``, ``lang``).
+
+``key`` is the widget's session key (bot/webchat_keys.py; or the ``X-Webchat-Key`` header): the
+session is derived from it, so knowing a session id is not enough to post into a conversation.
 
 Telegram and Kakao residents could always send a photo; web-chat residents could not. The widget's
 camera button (``capture`` opens the camera on phones) uploads the file here. It is checked (type,
@@ -16,15 +19,18 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.media import MAX_BYTES, PhotoError, media_dir, store_photo
 from bot.messages import Attachment, Message, new_id
-from channels.webchat import SESSION_RE, SESSION_RULE, bot_frame, topic_of
+from bot.webchat_keys import KEY_HEADER, session_of
+from channels.webchat import SESSION_RULE, bot_frame, topic_of
 
 router = APIRouter(tags=["webchat"])
 
 
 @router.post("/webchat/photo", summary="A photo from the web-chat widget (EXIF location used, then stripped)")
-async def webchat_photo(request: Request, session: str = Form("", max_length=64), lang: str = Form("ko"),
+async def webchat_photo(request: Request, key: str = Form("", max_length=100), lang: str = Form("ko"),
                         file: UploadFile = File(...)) -> JSONResponse:
-    if not SESSION_RE.match(session):
+    try:
+        session = session_of(key or request.headers.get(KEY_HEADER, ""))
+    except ValueError:
         return JSONResponse({"detail": SESSION_RULE}, status_code=400)
     data = await file.read(MAX_BYTES + 1)
     settings = request.app.state.settings

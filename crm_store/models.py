@@ -200,7 +200,9 @@ class ServiceRequest(Base):
     address_key: Mapped[str | None] = mapped_column(String(128))
     #: Set when an agent merged this request into another (it is then closed; its reporter follows that one).
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("service_requests.id"))
-
+    #: The resident agreed that their own words and the exact address may appear in the public
+    #: Open311 feed (asked in the conversation; ``publish_consent`` of ``request_opened``).
+    public_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
 
 class RequestSubscription(Base):
     """A resident following a request they did not open (they reported the same problem and accepted
@@ -390,6 +392,26 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ConsoleSession(Base):
+    """A console login: the cookie holds a random token, only its SHA-256 is kept here.
+
+    Server-side so a session can be listed, ended at logout, on a password change or by an
+    admin, and expire after :data:`bot.console.auth.IDLE_TIMEOUT_S` without use.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    client: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
 
 
 class OtpCode(Base):

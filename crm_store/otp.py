@@ -4,6 +4,12 @@ Before a Telegram or web-chat user can link a number (and so see that number's
 history) we text them a 6-digit code.  Only an HMAC-SHA256 of the code is stored,
 keyed with a server secret, so a database dump does not reveal live codes; codes
 expire after 5 minutes and lock after 5 wrong attempts.
+
+Every attempt is counted in the caller's transaction, which must be *committed* whatever the
+outcome (a wrong code is not an error to roll back): :func:`check` returns the outcome instead
+of raising, so the caller leaves its ``with sessions.begin()`` block normally and only then
+answers 400 or 429. A locked code stays the newest one for its identity until it expires or a
+new code is issued, so every further attempt is answered ``"locked"``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import hmac
 import logging
 import os
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -77,8 +84,14 @@ def issue(session: Session, identity_key: str, phone: str, secret: str | None = 
     return code
 
 
-def verify(session: Session, identity_key: str, phone: str, code: str, secret: str | None = None) -> bool:
-    """Whether ``code`` is the live code for ``identity_key``/``phone`` (consumes it if so)."""
+Outcome = Literal["ok", "wrong", "locked", "none"]
+
+
+def check(session: Session, identity_key: str, phone: str, code: str,
+          secret: str | None = None) -> tuple[Outcome, datetime | None]:
+    """Try ``code`` for ``identity_key``/``phone``: ``("ok", None)`` consumes it; ``"wrong"`` counts
+    an attempt; ``"locked"`` (with the code's expiry) once :data:`MAX_ATTEMPTS` were wrong; ``"none"``
+    without a live code. The caller commits in every case."""
     e164 = normalize_phone(phone)
     now = utcnow()
     stmt = (
@@ -89,11 +102,18 @@ def verify(session: Session, identity_key: str, phone: str, code: str, secret: s
         .with_for_update()
     )
     row = session.scalars(stmt).first()
-    if row is None or row.expires_at <= now or row.attempts >= MAX_ATTEMPTS:
-        return False
+    if row is None or row.expires_at <= now:
+        return "none", None
+    if row.attempts >= MAX_ATTEMPTS:
+        return "locked", row.expires_at
     row.attempts += 1
     ok = hmac.compare_digest(row.code_hash, _hash(identity_key, e164, code.strip(), secret))
     if ok:
         row.consumed_at = now
     session.flush()
-    return ok
+    return ("ok", None) if ok else ("wrong", None)
+
+
+def verify(session: Session, identity_key: str, phone: str, code: str, secret: str | None = None) -> bool:
+    """Whether ``code`` is the live code for ``identity_key``/``phone`` (consumes it if so)."""
+    return check(session, identity_key, phone, code, secret)[0] == "ok"

@@ -144,7 +144,8 @@ class SqlRequestStore(RequestStore):
                     "lat": draft.lat, "long": draft.long, "media_url": draft.media_url,
                     "reported_when": draft.when, "requested_datetime": now, "updated_datetime": now,
                     "expected_datetime": expected, "channel": draft.channel, "lang": draft.lang,
-                    "consent": draft.consent, "address_key": address_key(draft.address_string)}).scalar_one()
+                    "consent": draft.consent, "address_key": address_key(draft.address_string),
+                    "public_consent": draft.publish_consent}).scalar_one()
                 if resident_id is not None or not draft.sender_id:
                     conn.commit()
                     return RequestRecord(
@@ -186,6 +187,7 @@ class SqlRequestStore(RequestStore):
                 lang=draft.lang,
                 consent=draft.consent,
                 address_key=address_key(draft.address_string),
+                public_consent=draft.publish_consent,
             )
             session.add(row)
             session.flush()

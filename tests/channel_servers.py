@@ -44,8 +44,10 @@ class ServerThread:
 
     def start(self, app: Any = None) -> ServerThread:
         self.app = app if app is not None else self.app
+        from bot.security_headers import UVICORN_LIMITS  # as `pcrm serve` runs it
+
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="auto",
-                                                    timeout_graceful_shutdown=3))
+                                                    timeout_graceful_shutdown=3, **UVICORN_LIMITS))
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # pytest owns signals
         self._thread.start()
         deadline = time.monotonic() + self._timeout

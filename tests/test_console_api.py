@@ -22,6 +22,7 @@ from bot.console.auth import create_agent
 from bot.console.routes import MAX_NOTE
 from bot.service_requests import RequestDraft
 from bot.settings import ROOT, Settings
+from bot.webchat_keys import new_key, protocols_for, session_of
 from crm_store import residents
 from crm_store.conversations import by_key
 from crm_store.models import AuditLog, Feedback, Handoff, HandoffNote, Interaction
@@ -165,8 +166,7 @@ def test_login_sets_a_hardened_cookie_and_rejects_bad_passwords(client: TestClie
 def test_a_forged_session_cookie_is_rejected(client: TestClient) -> None:
     login(client, "waste1")
     value = client.cookies["pcrm_console"]
-    payload, sig = value.split(".")
-    client.cookies.set("pcrm_console", payload + "." + sig[::-1], path="/")  # the cookie path is /
+    client.cookies.set("pcrm_console", value[::-1], path="/")  # the cookie path is /
     assert client.get("/console/api/me").status_code == 401
 
 
@@ -284,7 +284,8 @@ def test_view_reply_resolve_and_rating_over_rest(client: TestClient, app: Any) -
 
 
 def test_webchat_resident_gets_the_agent_reply_and_the_rating_question(client: TestClient, app: Any) -> None:
-    session = f"wc{uuid.uuid4().hex[:12]}"
+    key = new_key()
+    session = session_of(key)
 
     def until(ws: Any, kind: str) -> dict[str, Any]:
         for _ in range(20):
@@ -293,7 +294,7 @@ def test_webchat_resident_gets_the_agent_reply_and_the_rating_question(client: T
                 return frame
         raise AssertionError(f"no {kind} frame")
 
-    with client.websocket_connect(f"/webchat/ws?session={session}") as resident:
+    with client.websocket_connect("/webchat/ws", subprotocols=protocols_for(key)) as resident:
         resident.send_text(json.dumps({"type": "message", "text": "쓰레기 안 가져갔어요", "id": "m1"}))
         until(resident, "bot")
         resident.send_text(json.dumps({"type": "message", "text": "상담원 연결해 주세요", "id": "m2"}))
@@ -315,7 +316,7 @@ def test_webchat_resident_gets_the_agent_reply_and_the_rating_question(client: T
         until(resident, "bot")
     with app.state.sessions() as s:
         assert s.scalars(select(Feedback).where(Feedback.handoff_id == hid)).one().rating == 4
-    history = client.get(f"/webchat/history?session={session}").json()["messages"]
+    history = client.get("/webchat/history", headers={"X-Webchat-Key": key}).json()["messages"]
     assert any(m["author"] == "agent" and m["text"] == "상담원 김청소입니다." for m in history)
 
 

@@ -200,13 +200,28 @@ def send_rest(app: HostileApp, message: str) -> Outcome:
     return out
 
 
+_WEB_KEYS: dict[str, str] = {}
+
+
+def _web_session(name: str) -> str:
+    """The session id the server derives for the key made from ``name`` (see :func:`_ws_exchange`)."""
+    from bot.webchat_keys import session_of
+
+    key = name.ljust(22, "_")
+    _WEB_KEYS[session_of(key)] = name
+    return session_of(key)
+
+
 def _ws_exchange(app: HostileApp, session: str, frame: str | bytes) -> tuple[list[dict[str, Any]], str | None]:
     """Send one frame; the bot frames answering it, or the reason of an error frame."""
     from websockets.sync.client import connect
 
-    ws_url = app.url.replace("http://", "ws://") + f"/webchat/ws?session={session}"
+    from bot.webchat_keys import protocols_for
+
+    ws_url = app.url.replace("http://", "ws://") + "/webchat/ws"
     frames: list[dict[str, Any]] = []
-    with connect(ws_url, open_timeout=30, close_timeout=5, max_size=None) as ws:
+    key = session.ljust(22, "_")  # the session key; the server derives the session id from it
+    with connect(ws_url, open_timeout=30, close_timeout=5, max_size=None, subprotocols=protocols_for(key)) as ws:
         ws.send(frame)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -232,7 +247,7 @@ def send_webchat(app: HostileApp, message: str) -> Outcome:
     session = f"hostile{_uid()}"
     frame = json.dumps({"type": "message", "text": message, "id": "h1"}, ensure_ascii=False)
     frames, reason = _ws_exchange(app, session, frame)
-    out = Outcome(200, [f["text"] for f in frames], reason, key=f"webchat:{session}", expected=message)
+    out = Outcome(200, [f["text"] for f in frames], reason, key=f"webchat:{_web_session(session)}", expected=message)
     assert all(f.get("reply_to") == "h1" for f in frames), frames
     return out
 
@@ -442,7 +457,7 @@ def test_invalid_utf8_webchat(hostile_app: HostileApp) -> None:
     assert frames == [] and reason and "binary" in reason
     frames, reason = _ws_exchange(hostile_app, session, '{"type": "message", "text": ')
     assert frames == [] and reason and "JSON" in reason
-    assert hostile_app.inbound_texts(f"webchat:{session}") == []
+    assert hostile_app.inbound_texts(f"webchat:{_web_session(session)}") == []
 
 
 @pytest.mark.parametrize("channel", ["twilio_sms", "twilio_voice"])
@@ -529,7 +544,7 @@ def _follow_up(channel: str, first: Outcome) -> Callable[[HostileApp, str], Outc
     if channel == "webchat":
         def web(app: HostileApp, message: str) -> Outcome:
             frame = {"type": "message", "text": message, "id": f"f{next(_seq)}"}  # ids are delivery ids
-            frames, reason = _ws_exchange(app, sender, json.dumps(frame))
+            frames, reason = _ws_exchange(app, _WEB_KEYS[sender], json.dumps(frame))
             assert reason is None, reason
             return Outcome(200, [f["text"] for f in frames], key=first.key, expected=message)
         return web

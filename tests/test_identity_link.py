@@ -7,10 +7,12 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from crm_store.models import ChannelIdentity, Interaction, Resident
+from bot.webchat_keys import new_key, session_of
+from crm_store.models import ChannelIdentity, Interaction, OtpCode, Resident
 from tests.twilio_helpers import FakeTwilioApi, TwilioApp, sid
 
-SESSION = "websession-123456"
+KEY = new_key()
+SESSION = session_of(KEY)
 PHONE = "010-2345-6789"
 
 
@@ -31,28 +33,31 @@ def test_webchat_links_to_sms_resident_with_one_time_code(twilio_app):
     # Now on web chat: a REST-like turn creates the web-chat identity.
     r = app.http.post("/webhooks/rest/webhook", json={"sender": "x", "message": "hi"})
     assert r.status_code == 200
-    r = app.http.post("/api/identity/otp", json={"channel": "webchat", "sender_id": SESSION, "phone": PHONE})
+    r = app.http.post("/api/identity/otp", json={"channel": "webchat", "sender_key": KEY, "phone": PHONE})
     assert r.status_code == 200 and r.json() == {"sent": True}
     sms = api.requests[-1]["form"]
     assert sms["To"] == "+821023456789"
     code = re.search(r"\d{6}", sms["Body"]).group(0)
 
     wrong = "000000" if code != "000000" else "111111"
-    bad = app.http.post("/api/identity/otp/verify", json={"channel": "webchat", "sender_id": SESSION,
+    bad = app.http.post("/api/identity/otp/verify", json={"channel": "webchat", "sender_key": KEY,
                                                           "phone": PHONE, "code": wrong})
     assert bad.status_code == 400
-    ok = app.http.post("/api/identity/otp/verify", json={"channel": "webchat", "sender_id": SESSION,
+    ok = app.http.post("/api/identity/otp/verify", json={"channel": "webchat", "sender_key": KEY,
                                                          "phone": PHONE, "code": code})
     assert ok.status_code == 200 and ok.json() == {"linked": True}
     with app.sessions() as s:
         owners = {i.channel: i.resident_id for i in s.scalars(select(ChannelIdentity))}
         assert owners["webchat"] == owners["twilio_sms"]
+        assert s.scalars(select(ChannelIdentity.external_id).where(ChannelIdentity.channel == "webchat")).one() \
+            == SESSION
 
 
 @pytest.mark.parametrize("payload", [
-    {"channel": "telegram", "sender_id": SESSION, "phone": PHONE},   # not a linkable channel
-    {"channel": "webchat", "sender_id": SESSION, "phone": "hello"},  # not a phone number
-    {"channel": "webchat", "sender_id": "short", "phone": PHONE},
+    {"channel": "telegram", "sender_key": KEY, "phone": PHONE},   # not a linkable channel
+    {"channel": "webchat", "sender_key": KEY, "phone": "hello"},  # not a phone number
+    {"channel": "webchat", "sender_key": "short", "phone": PHONE},
+    {"channel": "webchat", "sender_id": SESSION, "phone": PHONE},  # a session id is no proof
 ])
 def test_bad_otp_requests_get_422(twilio_app, payload):
     app, _ = twilio_app
@@ -99,3 +104,47 @@ def test_wrong_code_is_refused(twilio_app):
     code = re.search(r"\d{6}", api.requests[-1]["form"]["Body"]).group(0)
     wrong = "123456" if code != "123456" else "654321"
     assert say(wrong)[-1]["text"] == app.engine.knowledge.render("utter_otp_failed", "ko")
+
+
+def _code(api) -> str:
+    return re.search(r"\d{6}", api.requests[-1]["form"]["Body"]).group(0)
+
+
+def test_wrong_codes_are_counted_and_the_sixth_try_gets_429_even_with_the_right_code(twilio_app):
+    """The rollback of the old 400 undid ``attempts += 1``: codes could be guessed without limit."""
+    app, api = twilio_app
+    key = new_key()
+    assert app.http.post("/api/identity/otp", json={"channel": "webchat", "sender_key": key,
+                                                    "phone": PHONE}).status_code == 200
+    code = _code(api)
+    wrong = [c for c in ("000000", "111111", "222222", "333333", "444444", "555555") if c != code][:5]
+    body = {"channel": "webchat", "sender_key": key, "phone": PHONE}
+    for c in wrong:
+        assert app.http.post("/api/identity/otp/verify", json={**body, "code": c}).status_code == 400
+    with app.sessions() as s:
+        ident = f"webchat:{session_of(key)}"
+        assert s.scalars(select(OtpCode.attempts).where(OtpCode.identity_key == ident)).one() == 5
+    for c in (wrong[0], code):
+        locked = app.http.post("/api/identity/otp/verify", json={**body, "code": c})
+        assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    with app.sessions() as s:
+        assert s.scalars(select(ChannelIdentity).where(ChannelIdentity.channel == "webchat")).first() is None
+
+
+def test_issuing_codes_is_limited_per_number(twilio_app):
+    """60 codes to one number in 2.7 s was SMS bombing; now the fourth in ten minutes is refused."""
+    app, api = twilio_app
+    answers = [app.http.post("/api/identity/otp", json={"channel": "webchat", "sender_key": new_key(),
+                                                        "phone": "010-5555-0000"}) for _ in range(5)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    assert sum(r["form"]["To"] == "+821055550000" for r in api.requests) == 3
+
+
+def test_kakao_identities_cannot_be_linked_through_the_api(twilio_app):
+    """Anyone who knew a Kakao user id could merge it into their own number."""
+    app, api = twilio_app
+    r = app.http.post("/api/identity/otp", json={"channel": "kakao", "sender_key": new_key(), "phone": PHONE})
+    assert r.status_code == 403
+    assert not api.requests
+

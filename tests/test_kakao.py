@@ -82,7 +82,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     db = tmp_path_factory.mktemp("kakao") / "pcrm.db"
     settings = Settings(database_url=f"sqlite:///{db}", pcrm_model_dir=ROOT / "var" / "model",
                         telegram_bot_token="123:ABC", telegram_webhook_secret="s3cret",
-                        telegram_api_base_url="http://127.0.0.1:9", kakao_skill_secret=SECRET)
+                        telegram_api_base_url="http://127.0.0.1:9", kakao_skill_secret=SECRET,
+                        kakao_callback_hosts=".kakao.com,http://127.0.0.1")  # the fake callback endpoint
     app = create_app(settings)
     server = ServerThread(app).start()
     server.app = app  # type: ignore[attr-defined]
@@ -298,3 +299,22 @@ def test_labels_are_shortened_sensibly() -> None:
     assert shorten("Report a broken streetlight") == "Report a…"
     long_ko = shorten("생명·재난 긴급 상황 119/112 안내 후 연결")
     assert len(long_ko) <= 14 and long_ko.endswith("…")
+
+
+@pytest.mark.parametrize("url", ["https://evil.example/steal", "http://169.254.169.254/latest/meta-data",
+                                 "https://kakao.com.evil.example/x", "https://evilkakao.com/x", "ftp://bot-api.kakao.com/x",
+                                 "javascript:alert(1)"])
+def test_callback_urls_only_to_kakao(live: ServerThread, url: str) -> None:
+    """A Kakao ``callbackUrl`` could point anywhere: we would have POSTed the conversation there."""
+    r = post(live, skill_request("cb-user-1", "상담원 연결해 주세요", callback_url=url))
+    assert r.status_code == 400 and "callbackUrl" in r.json()["detail"]
+
+
+def test_callback_allow_list_accepts_kakaos_hosts() -> None:
+    from channels.kakao import callback_allowed
+
+    hosts = ".kakao.com,.kakaoenterprise.com"
+    assert callback_allowed("https://bot-api.kakao.com/callback/abc", hosts)
+    assert callback_allowed("https://kakao.com/callback/abc", hosts)
+    assert not callback_allowed("http://bot-api.kakao.com/callback/abc", hosts)
+    assert not callback_allowed("https://bot-api.kakao.com.evil.example/", hosts)

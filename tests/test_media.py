@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot.app import create_app
 from bot.media import MAX_BYTES, PhotoError, store_photo
+from bot.webchat_keys import session_of
 from tests.channel_servers import ServerThread
 from tests.test_rest_app import _rows, _settings
 
@@ -53,7 +54,8 @@ def test_not_a_photo_or_too_big_is_refused(tmp_path: Path) -> None:
 def test_a_web_chat_photo_with_a_position_fills_the_reports_place(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'pcrm.db'}"
     server = ServerThread(create_app(_settings(url, tmp_path))).start()
-    session = "photo-session-1"
+    key = "photo-session-1".ljust(22, "_")  # the widget's key; the server derives the session id
+    session = session_of(key)
     try:
         r = httpx.post(f"{server.url}/webhooks/rest/webhook", json={"sender": "x", "message": "hi"}, timeout=60)
         assert r.status_code == 200
@@ -64,10 +66,10 @@ def test_a_web_chat_photo_with_a_position_fills_the_reports_place(tmp_path: Path
 
         app = server.app
         server.call(app.state.inbox.receive(Message("webchat", session, "도로에 포트홀이 있어요")))
-        r = httpx.post(f"{server.url}/webchat/photo", data={"session": session, "lang": "ko"},
+        r = httpx.post(f"{server.url}/webchat/photo", data={"key": key, "lang": "ko"},
                        files={"file": ("p.jpg", big, "image/jpeg")}, timeout=60)
         assert r.status_code == 200 and r.json()["location_from_photo"] is True
-        r = httpx.post(f"{server.url}/webchat/photo", data={"session": session},
+        r = httpx.post(f"{server.url}/webchat/photo", data={"key": key},
                        files={"file": ("p.txt", b"hello", "text/plain")}, timeout=60)
         assert r.status_code in (413, 415)
     finally:

@@ -120,7 +120,7 @@ def test_post_creates_request_through_the_bots_store(api: httpx.Client, live_ser
                      description="수도관에서 물이 새요 010-1234-5678", **{"attribute[when]": "어제부터"})
     rec = live_server_handle.app.state.engine.requests.get(ticket)
     assert rec is not None and rec.department == "water"
-    r = api.get(f"/requests/{ticket}.json")
+    r = api.get(f"/requests/{ticket}.json", headers={"X-API-Key": KEY})  # a city system: the full record
     assert r.status_code == 200
     [req] = r.json()
     assert req["service_request_id"] == ticket
@@ -150,7 +150,7 @@ def test_post_json_body_and_xml_response(api: httpx.Client) -> None:
     root = ET.fromstring(r.content)
     ticket = root.find("request").findtext("service_request_id")
     assert TICKET.match(ticket)
-    [req] = api.get(f"/requests/{ticket}.json").json()
+    [req] = api.get(f"/requests/{ticket}.json", headers={"X-API-Key": KEY}).json()
     assert req["agency_responsible"] == "parks" and req["address"] == "한빛공원 정문"
 
 
@@ -263,3 +263,122 @@ def test_third_party_client(api: httpx.Client, live_server: str) -> None:
         found = client.get_service_requests(service_code="waste.illegal_dumping", status="open")
         found = found if isinstance(found, list) else [found]
         assert ticket in {r["service_request_id"] for r in found}
+
+
+# --- issue 18: what the public feed may show ----------------------------------------------------
+
+PRIVATE = "우리 집 한빛동 12-3 앞이에요. 연락은 ０１０－９８７６－５４３２ 또는 010–2222–3333, 900101-1234567"
+
+
+def _stored(live_server_handle: Any, **fields: Any) -> str:
+    """A request as the bot opens it from a private channel (SMS), with the resident's own words."""
+    from bot.service_requests import RequestDraft
+
+    # A service and place no other test reports (the shared server offers duplicates nearby).
+    draft = RequestDraft(service_code="parks.tree_hazard", department="parks", description=PRIVATE,
+                         address_string="한빛동 12-3 (010 4444 5555)", lat=37.551234, long=126.988765,
+                         media_url="http://127.0.0.1:8000/webhooks/telegram/file/AgACpriv01", channel="twilio_sms",
+                         sender_id="+821098765432", **fields)
+    return live_server_handle.app.state.engine.requests.open(draft).ticket
+
+
+def _digits_of_numbers_absent(text: str) -> None:
+    for secret in ("9876", "９８７６", "5432", "５４３２", "2222", "3333", "4444", "5555", "1234567"):
+        assert secret not in text, (secret, text)
+
+
+def test_public_feed_shows_no_private_words_address_or_media_without_consent(api: httpx.Client,
+                                                                             live_server_handle: Any) -> None:
+    ticket = _stored(live_server_handle)
+    for fmt in ("json", "xml"):
+        r = api.get(f"/requests/{ticket}.{fmt}")
+        assert r.status_code == 200
+        assert "한빛동 12-3" not in r.text and "telegram/file" not in r.text
+        _digits_of_numbers_absent(r.text)
+    [pub] = api.get(f"/requests/{ticket}.json").json()
+    assert pub["description"] == "" and pub["address"] is None and pub["media_url"] is None
+    assert pub["lat"] == 37.551 and pub["long"] == 126.989  # approximate (≈ 100 m)
+    assert pub["agency_responsible"] == "parks" and pub["service_code"] == "parks.tree_hazard"
+    listed = api.get("/requests.json?service_code=parks.tree_hazard").text
+    assert "한빛동 12-3" not in listed and "telegram/file" not in listed
+    # A city system with a key keeps getting the full record, personal numbers masked.
+    [full] = api.get(f"/requests/{ticket}.json", headers={"X-API-Key": KEY}).json()
+    assert "한빛동 12-3" in full["description"] and full["lat"] == pytest.approx(37.551234)
+    assert full["media_url"].startswith("http://127.0.0.1:8000/webhooks/telegram/file/AgACpriv01?exp=")
+    assert "9876" not in full["description"] and "2222" not in full["description"]
+    # A key in the query string is not read (access logs keep query strings).
+    [q] = api.get(f"/requests/{ticket}.json?api_key={KEY}").json()
+    assert q["description"] == ""
+
+
+def test_consented_words_are_published_with_every_number_digit_starred(api: httpx.Client,
+                                                                       live_server_handle: Any) -> None:
+    ticket = _stored(live_server_handle, publish_consent=True)
+    for fmt in ("json", "xml"):
+        r = api.get(f"/requests/{ticket}.{fmt}")
+        assert "우리 집 한빛동 12-3 앞이에요" in r.text
+        _digits_of_numbers_absent(r.text)
+    [pub] = api.get(f"/requests/{ticket}.json").json()
+    assert pub["address"].startswith("한빛동 12-3") and pub["media_url"] is None
+
+
+def test_xml_feed_parses_after_hostile_input(api: httpx.Client, live_server_handle: Any) -> None:
+    """One POST with control characters broke the XML feed for everyone."""
+    hostile = "구멍\x00\x01\x08\x0b\x1b[31m 있어요"
+    _is_error_list(_post(api, description=hostile), 400)
+    _is_error_list(api.post("/requests.json", json={"api_key": KEY, "service_code": "roads.pothole",
+                                                    "address_string": "한빛\x0c동", "description": "x"}), 400)
+    # Text from other channels may still hold them: the feed drops what XML cannot carry.
+    from bot.service_requests import RequestDraft
+
+    draft = RequestDraft(service_code="roads.pothole", department="roads", description=hostile,
+                         address_string="한빛동\x1f 1", channel="rest", sender_id="hostile-xml", publish_consent=True)
+    ticket = live_server_handle.app.state.engine.requests.open(draft).ticket
+    for path in (f"/requests/{ticket}.xml", "/requests.xml"):
+        root = ET.fromstring(api.get(path, headers={"X-API-Key": KEY}).content)
+        assert root.tag == "service_requests"
+        ET.fromstring(api.get(path).content)
+
+
+def test_post_key_in_the_query_string_is_refused(api: httpx.Client) -> None:
+    r = api.post(f"/requests.json?api_key={KEY}", data={"service_code": "roads.pothole", "address_string": "x"})
+    _is_error_list(r, 403)
+    ok = api.post("/requests.json", data={"service_code": "roads.pothole", "address_string": "한빛동 1"},
+                  headers={"X-API-Key": KEY})
+    assert ok.status_code == 201
+
+
+def test_publish_consent_of_the_conversation_reaches_the_feed(api: httpx.Client, live_server_handle: Any) -> None:
+    """The conversation asks (the policy's job); ``request_opened`` carries ``publish_consent``."""
+    from bot.messages import Event, Turn
+
+    no, yes = _stored(live_server_handle), _stored(live_server_handle)
+    inbox = live_server_handle.app.state.inbox
+    inbox._record_publish_consent(Turn("rest:x", "ko", "roads.pothole", 1.0, events=[
+        Event("request_opened", {"ticket": yes, "publish_consent": True}),
+        Event("request_opened", {"ticket": no, "publish_consent": "yes please"})]))  # only True counts
+    assert "우리 집" in api.get(f"/requests/{yes}.json").json()[0]["description"]
+    assert api.get(f"/requests/{no}.json").json()[0]["description"] == ""
+
+
+def test_a_resident_who_says_publish_in_the_conversation_appears_in_the_feed(api: httpx.Client,
+                                                                            live_server: str) -> None:
+    """End to end: the confirmation's '공개' (bot/dialogue/policy.py) → ``public_consent`` → the feed,
+    with the resident's number starred; a resident who did not say it stays private."""
+    def visit(sender: str, publish: bool, place: str) -> str:
+        say = lambda text: httpx.post(f"{live_server}/webhooks/rest/webhook", timeout=60,  # noqa: E731
+                                      json={"sender": sender, "message": text}).json()
+        say("도로에 구멍이 났어요 차가 빠질 만큼 커요 제 번호 010-9876-5432")
+        say(f"{place} 앞이요")  # its own place: the shared server holds other tests' potholes (duplicates)
+        say("아니요")  # no call-back
+        if publish:
+            say("공개해 주세요")
+        done = say("네")[-1]["text"]
+        return re.search(r"\d{4}-\d{6}", done).group()
+
+    public, private = visit("pub-yes-1", True, "한빛동 은행나무로 41"), visit("pub-no-1", False, "한빛동 느티나무로 87")
+    [pub] = api.get(f"/requests/{public}.json").json()
+    assert "차가 빠질 만큼" in pub["description"] and pub["address"] == "한빛동 은행나무로 41 앞"
+    assert not any(d in pub["description"] for d in ("010", "9876", "5432"))
+    [priv] = api.get(f"/requests/{private}.json").json()
+    assert priv["description"] == "" and priv["address"] is None

@@ -122,9 +122,11 @@ def seed(sessions: Any) -> None:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model"))
+    # Basic auth only from allow-listed addresses: this test client calls from 127.0.0.1, which is listed.
+    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model",
+                              pcrm_supervisor_basic_allow="127.0.0.1/32"))
     seed(app.state.sessions)
-    yield TestClient(app)
+    yield TestClient(app, client=("127.0.0.1", 50000))
     app.state.sessions.kw["bind"].dispose()
 
 
@@ -263,7 +265,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 
 def login(browser: Any, url: str, who: tuple[str, str], next_path: str) -> tuple[Any, Any]:
-    ctx = browser.new_context(base_url=url, locale="ko-KR")
+    ctx = browser.new_context(base_url=url, locale="ko-KR", bypass_csp=True)  # axe-core is injected inline
     pg = ctx.new_page()
     pg.goto(next_path)  # not logged in: sent to the console login, and back after it
     pg.wait_for_url("**/console/login**")

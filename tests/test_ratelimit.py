@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from bot.locks import InProcessLock, RedisLock
 from bot.ratelimit import InProcessRateLimiter, RateLimited, RedisRateLimiter
 from bot.settings import ROOT, Settings
+from bot.webchat_keys import new_key, protocols_for
 from tests.pcrm_servers import REDIS_URL, always_open_config, need, redis_reachable
 
 REDIS_DB = f"{REDIS_URL.rstrip('/')}/11"
@@ -49,8 +50,7 @@ def test_a_flooding_sender_gets_429_and_others_are_still_answered(client: TestCl
 
 
 def test_the_web_chat_socket_says_try_again_later(client: TestClient) -> None:
-    session = f"rl{uuid.uuid4().hex[:10]}"
-    with client.websocket_connect(f"/webchat/ws?session={session}") as ws:
+    with client.websocket_connect("/webchat/ws", subprotocols=protocols_for(new_key())) as ws:
         texts = []
         for i in range(6):
             ws.send_json({"type": "message", "text": "여권 발급 얼마나 걸려요?", "id": f"m{i}"})

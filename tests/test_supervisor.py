@@ -25,7 +25,9 @@ N_FILLER = 120
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model"))
+    # Basic auth only from allow-listed addresses: this test client calls from 127.0.0.1, which is listed.
+    app = create_app(Settings(database_url=db_url, redis_url=None, pcrm_model_dir=ROOT / "var" / "model",
+                              pcrm_supervisor_basic_allow="127.0.0.1/32"))
     sessions = app.state.sessions
     create_agent(sessions, *SUP, role="supervisor")
     create_agent(sessions, *ADMIN, role="admin")
@@ -62,7 +64,7 @@ def client(db_url: str) -> Iterator[TestClient]:
         for i in range(N_FILLER):
             s.add(Interaction(conversation_id=filler.id, channel="webchat", direction="out",
                               text=f"filler {i} 02-2100-1000", entities=[], created_at=now - timedelta(days=2)))
-    yield TestClient(app)
+    yield TestClient(app, client=("127.0.0.1", 50000))
     sessions.kw["bind"].dispose()
 
 
@@ -141,3 +143,21 @@ def test_csv_masks_phone_numbers(client: TestClient) -> None:
     only = list(csv.DictReader(io.StringIO(client.get("/supervisor/interactions.csv?channel=sms",
                                                       auth=SUP).text.lstrip("\ufeff"))))
     assert [row["text"] for row in only] == ["쓰레기 안 가져감"]
+
+
+def test_csv_guards_formulas_behind_tab_cr_and_variant_numbers(client: TestClient, db_url: str) -> None:
+    """The formula guard missed a leading tab/CR; full-width digits and en dashes passed unmasked."""
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    with sessions.begin() as s:
+        conv = Conversation(key="webchat:csv-guard", channel="webchat")
+        s.add(conv)
+        s.flush()
+        for text in ("\t=HYPERLINK(\"http://evil\")", "\r=1+1", "＝1+1",
+                     "번호 ０１０－９８７６－５４３２", "번호 010–2222–3333"):
+            s.add(Interaction(conversation_id=conv.id, channel="webchat", direction="in", text=text, entities=[],
+                              created_at=utcnow() - timedelta(minutes=5)))
+    r = client.get("/supervisor/interactions.csv?resident=&q=", auth=SUP)
+    rows = [row["text"] for row in csv.DictReader(io.StringIO(r.text.lstrip("\ufeff")))]
+    formulas = [t for t in rows if "HYPERLINK" in t or "1+1" in t]
+    assert len(formulas) == 3 and all(t.startswith("'") for t in formulas), formulas
+    assert "９８７６" not in r.text and "2222" not in r.text

@@ -242,9 +242,34 @@ def test_service_request_with_location_photo_and_buttons(live: ServerThread, fak
         assert row.lat == pytest.approx(37.566295) and row.long == pytest.approx(126.977945)
         assert row.media_url == "https://pcrm.example.kr/webhooks/telegram/file/AgACbig0001"
 
-    r = httpx.get(f"{live.url}/webhooks/telegram/file/AgACbig0001", timeout=10)
+    # The resident's photo: not for anonymous callers (it was public), nor for another department.
+    path = "/webhooks/telegram/file/AgACbig0001"
+    assert httpx.get(f"{live.url}{path}", timeout=10).status_code == 401
+    assert not any(c["method"] == "getFile" for c in fake.calls)
+    assert staff_get(live, "tg-waste", ["waste"], path).status_code == 403
+    r = staff_get(live, "tg-roads", ["roads"], path)
     assert r.status_code == 200 and r.content == b"\xff\xd8\xff\xe0"
     assert any(c["method"] == "getFile" for c in fake.calls)
+    # A signed URL (what Open311 key holders get) works without a session until it expires.
+    from bot.media_access import signed_url
+
+    settings = live.app.state.settings  # type: ignore[attr-defined]
+    assert httpx.get(live.url + signed_url(settings, path), timeout=10).status_code == 200
+    assert httpx.get(live.url + signed_url(settings, path, ttl_s=-5), timeout=10).status_code == 401
+    assert httpx.get(live.url + signed_url(settings, path)[:-3] + "abc", timeout=10).status_code == 401
+
+
+def staff_get(live: ServerThread, username: str, departments: list[str], path: str) -> httpx.Response:
+    """GET ``path`` as a freshly logged-in agent of ``departments``."""
+    from bot.console.auth import create_agent
+
+    create_agent(sessions(live), username, "tg-staff-passphrase", "agent", departments)
+    with httpx.Client(base_url=live.url, timeout=10) as c:
+        c.get("/console/login")
+        r = c.post("/console/login", data={"username": username, "password": "tg-staff-passphrase",
+                                           "csrf_token": c.cookies["pcrm_csrf"]})
+        assert r.status_code in (200, 303), r.text
+        return c.get(path)
 
 
 def test_contact_share_merges_with_sms_profile(live: ServerThread, fake: FakeBotApi) -> None:

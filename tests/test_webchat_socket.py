@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bot.messages import Reply
+from bot.webchat_keys import new_key, protocols_for, session_of
 from crm_store.models import Conversation, Interaction
 
 TICKET = re.compile(r"\d{4}-\d{6}")
@@ -22,12 +22,14 @@ TURN_TIMEOUT = 60.0
 QUIET = 1.0
 
 
-def ws_url(base: str, session: str, lang: str = "ko") -> str:
-    return base.replace("http://", "ws://") + f"/webchat/ws?session={session}&lang={lang}"
+def chat(base: str, key: str, lang: str = "ko") -> Any:
+    """A socket of the session of ``key`` (the key in the subprotocol list, as the widget sends it)."""
+    return connect(base.replace("http://", "ws://") + f"/webchat/ws?lang={lang}", subprotocols=protocols_for(key))
 
 
 def new_session() -> str:
-    return "t" + uuid.uuid4().hex
+    """A new session key (the session id is ``session_of(key)``)."""
+    return new_key()
 
 
 async def recv(ws: ClientConnection, timeout: float = TURN_TIMEOUT) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def run(coro: Any) -> Any:
 
 def test_faq_question_gets_a_real_answer(live_server: str) -> None:
     async def go() -> str:
-        async with connect(ws_url(live_server, new_session())) as ws:
+        async with chat(live_server, new_session()) as ws:
             text, _ = await say(ws, "쓰레기 언제 버려요?")
             return text
 
@@ -75,7 +77,7 @@ def test_faq_question_gets_a_real_answer(live_server: str) -> None:
 def test_pothole_report_ends_with_a_ticket(live_server: str) -> None:
     async def go() -> list[str]:
         texts = []
-        async with connect(ws_url(live_server, new_session())) as ws:
+        async with chat(live_server, new_session()) as ws:
             for msg in ("도로에 구멍이 났어요", "한빛동 중앙로 21", "예", "예"):
                 text, _ = await say(ws, msg)
                 texts.append(text)
@@ -91,12 +93,12 @@ def test_reconnect_continues_a_half_filled_form(live_server: str) -> None:
     session = new_session()
 
     async def first_socket() -> str:
-        async with connect(ws_url(live_server, session)) as ws:
+        async with chat(live_server, session) as ws:
             text, _ = await say(ws, "도로에 구멍이 났어요")
             return text
 
     async def second_socket() -> list[str]:
-        async with connect(ws_url(live_server, session)) as ws:
+        async with chat(live_server, session) as ws:
             # Its own address: the shared server holds other tests' potholes (a duplicate would be offered).
             return [(await say(ws, msg))[0] for msg in ("한빛동 새솔로 33", "예", "예")]
 
@@ -106,7 +108,7 @@ def test_reconnect_continues_a_half_filled_form(live_server: str) -> None:
     assert "새솔로 33" in confirm, confirm  # the address extractor keeps the street part
     assert TICKET.search(done), done
 
-    history = httpx.get(f"{live_server}/webchat/history", params={"session": session}).json()
+    history = httpx.get(f"{live_server}/webchat/history", headers={"X-Webchat-Key": session}).json()
     msgs = history["messages"]
     assert [m["text"] for m in msgs if m["direction"] == "in"] == [
         "도로에 구멍이 났어요", "한빛동 새솔로 33", "예", "예"]
@@ -116,7 +118,7 @@ def test_reconnect_continues_a_half_filled_form(live_server: str) -> None:
 
 def test_location_frame_fills_the_location(live_server: str) -> None:
     async def go() -> tuple[str, str]:
-        async with connect(ws_url(live_server, new_session())) as ws:
+        async with chat(live_server, new_session()) as ws:
             await say(ws, "도로에 구멍이 났어요")
             frames = await turn(ws, {"type": "location", "lat": 37.5665, "long": 126.978})
             consent_text = "\n".join(f["text"] for f in frames)
@@ -131,7 +133,7 @@ def test_location_frame_fills_the_location(live_server: str) -> None:
 def test_malformed_frames_get_an_error_and_keep_the_socket(live_server: str) -> None:
     async def go() -> tuple[list[dict[str, Any]], str]:
         errors = []
-        async with connect(ws_url(live_server, new_session())) as ws:
+        async with chat(live_server, new_session()) as ws:
             for bad in ("not json", "[1, 2]", json.dumps({"type": "message", "text": 5}),
                         json.dumps({"type": "dance"}), json.dumps({"type": "message", "text": "가" * 5001}),
                         json.dumps({"type": "location", "lat": 999, "long": 0}),
@@ -149,11 +151,14 @@ def test_malformed_frames_get_an_error_and_keep_the_socket(live_server: str) -> 
     assert text  # the socket still works after the errors
 
 
-@pytest.mark.parametrize("session", ["short", "bad session id!", "x" * 65, "../../etc"])
-def test_bad_session_id_closes_4400(live_server: str, session: str) -> None:
+@pytest.mark.parametrize("session", ["", "short", "bad!session", "x" * 90, "..-..-etc"])
+def test_a_session_id_without_its_key_closes_4400(live_server: str, session: str) -> None:
+    """Knowing a session id (from a log or the console) no longer opens that conversation:
+    ``?session=`` is ignored and anything but a well-formed key in the subprotocol is refused."""
     async def go() -> ConnectionClosed:
-        url = live_server.replace("http://", "ws://") + "/webchat/ws?session=" + session.replace(" ", "%20")
-        async with connect(url) as ws:
+        url = live_server.replace("http://", "ws://") + "/webchat/ws?session=" + session_of(new_key())
+        protocols = ["pcrm-webchat", "pcrm-key." + session] if session else None
+        async with connect(url, subprotocols=protocols) as ws:
             with pytest.raises(ConnectionClosed) as info:
                 await recv(ws, 10)
             return info.value
@@ -163,9 +168,10 @@ def test_bad_session_id_closes_4400(live_server: str, session: str) -> None:
     assert closed.rcvd.reason
 
 
-def test_history_rejects_bad_session(live_server: str) -> None:
+def test_history_needs_the_session_key(live_server: str) -> None:
     assert httpx.get(f"{live_server}/webchat/history", params={"session": "x"}).status_code == 400
-    empty = httpx.get(f"{live_server}/webchat/history", params={"session": new_session()})
+    assert httpx.get(f"{live_server}/webchat/history", params={"session": session_of(new_key())}).status_code == 400
+    empty = httpx.get(f"{live_server}/webchat/history", headers={"X-Webchat-Key": new_session()})
     assert empty.status_code == 200 and empty.json()["messages"] == []
 
 
@@ -174,21 +180,21 @@ def test_hostile_text_is_stored_verbatim(live_server: str, live_server_settings:
     hostile = "<script>alert(1)</script>"
 
     async def go() -> None:
-        async with connect(ws_url(live_server, session)) as ws:
+        async with chat(live_server, session) as ws:
             await say(ws, hostile)
 
     run(go())
     engine = create_engine(live_server_settings.database_url)
     try:
         with engine.connect() as conn:
-            key = f"webchat:{session}"
+            key = f"webchat:{session_of(session)}"
             conv_id = conn.execute(select(Conversation.id).where(Conversation.key == key)).scalar()
             texts = conn.execute(select(Interaction.text).where(
                 Interaction.conversation_id == conv_id, Interaction.direction == "in")).scalars().all()
     finally:
         engine.dispose()
     assert texts == [hostile]
-    history = httpx.get(f"{live_server}/webchat/history", params={"session": session}).json()
+    history = httpx.get(f"{live_server}/webchat/history", headers={"X-Webchat-Key": session}).json()
     assert history["messages"][0]["text"] == hostile
 
 
@@ -197,16 +203,16 @@ def test_client_id_deduplicates_a_resent_message(live_server: str, live_server_s
     frame = {"type": "message", "text": "민원실 몇 시까지 해요?", "id": "m1"}
 
     async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        async with connect(ws_url(live_server, session)) as ws:
+        async with chat(live_server, session) as ws:
             first = await turn(ws, frame)
-        async with connect(ws_url(live_server, session)) as ws:  # reconnect and resend
+        async with chat(live_server, session) as ws:  # reconnect and resend
             again = await turn(ws, frame)
         return first, again
 
     first, again = run(go())
     assert [f["text"] for f in again] == [f["text"] for f in first]
     assert all(f.get("reply_to") == "m1" for f in first)
-    history = httpx.get(f"{live_server}/webchat/history", params={"session": session}).json()
+    history = httpx.get(f"{live_server}/webchat/history", headers={"X-Webchat-Key": session}).json()
     assert [m["text"] for m in history["messages"] if m["direction"] == "in"] == [frame["text"]]
 
 
@@ -216,16 +222,16 @@ def test_agent_messages_and_pushes_reach_the_socket(live_server_handle: Any) -> 
     channel = server.app.state.channels["webchat"]
     live = server.app.state.live
 
-    topic = f"conv:webchat:{session}"
+    topic = f"conv:webchat:{session_of(session)}"
     agent_text = "상담원 김한빛입니다. <b>도와드릴게요</b>"
 
     async def go() -> list[dict[str, Any]]:
-        async with connect(ws_url(server.url, session)) as ws:
+        async with chat(server.url, session) as ws:
             await say(ws, "안녕하세요")  # the socket is subscribed by now
             loop = asyncio.get_running_loop()
             for coro in (live.publish(topic, {"type": "internal", "secret": "x"}),
                          live.publish(topic, {"type": "agent", "text": agent_text}),
-                         channel.send(session, [Reply("처리 완료되었습니다.")])):
+                         channel.send(session_of(session), [Reply("처리 완료되었습니다.")])):
                 await loop.run_in_executor(None, server.call, coro)
             return [await recv(ws, 10), await recv(ws, 10)]
 

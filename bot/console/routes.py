@@ -47,10 +47,12 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bot.console import assist, auth
+from bot import throttle
+from bot.console import assist, auth, passwords
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
 from bot.messages import Reply
+from bot.ratelimit import RateLimited
 from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
 from crm_store import callbacks as callback_store
 from crm_store import handoffs as handoff_store
@@ -580,23 +582,50 @@ async def login_page(request: Request, next: str | None = None) -> Response:  # 
 async def login(request: Request, username: str = Form("", max_length=64), password: str = Form("", max_length=256),
                 csrf_token: str = Form(""), next: str = Form("/console")) -> Response:  # noqa: A002
     auth.check_csrf(request, None, csrf_token)
-    agent = await run_in_threadpool(auth.authenticate, request.app.state.sessions, username, password)
+    sessions = request.app.state.sessions
+    ip = throttle.client_ip(request)
+    lim = throttle.limiter(request.app)
+    try:  # locked out: refused before the password is even checked, the right one too
+        throttle.login_blocked(lim, username, ip)
+        agent = await passwords.run_bounded(auth.authenticate, sessions, username, password)
+    except (RateLimited, passwords.HashingBusy) as exc:
+        await run_in_threadpool(_audit, sessions, username, "console.login_locked", ip)
+        wait = exc.retry_after if isinstance(exc, RateLimited) else 5
+        resp = _render(request, "login.html", status_code=429 if isinstance(exc, RateLimited) else 503,
+                       next=_safe_next(next), username=username, title="상담원 로그인",
+                       error="로그인 시도가 너무 많습니다. 잠시 후 다시 시도해 주세요. "
+                             "(Too many attempts; try again later.)")
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     if agent is None:
+        throttle.login_failed(lim, username, ip)
+        await run_in_threadpool(_audit, sessions, username, "console.login_failed", ip)
         return _render(request, "login.html", status_code=401, next=_safe_next(next), username=username,
                        error="아이디 또는 비밀번호가 올바르지 않습니다.", title="상담원 로그인")
     resp = RedirectResponse(_safe_next(next), status_code=303)
-    user = auth._user(agent)
-    auth.set_cookie(resp, request, auth.SESSION_COOKIE, auth.session_cookie_value(request, agent))
+    token = await run_in_threadpool(auth.session_cookie_value, request, agent)
+    user = await run_in_threadpool(auth.user_from_cookies, request, token)
+    auth.set_cookie(resp, request, auth.SESSION_COOKIE, token)
     auth.set_cookie(resp, request, auth.CSRF_COOKIE, auth.new_csrf_token(request, user))
-    with request.app.state.sessions.begin() as s:
-        s.add(audit(agent.username, "console.login", f"agent:{agent.id}"))
+    await run_in_threadpool(_audit, sessions, agent.username, "console.login", ip, f"agent:{agent.id}")
     return resp
+
+
+def _audit(sessions: Any, who: str, action: str, ip: str, target: str | None = None) -> None:
+    """An audit row of a login event: who tried (as typed, cut to 64), from which client address."""
+    with sessions.begin() as s:
+        s.add(audit((who or "-")[:64], action, (target or f"client:{ip}")[:255]))
 
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request, csrf_token: str = Form("")) -> Response:
     user = await run_in_threadpool(auth.current_user, request)
     auth.check_csrf(request, user, csrf_token)
+    # The server forgets the session: the cookie is dead even if someone kept a copy.
+    await run_in_threadpool(auth.end_session, request.app.state.sessions, request.cookies.get(auth.SESSION_COOKIE))
+    if user is not None:
+        await run_in_threadpool(_audit, request.app.state.sessions, user.username, "console.logout",
+                                throttle.client_ip(request), f"agent:{user.id}")
     resp = RedirectResponse("/console/login", status_code=303)
     for path in (auth.COOKIE_PATH, "/console"):  # "/console": cookies of older versions
         resp.delete_cookie(auth.SESSION_COOKIE, path=path)

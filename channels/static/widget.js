@@ -16,7 +16,9 @@
   var httpBase = scriptUrl.origin + prefix;
   var wsBase = (scriptUrl.protocol === "https:" ? "wss://" : "ws://") + scriptUrl.host + prefix + "ws";
 
-  var STORE_SESSION = "pcrm-webchat-session";
+  // The session key: only this browser holds it; the server derives the session id from it
+  // (bot/webchat_keys.py). It is sent in the socket's subprotocol list and a header, never in a URL.
+  var STORE_SESSION = "pcrm-webchat-key";
   var STORE_LANG = "pcrm-webchat-lang";
   var STORE_OPEN = "pcrm-webchat-open";
   // The last bot reply's quick replies ({text, buttons, hints}); the history endpoint has only
@@ -66,15 +68,23 @@
     return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
   }
 
+  function newKey() {
+    var a = new Uint8Array(32);
+    (window.crypto || window.msCrypto).getRandomValues(a);
+    var bin = "";
+    for (var i = 0; i < a.length; i++) bin += String.fromCharCode(a[i]);
+    return window.btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
   function newSession() {
-    var id = randomId(16);
+    var id = newKey();
     store(STORE_SESSION, id);
     store(STORE_QUICK, null);
     return id;
   }
 
   var session = store(STORE_SESSION);
-  var returning = !!(session && /^[A-Za-z0-9_-]{8,64}$/.test(session));
+  var returning = !!(session && /^[A-Za-z0-9_-]{22,86}$/.test(session));
   if (!returning) session = newSession();
   var lang = store(STORE_LANG) || (script && script.getAttribute("data-lang")) || document.documentElement.lang || "ko";
   lang = lang.slice(0, 2) === "en" ? "en" : "ko";
@@ -196,7 +206,7 @@
   function sendPhoto(file) {
     if (!file) return;
     var body = new FormData();
-    body.append("session", session);
+    body.append("key", session);  // the session key (the server derives the session id from it)
     body.append("lang", lang);
     body.append("file", file);
     clearQuickReplies();
@@ -334,7 +344,7 @@
     if (ws && (ws.readyState === 0 || ws.readyState === 1)) return;
     clearTimeout(reconnectTimer);
     if (!connected && attempts === 0) setConn("");
-    var sock = new WebSocket(wsBase + "?session=" + encodeURIComponent(session) + "&lang=" + lang);
+    var sock = new WebSocket(wsBase + "?lang=" + lang, ["pcrm-webchat", "pcrm-key." + session]);
     ws = sock;
     sock.onopen = function () {
       connected = true;
@@ -514,7 +524,7 @@
       else if (returning) connect();  // agent answers can arrive while the panel is closed
     };
     if (!returning || !window.fetch) { after(); return; }
-    fetch(httpBase + "history?session=" + encodeURIComponent(session), { credentials: "omit" })
+    fetch(httpBase + "history", { credentials: "omit", headers: { "X-Webchat-Key": session } })
       .then(function (r) { return r.ok ? r.json() : { messages: [] }; })
       .then(function (data) { redraw(data.messages); })
       .catch(function () { /* no history: start fresh */ })
