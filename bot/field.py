@@ -103,11 +103,16 @@ def field_file(name: str) -> FileResponse:
 
 @router.get("/field/media/{name}", include_in_schema=False)
 def field_media(request: Request, name: str) -> FileResponse:
-    """A stored photo, for logged-in staff only (residents' photos are not public)."""
-    auth.require_user(request)
+    """A stored photo, for staff of the department that owns its request only (residents' photos
+    are not public, nor shown to every department); one no request refers to yet, to those who see
+    all departments."""
+    user = auth.require_user(request)
     path = media_dir(request.app.state.settings) / name
     if not NAME_RE.match(name) or not path.exists():
         raise HTTPException(status_code=404)
+    owners = work_orders.media_departments(request.app.state.sessions, name)
+    if not (user.sees_all or any(user.can_see(d) for d in owners)):
+        raise HTTPException(status_code=403, detail="this photo belongs to another department's request")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 

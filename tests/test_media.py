@@ -89,3 +89,16 @@ def test_a_kakao_image_plugin_parameter_becomes_photo_attachments() -> None:
                                                ("photo", "https://talk.kakaocdn.net/b.jpg")]
     both = KakaoChannel._attachments({"params": {"사진": "https://x.example/c.png", "location": "중앙로 12"}})
     assert [a.kind for a in both] == ["photo", "location"]
+
+
+def test_a_stored_photo_belongs_to_the_departments_of_the_requests_that_show_it(session_factory) -> None:
+    """/field/media/<name> is served only to staff who can see one of these departments."""
+    from bot.service_requests import RequestDraft
+    from crm_store.requests import SqlRequestStore
+    from crm_store.work_orders import media_departments
+
+    store = SqlRequestStore(session_factory)
+    store.open(RequestDraft("roads.pothole", "roads", "구멍", "한빛로 9",
+                            media_url="http://127.0.0.1:8000/field/media/abc123.jpg"))
+    assert media_departments(session_factory, "abc123.jpg") == {"roads"}
+    assert media_departments(session_factory, "unknown.jpg") == set()  # nobody's yet: only who sees all
