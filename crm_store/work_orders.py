@@ -131,13 +131,14 @@ def apply_update(sessions: sessionmaker[Session], crew: str, update: dict[str, A
 def media_departments(sessions: Any, name: str) -> set[str]:
     """The departments of the requests a stored photo belongs to (the resident's report or a crew
     update): who may see it. Empty when no request refers to it yet."""
-    from sqlalchemy import or_, select
+    from sqlalchemy import select
 
     from crm_store.models import RequestUpdate, ServiceRequest
 
     tail = f"%/field/media/{name}"
     with sessions() as s:
         direct = s.scalars(select(ServiceRequest.agency_responsible).where(ServiceRequest.media_url.like(tail)))
-        via = s.scalars(select(ServiceRequest.agency_responsible).join(
-            RequestUpdate, RequestUpdate.request_id == ServiceRequest.id).where(or_(RequestUpdate.media_url.like(tail))))
+        via = s.scalars(select(ServiceRequest.agency_responsible)
+                        .join(RequestUpdate, RequestUpdate.request_id == ServiceRequest.id)
+                        .where(RequestUpdate.media_url.like(tail)))
         return set(direct) | set(via)
