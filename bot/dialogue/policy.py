@@ -1135,15 +1135,23 @@ def on_callback_offer(ctx: TurnContext) -> bool:
     return True
 
 
-def on_callback_channel_phone(ctx: TurnContext) -> bool:
-    """"지금 연락 주신 010-… 번호로 전화드릴까요?": yes takes it, another number replaces it."""
-    state = ctx.state
+def _digression_or_number(ctx: TurnContext) -> bool:
+    """What every call-back question does first: a digression is understood, a number is booked."""
     if _callback_digression(ctx):
         return True
     _understood(ctx)
     phone = u.phone_number(ctx.text)
     if phone:
+        ctx.state.callback.pop("tries", None)
         record_callback(ctx, phone)
+        return True
+    return False
+
+
+def on_callback_channel_phone(ctx: TurnContext) -> bool:
+    """"지금 연락 주신 010-… 번호로 전화드릴까요?": yes takes it, another number replaces it."""
+    state = ctx.state
+    if _digression_or_number(ctx):
         return True
     reading = u.yes_no(ctx.text)
     if reading.verdict is True:
@@ -1162,13 +1170,7 @@ def on_callback_channel_phone(ctx: TurnContext) -> bool:
 def on_callback_phone(ctx: TurnContext) -> bool:
     """A number, checked: a bad one is asked for again (twice), never stored."""
     state = ctx.state
-    if _callback_digression(ctx):
-        return True
-    _understood(ctx)
-    phone = u.phone_number(ctx.text)
-    if phone:
-        state.callback.pop("tries", None)
-        record_callback(ctx, phone)
+    if _digression_or_number(ctx):
         return True
     if u.yes_no(ctx.text).verdict is False and not re.search(r"\d", ctx.text):
         return decline_callback(ctx)
