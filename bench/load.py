@@ -69,13 +69,15 @@ FAQ_KO = ["쓰레기 언제 버려요?", "여권 발급 얼마나 걸려요?", "
           "대형폐기물 버리려면 어떻게 해요?", "구청 민원실 몇 시까지 해요?", "전입신고 어떻게 해요?"]
 FAQ_EN = ["When is garbage collected?", "How long does a passport take?", "What are the office hours?",
           "How do I register a move-in?"]
+#: ``{n}``: a house number drawn per visit. Every visit reports a problem of its own: the same place
+#: twice would (rightly) be offered as a duplicate of the first report, a different conversation.
 FORMS_KO = [
-    ["도로에 구멍이 났어요", "한빛구 중앙로 12 앞", "네", "예"],
-    ["가로등이 고장났어요", "한빛로 33 버스정류장 앞", "네", "예"],
-    ["불법 주차 신고할게요", "한빛로 45 편의점 앞", "오늘 아침부터요", "네", "예"],
-    ["층간소음 때문에 못 살겠어요", "한빛아파트 101동", "어젯밤부터요", "네", "예"],
+    ["도로에 구멍이 났어요", "한빛구 중앙로 {n} 앞", "네", "예"],
+    ["가로등이 고장났어요", "한빛로 {n} 버스정류장 앞", "네", "예"],
+    ["불법 주차 신고할게요", "한빛로 {n} 편의점 앞", "오늘 아침부터요", "네", "예"],
+    ["층간소음 때문에 못 살겠어요", "한빛아파트 {n}동", "어젯밤부터요", "네", "예"],
 ]
-FORMS_EN = [["There is a pothole on the road", "12 Jungang-ro, Hanbit-gu", "yes", "yes"]]
+FORMS_EN = [["There is a pothole on the road", "{n} Jungang-ro, Hanbit-gu", "yes", "yes"]]
 #: Marks the message that asks for the status of the resident's last ticket.
 TICKET = object()
 
@@ -83,10 +85,15 @@ TICKET = object()
 def visit_script(rng: random.Random) -> list[Any]:
     """One visit: two FAQ questions, a form to a ticket, its status, a hand-off (always last:
     after a hand-off the bot stays silent until an agent answers)."""
+    n = str(rng.randrange(1, 100_000))
+
+    def form(steps: list[str]) -> list[str]:
+        return [step.replace("{n}", n) for step in steps]
+
     if rng.random() < 1 / 6:
-        return [*rng.sample(FAQ_EN, 2), *rng.choice(FORMS_EN), "What is the status of my request?", TICKET,
+        return [*rng.sample(FAQ_EN, 2), *form(rng.choice(FORMS_EN)), "What is the status of my request?", TICKET,
                 "I want to talk to a person"]
-    return [*rng.sample(FAQ_KO, 2), *rng.choice(FORMS_KO), "민원 처리 상태 조회", TICKET, "상담원 연결해 주세요"]
+    return [*rng.sample(FAQ_KO, 2), *form(rng.choice(FORMS_KO)), "민원 처리 상태 조회", TICKET, "상담원 연결해 주세요"]
 
 
 @dataclass

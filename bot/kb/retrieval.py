@@ -26,6 +26,7 @@ in an LRU cache. Article vectors are computed once per text (an in-process cache
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -88,11 +89,15 @@ def strip_fillers(text: str) -> str:
     return re.sub(r"\s{2,}", " ", stripped) if len(stripped) >= 2 else text
 
 
-def _kiwi_tokens(text: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=8192)
+def _kiwi_tokens(text: str) -> tuple[tuple[str, str], ...]:
+    """Kiwi's morphemes of ``text``, memoised: a question is tokenized several times per turn (the
+    query, its follow-up and split variants) and common questions recur across residents and at
+    every re-index of unchanged articles."""
     from bot.nlu.tokenizer import _kiwi_lock, kiwi  # the one Kiwi of the process (≈500 MB)
 
     with _kiwi_lock:
-        return [(t.form, t.tag) for t in kiwi().tokenize(text)]
+        return tuple((t.form, t.tag) for t in kiwi().tokenize(text))
 
 
 def _words(text: str) -> list[str]:
