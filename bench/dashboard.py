@@ -30,8 +30,9 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import pg_schema  # noqa: E402
 from crm_store import analytics_sql as A  # noqa: E402
-from crm_store.db import make_engine, make_session_factory, upgrade  # noqa: E402
+from crm_store.db import make_session_factory  # noqa: E402
 
 TZ = ZoneInfo("Asia/Seoul")
 URL = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -103,18 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reseed", action="store_true")
     p.add_argument("--drop", action="store_true")
     args = p.parse_args(argv)
-    admin = make_engine(args.url)
-    if args.drop:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE'))
-        print(f"dropped schema {args.schema}")
+    engine = pg_schema.prepare(args.url, args.schema, args.rows, seed, reseed=args.reseed, drop=args.drop)
+    if engine is None:
         return 0
-    upgrade(args.url, schema=args.schema)
-    engine = make_engine(args.url, schema=args.schema)
-    with engine.connect() as conn:
-        have = conn.execute(text("SELECT count(*) FROM interactions")).scalar_one()
-    if args.reseed or have != args.rows:
-        seed(engine, args.rows)
     sessions = make_session_factory(engine=engine)
     with engine.connect() as conn:
         version = conn.execute(text("SHOW server_version")).scalar_one()
@@ -163,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:60s} {p50:8.1f} {p99:8.1f}", flush=True)
     print(f"\nworst p99 {worst:.1f} ms: {'within' if worst <= TARGET_MS else 'OVER'} the {TARGET_MS:.0f} ms target")
     engine.dispose()
-    admin.dispose()
     return 0 if worst <= TARGET_MS else 1
 
 

@@ -30,8 +30,9 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import pg_schema  # noqa: E402
 from bot.supervisor import Filters, search  # noqa: E402
-from crm_store.db import make_engine, make_session_factory, upgrade  # noqa: E402
+from crm_store.db import make_session_factory  # noqa: E402
 from crm_store.timeutil import as_utc  # noqa: E402
 
 TZ = ZoneInfo("Asia/Seoul")
@@ -118,18 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kpis", action="store_true", help="also time the dashboard analytics (7 and 30 days)")
     args = p.parse_args(argv)
 
-    admin = make_engine(args.url)
-    if args.drop:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE'))
-        print(f"dropped schema {args.schema}")
+    engine = pg_schema.prepare(args.url, args.schema, args.rows, seed, reseed=args.reseed, drop=args.drop)
+    if engine is None:
         return 0
-    upgrade(args.url, schema=args.schema)
-    engine = make_engine(args.url, schema=args.schema)
-    with engine.connect() as conn:
-        have = conn.execute(text("SELECT count(*) FROM interactions")).scalar_one()
-    if args.reseed or have != args.rows:
-        seed(engine, args.rows)
     sessions = make_session_factory(engine=engine)
     with engine.connect() as conn:
         total = conn.execute(text("SELECT count(*) FROM interactions")).scalar_one()
@@ -196,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append((time.perf_counter() - t0) * 1000)
             print(f"  last {days} days: median {statistics.median(runs):.0f} ms")
     engine.dispose()
-    admin.dispose()
     return 0 if worst <= TARGET_MS else 1
 
 
