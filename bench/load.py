@@ -473,6 +473,19 @@ class Server:
         for i in range(20 * self.workers):
             httpx.post(f"http://127.0.0.1:{self.port}{REST_PATH}", timeout=30,
                        json={"sender": f"warmup-{i}", "message": "쓰레기 언제 버려요?"})
+        self.wait_idle(deadline)
+
+    def wait_idle(self, deadline: float) -> None:
+        """Wait until the server's processes use under 5 % of a core for 2 s running.
+
+        A worker answers before all of its start-up work is done (the knowledge base's first
+        load runs beside the first answers): measuring then would count start-up as load."""
+        quiet, last = 0, self.cpu_seconds()
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = self.cpu_seconds()
+            quiet = quiet + 1 if now - last < 0.05 else 0
+            last = now
 
     def processes(self) -> list[Any]:
         import psutil

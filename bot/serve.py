@@ -109,6 +109,26 @@ def migrate(url: str) -> None:
         _MIGRATED.add(url)
 
 
+def seed_knowledge(settings: Settings, url: str) -> None:
+    """Import the seed knowledge base into an empty store once, in the supervisor.
+
+    Every worker's start would otherwise find the store empty at the same moment, and each
+    would parse the 300-odd seed articles and write them (seconds of CPU, while the first
+    residents are already being answered), all but one losing the race at commit.
+    """
+    from bot.kb.sync import KbSync
+    from crm_store.db import make_session_factory
+
+    seed = getattr(settings, "pcrm_kb_dir", None) or settings.pcrm_nlu_dir / "knowledge"
+    sessions = make_session_factory(url)
+    try:
+        KbSync(sessions, lambda _a, _r: None, seed_dir=seed, config=settings.config()).import_seed_if_empty()
+    except Exception:  # noqa: BLE001 - each worker tries again at its start, as without this
+        log.warning("knowledge base seed not imported by the supervisor", exc_info=True)
+    finally:
+        sessions.kw["bind"].dispose()
+
+
 def _metrics_dir() -> tuple[Path, bool]:
     """prometheus-client's multiprocess directory, set in the environment before it is imported:
     the operator's (wiped), else a new temporary one (removed at exit). ``(path, ours)``."""
@@ -151,6 +171,7 @@ def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = 
 
         url = resolve_url(settings.database_url)
         migrate(url)
+        seed_knowledge(settings, url)
         preload(settings)
         gc.collect()
         gc.freeze()  # everything alive now is never scanned again: its pages stay shared

@@ -23,6 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -227,3 +228,26 @@ def test_a_handoff_made_on_one_worker_reaches_a_console_on_the_other(cluster: Pc
 
     asyncio.run(scenario())
 
+
+
+def test_the_supervisor_seeds_an_empty_knowledge_store_once_before_forking(tmp_path: Path) -> None:
+    ROOT = Path(__file__).resolve().parent.parent
+    """Workers must find the seed already imported (else each parses and writes it at start)."""
+    from bot.serve import seed_knowledge
+    from bot.settings import Settings
+    from crm_store import kb as kb_store
+    from crm_store.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'seed.db'}"
+    upgrade(url)
+    sessions = make_session_factory(url)
+    with sessions() as s:
+        assert kb_store.is_empty(s)
+    settings = Settings(pcrm_kb_dir=ROOT / "tests" / "data" / "kb")
+    seed_knowledge(settings, url)
+    with sessions() as s:
+        assert not kb_store.is_empty(s)
+        revision = kb_store.revision(s)
+    seed_knowledge(settings, url)  # a second start: the store wins, nothing is imported again
+    with sessions() as s:
+        assert kb_store.revision(s) == revision
