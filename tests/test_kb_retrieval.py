@@ -118,3 +118,16 @@ def test_leave_one_out_on_the_fixture_is_mostly_right(kb):
     right = sum(g == a for g, a in answered)
     assert right / len(results) >= 0.6
     assert (len(answered) - right) / len(results) <= 0.1
+
+
+def test_a_repeated_question_is_retrieved_once_per_index_and_callers_get_copies(kb: KnowledgeBase) -> None:
+    """The search memo: the same result, without sharing what ``answer`` marks up."""
+    question = "여권 발급 수수료 얼마예요?"
+    first = kb.search(question)
+    memo = kb._index._memo
+    size = len(memo)
+    first.hits.clear()
+    first.used_context = True
+    again = kb.search(question)
+    assert len(memo) == size and again.hits and not again.used_context
+    assert [h.article.id for h in again.hits] == [h.article.id for h in kb._search(question).hits]

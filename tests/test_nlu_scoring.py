@@ -161,3 +161,23 @@ def test_entity_patterns_skip_only_what_needs_a_digit(training_texts: list[str])
              "37.5665, 126.9780", "٣٣ 중앙로 ٣", "시청역 앞에서 오늘 아침"]
     for text in [*(normalize(t) for t in HELDOUT), *training_texts, *extra, *_fuzz(5000, seed=11)]:
         assert ent.extract_patterns(text) == ent._extract(text, digits=True), text
+
+
+def test_a_repeated_short_message_is_parsed_once_and_each_caller_gets_its_own_copy(nlu: NLU) -> None:
+    """The parse memo (``NLU.parse``): same answer, computed once, never shared mutable state."""
+    nlu._memo.clear()
+    first = nlu.parse("상담원 연결해 주세요")
+    assert len(nlu._memo) == 1
+    first.ranking.insert(0, ("emergency.report", 1.0))
+    first.entities.append({"entity": "x"})
+    first.label = "changed"
+    again = nlu.parse("상담원 연결해 주세요")
+    assert len(nlu._memo) == 1
+    assert again.label != "changed" and again.ranking[0][0] != "emergency.report"
+    assert {"entity": "x"} not in again.entities
+    fresh = nlu._parse("상담원 연결해 주세요")
+    assert (again.label, again.confidence, again.ranking, again.entities) == \
+        (fresh.label, fresh.confidence, fresh.ranking, fresh.entities)
+    long_text = "도로에 " + "아주 " * 40 + "큰 구멍이 있어요"
+    nlu.parse(long_text)
+    assert all(key[0] != long_text for key in nlu._memo)  # long, one-off texts are not kept

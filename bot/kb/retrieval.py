@@ -37,7 +37,7 @@ import threading
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ DENSE_ANSWER_W = 1.5
 CALIBRATION_SAMPLES = 1500
 #: Lexical alone is trusted (no embedding) from this calibrated probability on.
 LEXICAL_SURE_AT = 0.90
+#: Questions whose results an index remembers (a few hundred kB; see ``KnowledgeBase.search``).
+SEARCH_MEMO_SIZE = 4096
 
 
 #: Words a caller or texter wraps a question in ("여보세요 저 궁금한 게 있는데요 …"): they
@@ -533,7 +535,30 @@ class KnowledgeBase:
     # --- answering ---------------------------------------------------------------------------
     def search(self, text: str, lang: str = "ko", *, use_dense: bool | None = None,
                k: int = 3, _skip_unit: int = -1) -> Result:
-        """Rank the active articles for ``text``; decide answer / suggest / abstain."""
+        """Rank the active articles for ``text``; decide answer / suggest / abstain.
+
+        Results are remembered per index and day: residents ask the same few questions all day
+        ("쓰레기 언제 버려요?", the menu's buttons), and a question that needs the embedding costs
+        milliseconds of a worker's CPU.  A new index (an editor published) starts empty; the
+        caller gets a copy, as ``answer`` marks up the results it returns.
+        """
+        if _skip_unit >= 0:
+            return self._search(text, lang, use_dense=use_dense, k=k, _skip_unit=_skip_unit)
+        ix = self._index
+        key = (text, lang, use_dense, k, self._today())
+        memo: dict[tuple[Any, ...], Result] | None = getattr(ix, "_memo", None)
+        if memo is None:
+            memo = ix._memo = {}  # type: ignore[attr-defined]
+        hit = memo.get(key)
+        if hit is None:
+            hit = self._search(text, lang, use_dense=use_dense, k=k)
+            if len(memo) >= SEARCH_MEMO_SIZE:
+                memo.clear()  # cheaper than LRU bookkeeping on every question; refills at once
+            memo[key] = hit
+        return replace(hit, hits=list(hit.hits), parts=list(hit.parts))
+
+    def _search(self, text: str, lang: str = "ko", *, use_dense: bool | None = None,
+                k: int = 3, _skip_unit: int = -1) -> Result:
         ix = self._index
         n = len(ix.articles)
         if not n or not text.strip():

@@ -20,7 +20,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ from bot.nlu.normalize import normalize
 
 MODEL_VERSION = "6"  # 6: compatibility jamo (ㅇㅇ, ㄱㅅ) kept as typed by normalize.clean
 SPACY_WEIGHT = 0.45  # share of the spaCy vote in the ensemble (measured on bench/heldout.jsonl)
+#: Parses remembered (texts up to ``PARSE_MEMO_MAX_CHARS``; see ``NLU.parse``).
+PARSE_MEMO_SIZE = 8192
+PARSE_MEMO_MAX_CHARS = 80
 EPOCHS = 6
 
 
@@ -230,6 +233,7 @@ class NLU:
         self._textcat_index = np.array([tc_labels.index(lab) if lab in tc_labels else len(tc_labels)
                                         for lab in self.labels], dtype=np.intp)
         self._other_pipes = [proc for name, proc in self.nlp.pipeline if name != "textcat"]
+        self._memo: dict[tuple[str, str | None], Parse] = {}
 
     def _spacy(self, norm: str) -> tuple[np.ndarray, Doc]:
         """textcat probabilities in ``self.labels`` order, and the Doc after the other pipes (entity ruler)."""
@@ -240,6 +244,24 @@ class NLU:
         return np.append(row, 0.0)[self._textcat_index], doc
 
     def parse(self, text: str, lang_hint: str | None = None) -> Parse:
+        """What the model makes of ``text``, remembered for short texts.
+
+        A parse depends on the text alone, and short messages repeat all day ("예", "네 맞아요",
+        "상담원 연결해 주세요", the widget's buttons, the common questions): each costs ≈ 0.7 ms of
+        CPU (Kiwi, textcat, character model).  The caller gets a copy (the engine rewrites the
+        ranking of an emergency)."""
+        if len(text) > PARSE_MEMO_MAX_CHARS:
+            return self._parse(text, lang_hint)
+        key = (text, lang_hint)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._parse(text, lang_hint)
+            if len(self._memo) >= PARSE_MEMO_SIZE:
+                self._memo.clear()  # cheaper than LRU bookkeeping on every message; refills at once
+            self._memo[key] = hit
+        return replace(hit, ranking=list(hit.ranking), entities=[dict(e) for e in hit.entities])
+
+    def _parse(self, text: str, lang_hint: str | None = None) -> Parse:
         norm = normalize(text)
         lang = detect(norm, default=lang_hint or "ko")
         if not norm:
