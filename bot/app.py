@@ -239,6 +239,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             db = "down"
         return {"status": "ok", "database": db}
 
+    # The channels first: routes are matched in order, and every resident's message and every
+    # webhook goes to one of them (after ~35 pages' routes, matching cost ≈ 0.4 ms a request).
+    for adapter in channel_adapters(inbox, settings):
+        app.include_router(adapter.router())
+        app.state.channels[adapter.name] = adapter
     app.include_router(metrics_router())
     app.include_router(open311_router)
     app.include_router(transparency_router)
@@ -253,9 +258,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(webchat_photo_router)
     app.include_router(supervisor_router)
 
-    for adapter in channel_adapters(inbox, settings):
-        app.include_router(adapter.router())
-        app.state.channels[adapter.name] = adapter
     # The send-SMS interface (one-time codes): Twilio when configured, else a logger.
     sms_adapter = app.state.channels.get("twilio_sms")
     app.state.sms_sender = inbox.sms_sender = getattr(sms_adapter, "sender", None) or LogOnlySmsSender()
