@@ -27,7 +27,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +34,7 @@ from bot.console import auth
 from bot.console.auth import KB_ROLES, ConsoleUser, kb_editor_with_csrf, require_kb_editor
 from bot.kb import learning
 from bot.kb.articles import LANGS, PLACEHOLDER_RE, Article, ArticleError, Placeholders
+from bot.web import pages
 from crm_store import kb as store
 from crm_store.timeutil import utcnow
 
@@ -59,8 +59,7 @@ DONE = {"saved": "초안을 저장했습니다.", "submitted": "검토를 요청
 LEARN_DAYS = 30
 
 router = APIRouter(prefix="/console", tags=["knowledge base"])
-_templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
-                         autoescape=select_autoescape(["html", "xml"], default=True))
+_templates = pages.templates  # the app's one environment (autoescape, the shared layout)
 
 
 # --- helpers -----------------------------------------------------------------------------------

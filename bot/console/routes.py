@@ -40,20 +40,20 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bot import throttle
+from bot import security_headers, throttle
 from bot.console import assist, auth, passwords
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
 from bot.messages import Reply
 from bot.ratelimit import RateLimited
 from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
+from bot.web import pages
 from crm_store import callbacks as callback_store
 from crm_store import handoffs as handoff_store
 from crm_store import interactions
@@ -80,9 +80,9 @@ log = logging.getLogger("pcrm.console")
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
-STATIC_FILES = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
-       "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+STATIC_FILES = {"console.js": "text/javascript; charset=utf-8"}
+#: The app's one policy (no inline script or style); set here too for a page served without the middleware.
+CSP = security_headers.CSP
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 MAX_REPLY = 2000
@@ -140,20 +140,13 @@ CANNED_EN: dict[str, list[str]] = {
 }
 
 router = APIRouter(prefix="/console", tags=["console"])
-_templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
-                         autoescape=select_autoescape(["html", "xml"], default=True))
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 def _render(request: Request, name: str, status_code: int = 200, user: ConsoleUser | None = None,
             **ctx: Any) -> HTMLResponse:
-    token, fresh = auth.csrf_token_for(request, user)
-    html = _templates.get_template(name).render(user=user, csrf_token=token, **ctx)
-    resp = HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
-    if fresh:
-        auth.set_cookie(resp, request, auth.CSRF_COOKIE, token)
-    return resp
+    return pages.staff_page(request, name, user, status_code, PAGE_HEADERS, **ctx)
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -665,7 +658,9 @@ async def handoff_page(request: Request, handoff_id: int) -> Response:
 
 
 @router.get("/static/{name}", include_in_schema=False)
-async def static(name: str) -> FileResponse:
+async def static(name: str) -> Response:
+    if name == "console.css":  # the console's stylesheet became the app's (bot/web/static/pcrm.css)
+        return pages.stylesheet_response()
     if name not in STATIC_FILES:
         raise HTTPException(status_code=404)
     return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,24 @@
+"""The conventions every HTML page of the web app follows (issue 21, item 5).
+
+* **Templates, one environment** (:mod:`bot.web.pages`): Jinja2 with autoescape on for every
+  template, so a resident's or an agent's text is always text; every page extends
+  ``layout.html`` (the console's ``base.html`` and the public ``public.html`` do).
+* **One stylesheet** (``bot/web/static/pcrm.css``), a file served at :data:`~bot.web.pages.STYLESHEET_URL`;
+  no ``<style>``, no ``style=`` attribute and no inline ``<script>`` in any page, so the
+  Content-Security-Policy (:mod:`bot.security_headers`) needs no ``'unsafe-inline'``.
+* **Authentication as dependencies**: a route states who may call it in its signature
+  (``Depends(require_supervisor)``, ``Depends(require_user)``) instead of checking in its body;
+  a page route's dependency may send a browser to the login page (:class:`~bot.web.pages.LoginRedirect`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def install(app: Any) -> None:
+    """The shared stylesheet's route and the login redirect's handler, on ``app`` (``create_app``)."""
+    from bot.web.pages import LoginRedirect, login_redirect_response, router
+
+    app.include_router(router)
+    app.add_exception_handler(LoginRedirect, login_redirect_response)
