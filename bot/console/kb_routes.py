@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from bot import security_headers
 from bot.console import auth
 from bot.console.auth import KB_ROLES, ConsoleUser, kb_editor_with_csrf, require_kb_editor
 from bot.kb import learning
@@ -42,8 +43,8 @@ log = logging.getLogger("pcrm.console.kb")
 
 HERE = Path(__file__).resolve().parent
 STATIC_FILES = {"kb.js": "text/javascript; charset=utf-8", "kb.css": "text/css; charset=utf-8"}
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+#: The app's one policy (bot/security_headers.py), without WebSockets: the editor opens none.
+CSP = security_headers.CSP.replace("connect-src 'self' ws: wss:", "connect-src 'self'")
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 STATUS_NAMES = {"draft": "초안", "in_review": "검토 중", "published": "게시됨", "archived": "보관됨"}
