@@ -17,8 +17,11 @@ from typing import Any
 
 
 def install(app: Any) -> None:
-    """The shared stylesheet's route and the login redirect's handler, on ``app`` (``create_app``)."""
+    """The shared stylesheet's route, the demo home page and the login redirect's handler, on
+    ``app`` (``create_app``, after the channels: the home page shows while web chat is on)."""
+    from bot.web.home import router as home_router
     from bot.web.pages import LoginRedirect, login_redirect_response, router
 
     app.include_router(router)
+    app.include_router(home_router)
     app.add_exception_handler(LoginRedirect, login_redirect_response)
