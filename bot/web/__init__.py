@@ -8,7 +8,8 @@
   Content-Security-Policy (:mod:`bot.security_headers`) needs no ``'unsafe-inline'``.
 * **Authentication as dependencies**: a route states who may call it in its signature
   (``Depends(require_supervisor)``, ``Depends(require_user)``) instead of checking in its body;
-  a page route's dependency may send a browser to the login page (:class:`~bot.web.pages.LoginRedirect`).
+  a page route's dependency may answer instead of the page (:class:`~bot.web.pages.PageResponse`:
+  the login redirect, a 403 page).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def install(app: Any) -> None:
     """The shared stylesheet's route, the demo home page and the login redirect's handler, on
     ``app`` (``create_app``, after the channels: the home page shows while web chat is on)."""
     from bot.web.home import router as home_router
-    from bot.web.pages import LoginRedirect, login_redirect_response, router
+    from bot.web.pages import PageResponse, page_response, router
 
     app.include_router(router)
     app.include_router(home_router)
-    app.add_exception_handler(LoginRedirect, login_redirect_response)
+    app.add_exception_handler(PageResponse, page_response)

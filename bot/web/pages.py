@@ -36,17 +36,17 @@ templates.globals["stylesheet_url"] = STYLESHEET_URL
 router = APIRouter(include_in_schema=False)
 
 
-def render(name: str, **ctx: Any) -> str:
+def render(name: str, /, **ctx: Any) -> str:
     """``name`` rendered with ``ctx`` (autoescaped)."""
     return templates.get_template(name).render(**ctx)
 
 
-def page(name: str, status_code: int = 200, headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
+def page(name: str, /, status_code: int = 200, headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
     """A page without a login (the security headers are added by :mod:`bot.security_headers`)."""
     return HTMLResponse(render(name, **ctx), status_code=status_code, headers=headers)
 
 
-def public_page(request: Request, name: str, lang: str, switch_query: str = "", status_code: int = 200,
+def public_page(request: Request, name: str, lang: str, /, switch_query: str = "", status_code: int = 200,
                 headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
     """A page for residents (``public.html``) in ``lang``, with the office's name from ``config.yml``
     and a link to the same page in the other language (``switch_query``: this page's other
@@ -69,7 +69,7 @@ def stylesheet_response() -> Response:
     return FileResponse(STYLESHEET, media_type="text/css; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
 
-def staff_page(request: Request, name: str, user: Any, status_code: int = 200,
+def staff_page(request: Request, name: str, user: Any, /, status_code: int = 200,
                headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
     """A staff page (console, supervisor): ``user`` and a CSRF token for its forms (the logout
     button in the header), the CSRF cookie set when it was missing or stale."""
@@ -87,23 +87,31 @@ def stylesheet() -> Response:
     return stylesheet_response()
 
 
-# --- a page dependency that sends a browser to the login page -----------------------------------
+# --- page dependencies: answer with a redirect or an error page instead of the page -------------
 
-class LoginRedirect(HTTPException):
-    """Raised by a page's auth dependency when a browser without credentials must log in first.
+class PageResponse(HTTPException):
+    """Raised by a page's auth dependency to answer with ``response`` (a login redirect, a 403
+    page) instead of the page, so the route itself only ever renders its page.
 
-    An :class:`HTTPException` (303 with ``Location``) so it works even where the handler below
-    is not installed; with it, the answer is a plain redirect without a JSON body."""
+    An :class:`HTTPException` of the same status, so without the handler below (a bare app)
+    the answer is still a refusal; with it, the response itself."""
+
+    def __init__(self, response: Response) -> None:
+        location = response.headers.get("location")
+        super().__init__(status_code=response.status_code, headers={"Location": location} if location else None)
+        self.response = response
+
+
+class LoginRedirect(PageResponse):
+    """A browser without credentials: to the console login, and back to ``target`` after it."""
 
     def __init__(self, target: str) -> None:
-        location = f"/console/login?{urlencode({'next': target})}"
-        super().__init__(status_code=303, detail="login required", headers={"Location": location})
-        self.location = location
+        super().__init__(RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303))
 
 
-def login_redirect_response(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LoginRedirect)
-    return RedirectResponse(exc.location, status_code=303)
+def page_response(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PageResponse)
+    return exc.response
 
 
 def wants_login_page(request: Request) -> bool:
