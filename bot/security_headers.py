@@ -1,7 +1,8 @@
 """What every HTTP exchange gets, whatever route answers: security headers and request guards.
 
 * :class:`SecurityHeaders` — every HTML page: a Content-Security-Policy without inline script
-  or style (pages load their CSS and JS from files), ``frame-ancestors 'none'`` and
+  or style (pages are templates that load their CSS and JS from files, :mod:`bot.web`; the
+  console sets this same :data:`CSP` itself, the knowledge-base editor without WebSockets), ``frame-ancestors 'none'`` and
   ``X-Frame-Options: DENY``, ``Referrer-Policy``; every response ``X-Content-Type-Options:
   nosniff``; staff pages (``/console``, ``/supervisor``, ``/docs``, ``/redoc``) ``Cache-Control:
   no-store``. A header a route set itself is kept.
