@@ -73,9 +73,9 @@ def logged_in(server: ServerThread, who: tuple[str, str] = SUP) -> Iterator[http
 
 
 def public_pages(ids: dict[str, Any]) -> list[str]:
-    return ["/", "/transparency", "/transparency?lang=en", "/status", "/status?lang=en", f"/status?ticket={ids['ticket']}",
-            f"/status?ticket={ids['ticket']}&lang=en", "/status?ticket=2026-999999", "/status/map",
-            "/status/map?lang=en&service=roads.pothole"]
+    return ["/", "/transparency", "/transparency?lang=en", "/status", "/status?lang=en",
+            f"/status?ticket={ids['ticket']}", f"/status?ticket={ids['ticket']}&lang=en", "/status?ticket=2026-999999",
+            "/status/map", "/status/map?lang=en&service=roads.pothole"]
 
 
 def staff_pages(ids: dict[str, Any]) -> list[str]:
