@@ -53,7 +53,8 @@ def public_page(request: Request, name: str, lang: str, /, switch_query: str = "
     parameters, already URL-encoded, without ``lang``)."""
     other = "en" if lang == "ko" else "ko"
     switch = f"{request.url.path}?{switch_query + '&' if switch_query else ''}lang={other}"
-    return page(name, status_code, headers, lang=lang, site=site_name(request, lang), switch_href=switch, **ctx)
+    return page(name, status_code, headers, lang=lang, site=site_name(request, lang), switch_href=switch,
+                current=request.url.path, **ctx)
 
 
 def site_name(request: Request, lang: str) -> str:
