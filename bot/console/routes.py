@@ -628,11 +628,17 @@ async def logout(request: Request, csrf_token: str = Form("")) -> Response:
 
 # --- pages -------------------------------------------------------------------------------------
 
-@router.get("", response_class=HTMLResponse, include_in_schema=False)
-async def queue_page(request: Request) -> Response:
+async def page_user(request: Request) -> ConsoleUser:
+    """Dependency of the console's pages: the logged-in agent; a browser without a session is
+    sent to the login page (and back here after it) instead of the page."""
     user = await run_in_threadpool(auth.current_user, request)
     if user is None:
-        return _login_redirect(request)
+        raise pages.PageResponse(_login_redirect(request))
+    return user
+
+
+@router.get("", response_class=HTMLResponse, include_in_schema=False)
+async def queue_page(request: Request, user: ConsoleUser = Depends(page_user)) -> Response:
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
     depts = [d for d in _departments(request) if user.sees_all or d["code"] in user.departments]
     enabled = [c for c, v in (request.app.state.settings.config().get("channels") or {}).items()
@@ -644,10 +650,7 @@ async def queue_page(request: Request) -> Response:
 
 
 @router.get("/handoffs/{handoff_id}", response_class=HTMLResponse, include_in_schema=False)
-async def handoff_page(request: Request, handoff_id: int) -> Response:
-    user = await run_in_threadpool(auth.current_user, request)
-    if user is None:
-        return _login_redirect(request)
+async def handoff_page(request: Request, handoff_id: int, user: ConsoleUser = Depends(page_user)) -> Response:
     try:
         data = await run_in_threadpool(_detail, request, handoff_id, user)
     except HTTPException as exc:

@@ -18,10 +18,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from bot.console import auth
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, require_user
-from bot.console.routes import _departments, _knowledge, _login_redirect, _render, _sla, _tz, capacity
+from bot.console.routes import _departments, _knowledge, _render, _sla, _tz, capacity, page_user
 from bot.web.pages import PageResponse
 from crm_store import analytics_sql as A
 from crm_store import interactions
@@ -45,12 +44,9 @@ def _api_supervisor(user: ConsoleUser = Depends(require_user)) -> ConsoleUser:
     return user
 
 
-async def _page_supervisor(request: Request) -> ConsoleUser:
+async def _page_supervisor(request: Request, user: ConsoleUser = Depends(page_user)) -> ConsoleUser:
     """Dependency of the pages: a browser without a session goes to the login (and comes back),
     an agent gets the 403 page; the route only renders its page."""
-    user = await run_in_threadpool(auth.current_user, request)
-    if user is None:
-        raise PageResponse(_login_redirect(request))
     if not user.sees_all:
         raise PageResponse(_render(request, "error.html", status_code=403, user=user, title="접근할 수 없음",
                                    message="관리자만 볼 수 있는 화면입니다."))
