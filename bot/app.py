@@ -41,6 +41,7 @@ from bot.sms import LogOnlySmsSender
 from bot.supervisor import router as supervisor_router
 from bot.telemetry import RequestId, setup_tracing
 from bot.transparency import router as transparency_router
+from bot.web import install as install_web
 from channels.base import ChannelAdapter
 from crm_store.db import make_session_factory, resolve_url
 from crm_store.requests import SqlRequestStore
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(kb_console_router)
     app.include_router(console_router)
     app.include_router(console_supervisor_router)
+    install_web(app)  # the shared stylesheet, the login redirect of page dependencies (bot/web)
 
     install_security(app, settings, redis_url, prefix,  # body/JSON guards, headers, offline /docs (security_headers.py)
                      large_bodies=dict.fromkeys(PHOTO_PATHS, PHOTO_BODY_BYTES))

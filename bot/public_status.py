@@ -17,9 +17,9 @@ the place is the 동 (area) and coordinates rounded to 3 decimals (≈ 100 m).
 
 from __future__ import annotations
 
-import html
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.geo import gazetteer
 from bot.knowledge import Knowledge
 from bot.service_requests import TICKET_RE
+from bot.web import pages
 from crm_store.masking import mask_pii
 from crm_store.models import RequestSubscription, RequestUpdate, ServiceRequest
 from crm_store.timeutil import as_utc, utcnow
@@ -136,7 +137,7 @@ def map_items(sessions: sessionmaker[Session], knowledge: Knowledge, lang: str, 
     return {"recent_days": RECENT_DAYS, "items": items}
 
 
-# --------------------------------------------------------------------------------- HTML
+# --------------------------------------------------------------------------------- HTML (bot/web/templates/public)
 
 _TEXT = {
     "ko": {
@@ -155,7 +156,6 @@ _TEXT = {
         "legend_open": "처리 중", "legend_fixed": "처리 완료", "all": "전체", "filter": "보기",
         "table": "민원 목록", "ticket": "접수번호", "none": "조건에 맞는 민원이 없어요.",
         "map_alt": "한빛구 도로 약도 위에 민원 위치를 대략적으로 표시한 지도",
-        "switch": "English", "switch_lang": "en",
     },
     "en": {
         "title": "Request status lookup", "map_title": "Request map: open and recently fixed",
@@ -172,88 +172,19 @@ _TEXT = {
         "legend_open": "Open", "legend_fixed": "Fixed", "all": "All", "filter": "Show",
         "table": "Requests", "ticket": "Ticket", "none": "No requests match.",
         "map_alt": "A schematic map of Hanbit-gu's roads with the approximate places of requests",
-        "switch": "한국어", "switch_lang": "ko",
     },
 }
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Noto Sans KR","Malgun Gothic",sans-serif;margin:0;color:#1a1a1a;
-background:#fff;line-height:1.5}
-main{max-width:48rem;margin:0 auto;padding:1rem}
-h1{font-size:1.5rem;margin:0 0 .5rem}
-h2{font-size:1.2rem}
-a{color:#0b4fc2}
-a:focus,a:hover,input:focus,button:focus,select:focus{outline:3px solid #0b4fc2;outline-offset:2px}
-label{display:block;font-weight:700;margin:.5rem 0 .25rem}
-input,select,button{font-size:1rem;padding:.6rem;min-height:44px;border:1px solid #595959;border-radius:4px}
-button{background:#0b4fc2;color:#fff;border-color:#0b4fc2;cursor:pointer}
-.card{border:1px solid #6b6b6b;border-radius:6px;padding:1rem;margin:1rem 0}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem;margin:0}
-dt{font-weight:700}
-dd{margin:0}
-table{border-collapse:collapse;width:100%;margin:1rem 0}
-th,td{border:1px solid #6b6b6b;padding:.4rem;text-align:left}
-thead th{background:#eef1f5}
-.notfound{color:#8a1c1c;font-weight:700}
-svg{width:100%;height:auto;border:1px solid #6b6b6b;background:#fafafa}
-.legend{display:flex;gap:1rem;list-style:none;padding:0}
-"""
+def _card_fields(card: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
+    return [("service", card["service"]), ("status", card["status_label"]), ("department", card["department"]),
+            ("requested", card["requested"]), ("updated", card["updated"]), ("expected", card["expected"] or "–"),
+            ("area", card["area"] or "–"), ("reports", t["reports_n"].format(n=card["reports"]))]
 
 
-def _page(lang: str, title: str, body: str, other_query: str) -> str:
-    t = _TEXT[lang]
-    e = html.escape
-    other = t["switch_lang"]
-    return f"""<!doctype html>
-<html lang="{lang}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title>
-<link rel="stylesheet" href="/status.css">
-</head>
-<body>
-<main>
-<h1>{e(title)}</h1>
-<p><a href="?{e(other_query)}lang={other}" lang="{other}" hreflang="{other}">{e(t["switch"])}</a></p>
-{body}
-</main>
-</body>
-</html>
-"""
-
-
-def render_lookup(lang: str, ticket: str, card: dict[str, Any] | None) -> str:
-    """The lookup form and, when a ticket was asked for, its card or a not-found line."""
-    t = _TEXT[lang]
-    e = html.escape
-    parts = [f'<p>{e(t["lead"])}</p>',
-             f'<form method="get" action="/status" role="search"><label for="ticket">{e(t["label"])}</label>'
-             f'<input id="ticket" name="ticket" value="{e(ticket)}" inputmode="numeric" autocomplete="off" '
-             f'placeholder="{e(t["hint"])}" aria-describedby="ticket-hint" pattern="\\d{{4}}-\\d{{6}}">'
-             f'<input type="hidden" name="lang" value="{lang}"> <button type="submit">{e(t["submit"])}</button>'
-             f'<p id="ticket-hint">{e(t["hint"])}</p></form>']
-    if ticket and card is None:
-        parts.append(f'<p class="notfound" role="alert">{e(t["not_found"].format(ticket=ticket))}</p>')
-    if card is not None:
-        fields = [("service", card["service"]), ("status", card["status_label"]), ("department", card["department"]),
-                  ("requested", card["requested"]), ("updated", card["updated"]), ("expected", card["expected"] or "–"),
-                  ("area", card["area"] or "–"), ("reports", t["reports_n"].format(n=card["reports"]))]
-        rows = "".join(f"<dt>{e(t[k])}</dt><dd data-field=\"{k}\">{e(str(v))}</dd>" for k, v in fields)
-        notes = "".join(f"<li><time>{e(n['date'] or '')}</time> {e(n['text'])}</li>" for n in card["notes"])
-        merged = f'<p>{e(t["merged"].format(ticket=card["merged_into"]))}</p>' if card["merged_into"] else ""
-        parts.append(f'<section class="card" aria-labelledby="card-title" data-ticket="{e(card["ticket"])}">'
-                     f'<h2 id="card-title">{e(card["ticket"])}</h2><dl>{rows}</dl>{merged}'
-                     f'<h3>{e(t["notes"])}</h3>'
-                     + (f"<ul>{notes}</ul>" if notes else f'<p>{e(t["no_notes"])}</p>') + "</section>")
-    parts.append(f'<p><a href="/status/map?lang={lang}">{e(t["map_link"])}</a></p>')
-    return _page(lang, t["title"], "\n".join(parts), f"ticket={e(ticket)}&amp;" if ticket else "")
-
-
-def _svg(items: list[dict[str, Any]], lang: str) -> str:
-    """The district's roads (gazetteer) and the requests' approximate places, as an accessible SVG."""
+def map_shapes(items: list[dict[str, Any]], lang: str) -> dict[str, Any]:
+    """The district's roads (gazetteer) and the requests' approximate places, in SVG coordinates
+    (``public/map.html`` draws them: an offline schematic, no map tiles)."""
     g = gazetteer()
-    t = _TEXT[lang]
     pts = [(la, lo) for r in g.roads.values() for _, la, lo in r.anchors]
     lat0, lat1 = min(p[0] for p in pts) - 0.001, max(p[0] for p in pts) + 0.001
     lon0, lon1 = min(p[1] for p in pts) - 0.001, max(p[1] for p in pts) + 0.001
@@ -262,55 +193,18 @@ def _svg(items: list[dict[str, Any]], lang: str) -> str:
     def xy(la: float, lo: float) -> tuple[float, float]:
         return round((lo - lon0) / (lon1 - lon0) * w, 1), round((lat1 - la) / (lat1 - lat0) * h, 1)
 
-    e = html.escape
-    out = [f'<svg viewBox="0 0 {w} {h}" role="img" aria-labelledby="map-alt" xmlns="http://www.w3.org/2000/svg">'
-           f'<title id="map-alt">{e(t["map_alt"])}</title>']
+    roads = []
     for road in g.roads.values():
-        line = " ".join("{},{}".format(*xy(la, lo)) for _, la, lo in road.anchors)
         x, y = xy(road.anchors[0][1], road.anchors[0][2])
-        out.append(f'<polyline points="{line}" fill="none" stroke="#9aa3ad" stroke-width="6"/>'
-                   f'<text x="{x + 4}" y="{y - 6}" font-size="13" fill="#333">'
-                   f'{e(road.en if lang == "en" else road.ko)}</text>')
+        roads.append({"points": " ".join("{},{}".format(*xy(la, lo)) for _, la, lo in road.anchors),
+                      "x": x + 4, "y": y - 6, "name": road.en if lang == "en" else road.ko})
+    points = []
     for it in items:
-        if it["lat"] is None:
-            continue
-        x, y = xy(it["lat"], it["long"])
-        label = e(f'{it["ticket"]} {it["service"]} ({it["status_label"]})')
-        if it["fixed"]:
-            out.append(f'<rect x="{x - 6}" y="{y - 6}" width="12" height="12" fill="#1b7a3a">'
-                       f'<title>{label}</title></rect>')
-        else:
-            out.append(f'<circle cx="{x}" cy="{y}" r="7" fill="#c2410c"><title>{label}</title></circle>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def render_map(lang: str, data: dict[str, Any], knowledge: Knowledge, service: str, area: str) -> str:
-    t = _TEXT[lang]
-    e = html.escape
-    services = sorted(((code, s.name(lang)) for code, s in knowledge.services.items()), key=lambda p: p[1])
-    areas = sorted({(a[1] if lang == "en" else a[0]) for a in gazetteer().areas})
-    svc_opts = "".join(f'<option value="{e(c)}"{" selected" if c == service else ""}>{e(n)}</option>'
-                       for c, n in services)
-    area_opts = "".join(f'<option{" selected" if a == area else ""}>{e(a)}</option>' for a in areas)
-    rows = "".join(
-        f'<tr data-ticket="{e(i["ticket"])}"><td><a href="/status?ticket={e(i["ticket"])}&amp;lang={lang}">'
-        f'{e(i["ticket"])}</a></td><td>{e(i["service"])}</td><td>{e(i["area"] or "–")}</td>'
-        f'<td>{e(i["status_label"])}</td><td>{e(i["requested"])}</td></tr>' for i in data["items"])
-    table = (f'<table><caption>{e(t["table"])}</caption><thead><tr><th scope="col">{e(t["ticket"])}</th>'
-             f'<th scope="col">{e(t["service"])}</th><th scope="col">{e(t["area"])}</th>'
-             f'<th scope="col">{e(t["status"])}</th><th scope="col">{e(t["requested"])}</th></tr></thead>'
-             f'<tbody>{rows}</tbody></table>') if rows else f'<p>{e(t["none"])}</p>'
-    body = (f'<p>{e(t["map_lead"].format(days=data["recent_days"]))}</p>'
-            f'<form method="get" action="/status/map"><label for="service">{e(t["service"])}</label>'
-            f'<select id="service" name="service"><option value="">{e(t["all"])}</option>{svc_opts}</select>'
-            f'<label for="area">{e(t["area"])}</label><select id="area" name="area"><option value="">{e(t["all"])}'
-            f'</option>{area_opts}</select> <input type="hidden" name="lang" value="{lang}">'
-            f'<button type="submit">{e(t["filter"])}</button></form>'
-            f'<ul class="legend"><li>● {e(t["legend_open"])}</li><li>■ {e(t["legend_fixed"])}</li></ul>'
-            f'{_svg(data["items"], lang)}{table}'
-            f'<p><a href="/status?lang={lang}">{e(t["lookup_link"])}</a></p>')
-    return _page(lang, t["map_title"], body, "")
+        if it["lat"] is not None:
+            x, y = xy(it["lat"], it["long"])
+            points.append({"x": x, "y": y, "fixed": it["fixed"],
+                           "label": f'{it["ticket"]} {it["service"]} ({it["status_label"]})'})
+    return {"w": w, "h": h, "roads": roads, "points": points}
 
 
 def _lang(request: Request) -> str:
@@ -323,8 +217,8 @@ def _state(request: Request) -> tuple[sessionmaker[Session], Knowledge]:
 
 @router.get("/status.css", include_in_schema=False)
 def status_css() -> Response:
-    """The pages' CSS as a file (a Content-Security-Policy may allow no inline style)."""
-    return Response(_CSS, media_type="text/css; charset=utf-8", headers={"Cache-Control": "public, max-age=3600"})
+    """The app's stylesheet under the pages' old CSS address (pages a browser cached still find it)."""
+    return pages.stylesheet_response()
 
 
 @router.get("/api/status/map", summary="Open and recently fixed requests (public fields)")
@@ -348,7 +242,12 @@ def map_page(request: Request, service: str = "", area: str = "") -> HTMLRespons
     sessions, k = _state(request)
     lang = _lang(request)
     data = map_items(sessions, k, lang, service or None, area or None)
-    return HTMLResponse(render_map(lang, data, k, service, area))
+    services = sorted(((code, s.name(lang)) for code, s in k.services.items()), key=lambda p: p[1])
+    areas = [(a, a) for a in sorted({(a[1] if lang == "en" else a[0]) for a in gazetteer().areas})]
+    query = urlencode({"service": service}) if service else ""  # area names differ by language
+    return pages.public_page(request, "public/map.html", lang, query, title=_TEXT[lang]["map_title"],
+                             t=_TEXT[lang], data=data, m=map_shapes(data["items"], lang), service=service,
+                             area=area, services=services, areas=areas)
 
 
 @router.get("/status", response_class=HTMLResponse, summary="Public ticket status lookup")
@@ -357,4 +256,7 @@ def status_page(request: Request, ticket: str = "") -> HTMLResponse:
     lang = _lang(request)
     ticket = ticket.strip()[:20]
     card = ticket_status(sessions, k, ticket, lang) if ticket else None
-    return HTMLResponse(render_lookup(lang, ticket, card), status_code=200 if card or not ticket else 404)
+    t = _TEXT[lang]
+    return pages.public_page(request, "public/status.html", lang, urlencode({"ticket": ticket}) if ticket else "",
+                             status_code=200 if card or not ticket else 404, title=t["title"], t=t, ticket=ticket,
+                             card=card, fields=_card_fields(card, t) if card else [])

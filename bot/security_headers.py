@@ -1,10 +1,11 @@
 """What every HTTP exchange gets, whatever route answers: security headers and request guards.
 
 * :class:`SecurityHeaders` — every HTML page: a Content-Security-Policy without inline script
-  or style (pages load their CSS and JS from files), ``frame-ancestors 'none'`` and
-  ``X-Frame-Options: DENY``, ``Referrer-Policy``; every response ``X-Content-Type-Options:
-  nosniff``; staff pages (``/console``, ``/supervisor``, ``/docs``, ``/redoc``) ``Cache-Control:
-  no-store``. A header a route set itself is kept.
+  or style (pages are templates that load their CSS and JS from files, :mod:`bot.web`; the
+  console sets this same :data:`CSP` itself, the knowledge-base editor without WebSockets),
+  ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``, ``Referrer-Policy``; every response
+  ``X-Content-Type-Options: nosniff``; staff pages (``/console``, ``/supervisor``, ``/docs``,
+  ``/redoc``) ``Cache-Control: no-store``. A header a route set itself is kept.
 * :class:`RequestGuard` — request bodies over :data:`MAX_BODY_BYTES` get 413, declared or
   chunked (a chunked body is read up to the limit before the route runs: the route's own
   reading turned the overflow into a 400); JSON nested deeper than :data:`MAX_JSON_DEPTH`

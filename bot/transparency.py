@@ -16,7 +16,6 @@ Only counts and aggregates leave the store: no text, no identifiers.
 
 from __future__ import annotations
 
-import html
 import statistics
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.knowledge import Knowledge
+from bot.web import pages
 from crm_store.models import Feedback, Handoff, ServiceRequest
 from crm_store.timeutil import as_utc, utcnow
 
@@ -96,7 +96,7 @@ _TEXT = {
         "on_time": "목표 시간 내 처리 비율", "csat": "상담 만족도 (5점 만점)",
         "notes": "처리 소요 시간과 목표 시간 내 처리 비율은 처리 완료된 민원만 셉니다. "
                  "만족도는 상담원 연결 후 주민이 남긴 평가의 평균이며, 괄호 안은 응답 수입니다.",
-        "switch": "English", "switch_lang": "en", "none": "–", "n": "{n}명",
+        "none": "–", "n": "{n}명",
     },
     "en": {
         "title": "Service request transparency",
@@ -107,25 +107,9 @@ _TEXT = {
         "on_time": "Resolved on time", "csat": "Satisfaction (out of 5)",
         "notes": "Time to resolve and the on-time share count resolved requests only. Satisfaction is the "
                  "mean rating residents gave after talking to an agent; the number of ratings is in brackets.",
-        "switch": "한국어", "switch_lang": "ko", "none": "–", "n": "n={n}",
+        "none": "–", "n": "n={n}",
     },
 }
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Noto Sans KR","Malgun Gothic",sans-serif;margin:0;
-color:#1a1a1a;background:#fff;line-height:1.5}
-main{max-width:64rem;margin:0 auto;padding:1.5rem}
-h1{font-size:1.6rem;margin:0 0 .5rem}
-a{color:#0b4fc2}
-a:focus,a:hover{outline:2px solid #0b4fc2;outline-offset:2px}
-table{border-collapse:collapse;width:100%;margin:1rem 0}
-caption{text-align:left;font-weight:700;padding:.5rem 0}
-th,td{border:1px solid #6b6b6b;padding:.45rem .6rem;text-align:right}
-th[scope=row],thead th:first-child{text-align:left}
-thead th{background:#eef1f5}
-.notes{color:#333;font-size:.95rem}
-"""
-
 
 def _fmt_hours(v: float | None, t: dict[str, str]) -> str:
     return t["none"] if v is None else f"{v:.1f}"
@@ -139,47 +123,13 @@ def _fmt_csat(v: float | None, n: int, t: dict[str, str]) -> str:
     return t["none"] if v is None else f"{v:.2f} ({t['n'].format(n=n)})"
 
 
-def render_html(stats: dict[str, Any], lang: str) -> str:
-    """The page: one table with a caption and scoped headers, in ``lang``."""
+def table_rows(stats: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+    """One row per department, worded and formatted in ``lang`` (the template escapes them)."""
     t = _TEXT[lang]
-    e = html.escape
-    days = stats["window_days"]
-    rows = []
-    for d in stats["departments"]:
-        name = d["name_en"] if lang == "en" else d["name_ko"]
-        rows.append(
-            f'<tr data-department="{e(d["department"])}"><th scope="row">{e(name)}</th>'
-            f'<td>{d["received"]}</td><td>{_fmt_hours(d["median_hours_to_resolve"], t)}</td>'
-            f'<td>{_fmt_share(d["on_time_share"], t)}</td><td>{e(_fmt_csat(d["csat"], d["csat_n"], t))}</td></tr>'
-        )
-    other = t["switch_lang"]
-    return f"""<!doctype html>
-<html lang="{lang}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(t["title"])}</title>
-<link rel="stylesheet" href="/transparency.css">
-</head>
-<body>
-<main>
-<h1>{e(t["title"])}</h1>
-<p><a href="?lang={other}" lang="{other}" hreflang="{other}">{e(t["switch"])}</a></p>
-<p>{e(t["intro"].format(days=days))}</p>
-<table>
-<caption>{e(t["caption"].format(days=days))}</caption>
-<thead><tr><th scope="col">{e(t["dept"])}</th><th scope="col">{e(t["received"])}</th>
-<th scope="col">{e(t["median"])}</th><th scope="col">{e(t["on_time"])}</th>
-<th scope="col">{e(t["csat"])}</th></tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody>
-</table>
-<p class="notes">{e(t["notes"])}</p>
-</main>
-</body>
-</html>
-"""
+    return [{"code": d["department"], "name": d["name_en"] if lang == "en" else d["name_ko"],
+             "received": d["received"], "median": _fmt_hours(d["median_hours_to_resolve"], t),
+             "on_time": _fmt_share(d["on_time_share"], t), "csat": _fmt_csat(d["csat"], d["csat_n"], t)}
+            for d in stats["departments"]]
 
 
 def _stats(request: Request) -> dict[str, Any]:
@@ -193,11 +143,14 @@ def transparency_json(request: Request) -> JSONResponse:
 
 @router.get("/transparency.css", include_in_schema=False)
 def stylesheet() -> Response:
-    """The page's CSS as a file: the Content-Security-Policy allows no inline style."""
-    return Response(_CSS, media_type="text/css; charset=utf-8", headers={"Cache-Control": "public, max-age=3600"})
+    """The app's stylesheet under the page's old CSS address (pages a browser cached still find it)."""
+    return pages.stylesheet_response()
 
 
 @router.get("/transparency", response_class=HTMLResponse, summary="Public transparency page")
 def transparency_page(request: Request) -> HTMLResponse:
     lang = "en" if request.query_params.get("lang", "").lower().startswith("en") else "ko"
-    return HTMLResponse(render_html(_stats(request), lang), headers={"Cache-Control": "public, max-age=300"})
+    stats = _stats(request)
+    return pages.public_page(request, "public/transparency.html", lang,
+                             headers={"Cache-Control": "public, max-age=300"}, title=_TEXT[lang]["title"],
+                             t=_TEXT[lang], days=stats["window_days"], rows=table_rows(stats, lang))

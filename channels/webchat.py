@@ -1,4 +1,4 @@
-"""Web chat channel: a WebSocket for the embeddable widget, its history, its files and a demo page.
+"""Web chat channel: a WebSocket for the embeddable widget, its history and its files.
 
 Routes:
 
@@ -11,8 +11,8 @@ Routes:
   ``{"type": "error", "reason"}`` for a frame it could not use (the socket stays open).
 * ``GET /webchat/history`` with ``X-Webchat-Key: <key>`` – the last 50 messages of that
   session's conversation, so the widget can redraw after a reload.
-* ``GET /webchat/widget.js`` and ``/webchat/widget.css`` – the widget (one script tag).
-* ``GET /`` – a demo home page of the municipality with the widget on it.
+* ``GET /webchat/widget.js`` and ``/webchat/widget.css`` – the widget (one script tag);
+  ``/webchat/home.css`` – the look of the demo home page (``GET /``, :mod:`bot.web.home`).
 
 The session id is the browser's identity of the resident (``sender_id``), so the
 dialogue state (key ``webchat:<session>``) survives reconnects and reloads. It is a digest of
@@ -30,12 +30,11 @@ import json
 import logging
 import math
 import re
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Header, Request, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -216,11 +215,6 @@ class WebChatChannel(ChannelAdapter):
             return FileResponse(STATIC / "widget.css", media_type="text/css; charset=utf-8",
                                 headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"})
 
-        @r.get("/", response_class=HTMLResponse, include_in_schema=False)
-        async def home(request: Request) -> HTMLResponse:
-            settings = getattr(request.app.state, "settings", None) or self.settings
-            return HTMLResponse(demo_page(settings.config()))  # security headers: bot/security_headers.py
-
         return r
 
     async def _serve_socket(self, ws: WebSocket) -> None:
@@ -323,98 +317,3 @@ def _history(sessions: Any, key: str) -> list[dict[str, Any]]:
             out.append({"direction": row.direction, "author": author, "text": row.text or "",
                         "created_at": row.created_at.isoformat() if row.created_at else None})
         return out
-
-
-# --- demo page -------------------------------------------------------------------------------
-
-def _pick(value: Any, lang: str = "ko") -> str:
-    if isinstance(value, dict):
-        return str(value.get(lang) or next(iter(value.values()), ""))
-    return "" if value is None else str(value)
-
-
-def demo_page(config: dict[str, Any]) -> str:
-    """The municipality's home page with the widget: the demo, and the page the browser tests audit."""
-    m = config.get("municipality") or {}
-    name = escape(_pick(m.get("name")) or "구청")
-    name_en = escape(_pick(m.get("name"), "en"))
-    address = escape(_pick(m.get("address")))
-    phone = _pick(m.get("phone"))
-    tel = escape(re.sub(r"[^0-9+]", "", phone))
-    website = _pick(m.get("website"))
-    site_link = (f'<a href="{escape(website)}" rel="noopener">{escape(website)}</a>'
-                 if website.startswith(("https://", "http://")) else "")
-    hours = config.get("business_hours") or {}
-    opens, closes = escape(str(hours.get("open", "09:00"))), escape(str(hours.get("close", "18:00")))
-    return f"""<!doctype html>
-<html lang="ko">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>{name} - 민원 안내와 온라인 상담</title>
-<link rel="stylesheet" href="/webchat/home.css">
-</head>
-<body>
-<a class="skip" href="#main">본문 바로가기</a>
-<header class="site">
-  <div class="inner">
-    <a class="brand" href="/">{name}<span lang="en">{name_en}</span></a>
-    <nav aria-label="주 메뉴">
-      <ul>
-        <li><a href="#services">자주 찾는 민원</a></li>
-        <li><a href="#hours">민원실 운영 시간</a></li>
-        <li><a href="#visit">오시는 길</a></li>
-        <li><a href="#chat-help">온라인 상담</a></li>
-      </ul>
-    </nav>
-  </div>
-</header>
-<main id="main" tabindex="-1">
-  <div class="hero">
-    <h1>{name}</h1>
-    <p>구민 여러분의 불편을 빠르게 해결하겠습니다. 궁금한 점은 오른쪽 아래의
-       <strong>민원 상담</strong> 버튼을 눌러 언제든지 물어보세요.</p>
-  </div>
-  <div class="grid">
-    <section class="card" id="services" aria-labelledby="services-h">
-      <h2 id="services-h">자주 찾는 민원</h2>
-      <ul>
-        <li>생활쓰레기·대형폐기물 배출 안내</li>
-        <li>도로 파손(포트홀)·가로등 고장 신고</li>
-        <li>불법 주정차·소음 신고</li>
-        <li>주민등록 등본·각종 증명서 발급</li>
-        <li>접수한 민원 처리 상황 조회</li>
-      </ul>
-    </section>
-    <section class="card" id="hours" aria-labelledby="hours-h">
-      <h2 id="hours-h">민원실 운영 시간</h2>
-      <p>평일 {opens}–{closes} (토·일요일, 공휴일 휴무)</p>
-      <p>온라인 상담은 24시간 이용할 수 있으며, 운영 시간 외에는 다음 근무일에 담당자가 연락드립니다.</p>
-    </section>
-    <section class="card" id="visit" aria-labelledby="visit-h">
-      <h2 id="visit-h">오시는 길</h2>
-      <dl>
-        <dt>주소</dt><dd>{address}</dd>
-        <dt>대표 전화</dt><dd><a href="tel:{tel}">{escape(phone)}</a></dd>
-      </dl>
-    </section>
-    <section class="card" id="chat-help" aria-labelledby="chat-h">
-      <h2 id="chat-h">온라인 민원 상담</h2>
-      <p>상담봇이 자주 묻는 질문에 답하고, 도로 파손 같은 신고를 바로 접수해 접수 번호를 알려 드립니다.
-         필요하면 담당 공무원에게 연결해 드립니다. <span lang="en">English is available, too.</span></p>
-      <p>긴급한 상황(화재, 응급 환자, 범죄)은 <strong>119</strong> 또는 <strong>112</strong>로
-         먼저 전화하세요.</p>
-    </section>
-  </div>
-</main>
-<footer>
-  <div class="inner">
-    <p><strong>{name}</strong> · {address} · 대표 전화 <a href="tel:{tel}">{escape(phone)}</a></p>
-    <p>{site_link}</p>
-  </div>
-</footer>
-<script src="/webchat/widget.js" data-lang="ko" defer></script>
-</body>
-</html>
-"""

@@ -27,14 +27,15 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from bot import security_headers
 from bot.console import auth
 from bot.console.auth import KB_ROLES, ConsoleUser, kb_editor_with_csrf, require_kb_editor
 from bot.kb import learning
 from bot.kb.articles import LANGS, PLACEHOLDER_RE, Article, ArticleError, Placeholders
+from bot.web import pages
 from crm_store import kb as store
 from crm_store.timeutil import utcnow
 
@@ -42,8 +43,8 @@ log = logging.getLogger("pcrm.console.kb")
 
 HERE = Path(__file__).resolve().parent
 STATIC_FILES = {"kb.js": "text/javascript; charset=utf-8", "kb.css": "text/css; charset=utf-8"}
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+#: The app's one policy (bot/security_headers.py), without WebSockets: the editor opens none.
+CSP = security_headers.CSP.replace("connect-src 'self' ws: wss:", "connect-src 'self'")
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 STATUS_NAMES = {"draft": "초안", "in_review": "검토 중", "published": "게시됨", "archived": "보관됨"}
@@ -59,8 +60,7 @@ DONE = {"saved": "초안을 저장했습니다.", "submitted": "검토를 요청
 LEARN_DAYS = 30
 
 router = APIRouter(prefix="/console", tags=["knowledge base"])
-_templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
-                         autoescape=select_autoescape(["html", "xml"], default=True))
+_templates = pages.templates  # the app's one environment (autoescape, the shared layout)
 
 
 # --- helpers -----------------------------------------------------------------------------------

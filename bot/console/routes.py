@@ -40,20 +40,20 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bot import throttle
+from bot import security_headers, throttle
 from bot.console import assist, auth, passwords
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
 from bot.messages import Reply
 from bot.ratelimit import RateLimited
 from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
+from bot.web import pages
 from crm_store import callbacks as callback_store
 from crm_store import handoffs as handoff_store
 from crm_store import interactions
@@ -80,9 +80,9 @@ log = logging.getLogger("pcrm.console")
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
-STATIC_FILES = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
-       "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+STATIC_FILES = {"console.js": "text/javascript; charset=utf-8"}
+#: The app's one policy (no inline script or style); set here too for a page served without the middleware.
+CSP = security_headers.CSP
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 MAX_REPLY = 2000
@@ -140,20 +140,13 @@ CANNED_EN: dict[str, list[str]] = {
 }
 
 router = APIRouter(prefix="/console", tags=["console"])
-_templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
-                         autoescape=select_autoescape(["html", "xml"], default=True))
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 def _render(request: Request, name: str, status_code: int = 200, user: ConsoleUser | None = None,
             **ctx: Any) -> HTMLResponse:
-    token, fresh = auth.csrf_token_for(request, user)
-    html = _templates.get_template(name).render(user=user, csrf_token=token, **ctx)
-    resp = HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
-    if fresh:
-        auth.set_cookie(resp, request, auth.CSRF_COOKIE, token)
-    return resp
+    return pages.staff_page(request, name, user, status_code, PAGE_HEADERS, **ctx)
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -635,11 +628,17 @@ async def logout(request: Request, csrf_token: str = Form("")) -> Response:
 
 # --- pages -------------------------------------------------------------------------------------
 
-@router.get("", response_class=HTMLResponse, include_in_schema=False)
-async def queue_page(request: Request) -> Response:
+async def page_user(request: Request) -> ConsoleUser:
+    """Dependency of the console's pages: the logged-in agent; a browser without a session is
+    sent to the login page (and back here after it) instead of the page."""
     user = await run_in_threadpool(auth.current_user, request)
     if user is None:
-        return _login_redirect(request)
+        raise pages.PageResponse(_login_redirect(request))
+    return user
+
+
+@router.get("", response_class=HTMLResponse, include_in_schema=False)
+async def queue_page(request: Request, user: ConsoleUser = Depends(page_user)) -> Response:
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
     depts = [d for d in _departments(request) if user.sees_all or d["code"] in user.departments]
     enabled = [c for c, v in (request.app.state.settings.config().get("channels") or {}).items()
@@ -651,10 +650,7 @@ async def queue_page(request: Request) -> Response:
 
 
 @router.get("/handoffs/{handoff_id}", response_class=HTMLResponse, include_in_schema=False)
-async def handoff_page(request: Request, handoff_id: int) -> Response:
-    user = await run_in_threadpool(auth.current_user, request)
-    if user is None:
-        return _login_redirect(request)
+async def handoff_page(request: Request, handoff_id: int, user: ConsoleUser = Depends(page_user)) -> Response:
     try:
         data = await run_in_threadpool(_detail, request, handoff_id, user)
     except HTTPException as exc:
@@ -665,7 +661,9 @@ async def handoff_page(request: Request, handoff_id: int) -> Response:
 
 
 @router.get("/static/{name}", include_in_schema=False)
-async def static(name: str) -> FileResponse:
+async def static(name: str) -> Response:
+    if name == "console.css":  # the console's stylesheet became the app's (bot/web/static/pcrm.css)
+        return pages.stylesheet_response()
     if name not in STATIC_FILES:
         raise HTTPException(status_code=404)
     return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})

@@ -18,10 +18,10 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from bot.console import auth
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, require_user
-from bot.console.routes import _departments, _knowledge, _login_redirect, _render, _sla, _tz, capacity
+from bot.console.routes import _departments, _knowledge, _render, _sla, _tz, capacity, page_user
+from bot.web.pages import PageResponse
 from crm_store import analytics_sql as A
 from crm_store import interactions
 from crm_store.masking import mask_pii
@@ -44,13 +44,12 @@ def _api_supervisor(user: ConsoleUser = Depends(require_user)) -> ConsoleUser:
     return user
 
 
-async def _page_user(request: Request) -> ConsoleUser | Response:
-    user = await run_in_threadpool(auth.current_user, request)
-    if user is None:
-        return _login_redirect(request)
+async def _page_supervisor(request: Request, user: ConsoleUser = Depends(page_user)) -> ConsoleUser:
+    """Dependency of the pages: a browser without a session goes to the login (and comes back),
+    an agent gets the 403 page; the route only renders its page."""
     if not user.sees_all:
-        return _render(request, "error.html", status_code=403, user=user, title="접근할 수 없음",
-                       message="관리자만 볼 수 있는 화면입니다.")
+        raise PageResponse(_render(request, "error.html", status_code=403, user=user, title="접근할 수 없음",
+                                   message="관리자만 볼 수 있는 화면입니다."))
     return user
 
 
@@ -102,20 +101,14 @@ def _q(**kw: Any) -> str:
 # --- pages -------------------------------------------------------------------------------------
 
 @router.get("/wallboard", response_class=HTMLResponse, include_in_schema=False)
-async def wallboard_page(request: Request) -> Response:
-    user = await _page_user(request)
-    if isinstance(user, Response):
-        return user
+async def wallboard_page(request: Request, user: ConsoleUser = Depends(_page_supervisor)) -> Response:
     data = await run_in_threadpool(_wallboard, request)
     return _render(request, "wallboard.html", user=user, w=data, title="실시간 현황판")
 
 
 @router.get("/stats", response_class=HTMLResponse, include_in_schema=False)
 async def stats_page(request: Request, preset: str = "30d", tab: str = "overview", department: str = "",
-                     channel: str = "") -> Response:
-    user = await _page_user(request)
-    if isinstance(user, Response):
-        return user
+                     channel: str = "", user: ConsoleUser = Depends(_page_supervisor)) -> Response:
     preset = preset if preset in PRESETS else "30d"
     tab = tab if tab in TABS else "overview"
     data = await run_in_threadpool(_stats, request, preset, department or None, channel or None, tab)
@@ -130,10 +123,8 @@ async def stats_page(request: Request, preset: str = "30d", tab: str = "overview
 
 @router.get("/drill", response_class=HTMLResponse, include_in_schema=False)
 async def drill_page(request: Request, preset: str = "30d", department: str = "", channel: str = "",
-                     agent_id: int | None = None, day: str = "", handoffs: int = 0) -> Response:
-    user = await _page_user(request)
-    if isinstance(user, Response):
-        return user
+                     agent_id: int | None = None, day: str = "", handoffs: int = 0,
+                     user: ConsoleUser = Depends(_page_supervisor)) -> Response:
     preset = preset if preset in PRESETS else "30d"
     k = _knowledge(request)
     tz = _tz(request)
@@ -157,10 +148,8 @@ async def drill_page(request: Request, preset: str = "30d", department: str = ""
 
 
 @router.get("/conversations/{conversation_id}", response_class=HTMLResponse, include_in_schema=False)
-async def transcript_page(request: Request, conversation_id: int) -> Response:
-    user = await _page_user(request)
-    if isinstance(user, Response):
-        return user
+async def transcript_page(request: Request, conversation_id: int,
+                          user: ConsoleUser = Depends(_page_supervisor)) -> Response:
     tz = _tz(request)
     k = _knowledge(request)
 
