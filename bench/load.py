@@ -469,10 +469,16 @@ class Server:
             time.sleep(0.2)
         else:
             raise RuntimeError("pcrm serve did not come up")
-        # Every worker loads its model in the lifespan before it accepts; warm each path a little.
-        for i in range(20 * self.workers):
-            httpx.post(f"http://127.0.0.1:{self.port}{REST_PATH}", timeout=30,
-                       json={"sender": f"warmup-{i}", "message": "쓰레기 언제 버려요?"})
+        # Every worker loads its model in the lifespan before it accepts; warm each path a little:
+        # a few whole visits per worker (new connections, so the kernel spreads them), as the
+        # first minutes of a real day would (prepared statements, the parse and search memos, the
+        # embeddings of the common questions). The runs measure the steady state after that.
+        rng = random.Random(-1)
+        for i in range(8 * self.workers):
+            for item in visit_script(rng):
+                text = "2026-000001" if item is TICKET else item
+                httpx.post(f"http://127.0.0.1:{self.port}{REST_PATH}", timeout=30,
+                           json={"sender": f"warmup-{i}", "message": text})
         self.wait_idle(deadline)
 
     def wait_idle(self, deadline: float) -> None:
