@@ -76,6 +76,11 @@ class RedisDedup(DedupStore):
         self.local = InProcessDedup()
         self.breaker = Breaker("webhook de-duplication")
 
+    @property
+    def client(self) -> Any:
+        """The Redis client (the admission gate runs its scripts on the same server)."""
+        return self._redis
+
     def get(self, key: str) -> list[Reply] | None:
         if self.breaker.closed:
             try:

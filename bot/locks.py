@@ -209,6 +209,11 @@ class RedisLock(ConversationLock):
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._release_script = self._redis.register_script(_RELEASE)
 
+    @property
+    def client(self) -> Any:
+        """The Redis client (the admission gate runs its scripts on the same server)."""
+        return self._redis
+
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
         """Queue in Redis straight away (no process lock first: that would let a later

@@ -41,10 +41,10 @@ class RateLimiter(ABC):
         self.per_channel_per_second = int(per_channel_per_second or 0)
 
     @abstractmethod
-    def _count(self, bucket: str, window_s: int, now: float) -> int:
+    def count(self, bucket: str, window_s: int, now: float) -> int:
         """Increment and return the count of ``bucket`` in the current window."""
 
-    def _peek(self, bucket: str, window_s: int, now: float) -> int:
+    def peek(self, bucket: str, window_s: int, now: float) -> int:
         """The count of ``bucket`` in the current window, without counting (0 if unknown)."""
         return 0
 
@@ -52,24 +52,24 @@ class RateLimiter(ABC):
         """Count one event of ``bucket``; :class:`RateLimited` once more than ``limit`` fall in one
         window of ``window_s`` seconds (used for one-time codes and console logins as well)."""
         now = time.time() if now is None else now
-        if limit and self._count(f"x:{bucket}", window_s, now) > limit:
+        if limit and self.count(f"x:{bucket}", window_s, now) > limit:
             raise RateLimited(bucket.split(":", 1)[0], max(1, math.ceil(window_s - now % window_s)))
 
     def blocked(self, bucket: str, limit: int, window_s: int, now: float | None = None) -> None:
         """:class:`RateLimited` if ``bucket`` already reached ``limit`` in this window (not counting
         this call): a lockout that failures feed through :meth:`hit` and successes never touch."""
         now = time.time() if now is None else now
-        if limit and self._peek(f"x:{bucket}", window_s, now) >= limit:
+        if limit and self.peek(f"x:{bucket}", window_s, now) >= limit:
             raise RateLimited(bucket.split(":", 1)[0], max(1, math.ceil(window_s - now % window_s)))
 
     def check(self, channel: str, sender_id: str, now: float | None = None) -> None:
         """Count one message; raise :class:`RateLimited` if it is over a limit."""
         now = time.time() if now is None else now
         if self.per_channel_per_second and \
-                self._count(f"c:{channel}", 1, now) > self.per_channel_per_second:
+                self.count(f"c:{channel}", 1, now) > self.per_channel_per_second:
             raise RateLimited("channel", 1)
         if self.per_sender_per_minute and \
-                self._count(f"s:{channel}:{sender_id}", 60, now) > self.per_sender_per_minute:
+                self.count(f"s:{channel}:{sender_id}", 60, now) > self.per_sender_per_minute:
             raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
 
 
@@ -81,7 +81,7 @@ class InProcessRateLimiter(RateLimiter):
         self._counts: dict[str, tuple[float, int]] = {}  # bucket -> (window start, count)
         self._lock = threading.Lock()
 
-    def _count(self, bucket: str, window_s: int, now: float) -> int:
+    def count(self, bucket: str, window_s: int, now: float) -> int:
         start = now - now % window_s
         key = f"{bucket}:{window_s}"
         with self._lock:
@@ -92,7 +92,7 @@ class InProcessRateLimiter(RateLimiter):
                 self._counts = {k: v for k, v in self._counts.items() if v[0] >= now - 3600}
             return n
 
-    def _peek(self, bucket: str, window_s: int, now: float) -> int:
+    def peek(self, bucket: str, window_s: int, now: float) -> int:
         start = now - now % window_s
         with self._lock:
             seen_start, n = self._counts.get(f"{bucket}:{window_s}", (start, 0))
@@ -149,7 +149,7 @@ class RedisRateLimiter(RateLimiter):
         (also counted by bot/redis_gate.py's script, so both must name them alike)."""
         return [f"{self.prefix}c:{channel}:1:{int(now)}", f"{self.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
 
-    def _count(self, bucket: str, window_s: int, now: float) -> int:
+    def count(self, bucket: str, window_s: int, now: float) -> int:
         if self.breaker.closed:
             key = f"{self.prefix}{bucket}:{window_s}:{int(now // window_s)}"
             try:
@@ -161,9 +161,9 @@ class RedisRateLimiter(RateLimiter):
                 return int(n)
             except REDIS_DOWN as exc:
                 self.breaker.failed(exc)
-        return self.local._count(bucket, window_s, now)  # noqa: SLF001
+        return self.local.count(bucket, window_s, now)
 
-    def _peek(self, bucket: str, window_s: int, now: float) -> int:
+    def peek(self, bucket: str, window_s: int, now: float) -> int:
         if self.breaker.closed:
             try:
                 raw = self._redis.get(f"{self.prefix}{bucket}:{window_s}:{int(now // window_s)}")
@@ -171,7 +171,7 @@ class RedisRateLimiter(RateLimiter):
                 return int(raw or 0)
             except REDIS_DOWN as exc:
                 self.breaker.failed(exc)
-        return self.local._peek(bucket, window_s, now)  # noqa: SLF001
+        return self.local.peek(bucket, window_s, now)
 
 
 def make_rate_limiter(redis_url: str | None, config: dict[str, Any], prefix: str = "pcrm:") -> RateLimiter:

@@ -118,7 +118,7 @@ class RedisGate:
 
     def __init__(self, lock: RedisLock, dedup: RedisDedup, states: RedisCachedStateStore | None) -> None:
         self.lock, self.dedup, self.states = lock, dedup, states
-        self._redis = lock._redis  # noqa: SLF001 - the same server as the others (checked by usable())
+        self._redis = lock.client  # the same server as the others (checked by usable())
         self._admit = self._redis.register_script(_ADMIT)
         self._release = self._redis.register_script(_RELEASE)
         self._leave = self._redis.register_script(_LEAVE)
@@ -129,9 +129,9 @@ class RedisGate:
         """Whether the lock, de-dup and state cache are the Redis ones, on one Redis server."""
         if not isinstance(lock, RedisLock) or not isinstance(dedup, RedisDedup):
             return False
-        clients = [lock._redis, dedup._redis]  # noqa: SLF001
+        clients = [lock.client, dedup.client]
         if isinstance(states, RedisCachedStateStore):
-            clients.append(states._redis)  # noqa: SLF001
+            clients.append(states.client)
         elif states is not None and hasattr(states, "pending"):
             return False
 
@@ -144,7 +144,7 @@ class RedisGate:
     @property
     def ready(self) -> bool:
         """Redis believed up by every part (else the modules, with their fallbacks)."""
-        states_ok = self.states is None or (self.states.breaker.closed and not self.states._stale)  # noqa: SLF001
+        states_ok = self.states is None or (self.states.breaker.closed and not self.states.stale)
         return self.breaker.closed and self.lock.breaker.closed and self.dedup.breaker.closed and states_ok
 
     def admit(self, channel: str, sender_id: str, key: str, dedup_key: str, limiter: RateLimiter | None,
@@ -236,4 +236,4 @@ class RedisGate:
         except REDIS_DOWN as exc:
             self.breaker.failed(exc)
             if adm.state is not None and states is not None:
-                states._mark_stale(adm.state[0].key)  # noqa: SLF001 - deleted once Redis is back
+                states.mark_stale(adm.state[0].key)  # deleted once Redis is back

@@ -71,7 +71,18 @@ class RedisCachedStateStore(StateStore):
                 self._stale.difference_update(keys)
             log.warning("dropped %d possibly stale state cache entr(ies)", len(keys))
 
-    def _mark_stale(self, key: str) -> None:
+    @property
+    def client(self) -> Any:
+        """The Redis client (the admission gate runs its scripts on the same server)."""
+        return self._redis
+
+    @property
+    def stale(self) -> bool:
+        """Whether some cached states may be stale (an update failed while Redis was down)."""
+        return bool(self._stale)
+
+    def mark_stale(self, key: str) -> None:
+        """Drop ``key``'s cached state as soon as Redis answers again (its update failed)."""
         with self._stale_lock:
             self._stale.add(key)
 
@@ -111,7 +122,7 @@ class RedisCachedStateStore(StateStore):
         raw = state.to_json()
         ok, _ = self._redis_call(lambda: self._redis.set(self.prefix + state.key, raw, ex=self.ttl_s))
         if not ok:
-            self._mark_stale(state.key)
+            self.mark_stale(state.key)
 
     def delete(self, key: str) -> None:
         self.backing.delete(key)
@@ -124,7 +135,7 @@ class RedisCachedStateStore(StateStore):
 
         ok, _ = self._redis_call(drop)
         if not ok:
-            self._mark_stale(key)
+            self.mark_stale(key)
 
     # --- for a caller that loads and saves in SQL itself (the inbox) ----------------------
     def pending(self, key: str) -> DialogueState | None:
@@ -149,7 +160,7 @@ class RedisCachedStateStore(StateStore):
         ok, _ = self._redis_call(put if was_pending else
                                  lambda: self._redis.set(self.prefix + state.key, raw, ex=self.ttl_s))
         if not ok:
-            self._mark_stale(state.key)
+            self.mark_stale(state.key)
 
     # --- write-back ------------------------------------------------------------------------
     def flush_dirty(self, lock: Callable[[str], AbstractContextManager[Any]] | None = None) -> int:
