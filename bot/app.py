@@ -94,7 +94,7 @@ def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
     try:
         from channels.webchat import WebChatChannel
 
-        adapters.append(WebChatChannel(inbox, settings, live=inbox.live))
+        adapters.append(WebChatChannel(inbox, settings))
     except ImportError:  # pragma: no cover - channel not built yet
         log.debug("web chat channel not available")
     try:
@@ -110,9 +110,10 @@ def channel_adapters(inbox: Inbox, settings: Settings) -> list[ChannelAdapter]:
     except ImportError:  # pragma: no cover - twilio not installed
         log.debug("twilio voice channel not available")
     try:
+        from bot.media_access import may_fetch
         from channels.telegram import TelegramChannel
 
-        adapters.append(TelegramChannel(inbox, settings))
+        adapters.append(TelegramChannel(inbox, settings, file_access=may_fetch))
     except ImportError:  # pragma: no cover - python-telegram-bot not installed
         log.debug("telegram channel not available")
     try:
@@ -254,9 +255,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from bot.field import router as field_router  # issue 20: crews' work orders (PWA)
 
     app.include_router(field_router)
-    from channels.webchat_photo import router as webchat_photo_router  # issue 20: photos in the web chat
+    from channels.webchat_photo import photo_router  # issue 20: photos in the web chat
 
-    app.include_router(webchat_photo_router)
+    app.include_router(photo_router(inbox, settings))
     app.include_router(supervisor_router)
 
     # The send-SMS interface (one-time codes): Twilio when configured, else a logger.

@@ -350,6 +350,18 @@ class Engine:
         state.handoff_department = department
         self.states.save(state)
 
+    def restart(self, conversation_key: str, lang: str = "ko") -> None:
+        """A new phone call starts a fresh dialogue in ``lang``: a form, question or hand-off left
+        over from an earlier call of the same number is cleared (the earlier hand-off's queue row is
+        left for its agent to close). Unchanged states are not saved (most calls start clean)."""
+        state = self.states.load(conversation_key)
+        if state.active_form or state.awaiting or state.handed_off or state.clarify_options or state.lang != lang:
+            state.reset()
+            state.handed_off = False
+            state.handoff_department = None
+            state.lang = lang
+            self.states.save(state)
+
     def forget(self, conversation_key: str) -> None:
         """Drop the dialogue state (the resident deleted their data)."""
         self.states.delete(conversation_key)

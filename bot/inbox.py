@@ -31,6 +31,7 @@ from bot.dedup import DedupStore, InProcessDedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.dialogue.state import DialogueState
 from bot.engine import Engine
+from bot.inbox_port import InboxPort
 from bot.live import LiveEvents
 from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pcrm.inbox")
 
 
-class Inbox:
-    """Receives normalized messages from every channel."""
+class Inbox(InboxPort):
+    """Receives normalized messages from every channel (the channel port: :mod:`bot.ports`)."""
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session], live: LiveEvents,
                  spool_path: Path | None = None, lock: ConversationLock | None = None,
@@ -164,13 +165,14 @@ class Inbox:
         answered = adm.answered if adm is not None else self.dedup.get(dedup_key)
         if answered is not None:  # a retry (maybe answered by another worker): the same answer
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0, replies=answered), []
-        ids: dict[str, Any] | None = None
+        ids: dict[str, Any] | None = None  # stays None for an anonymous sender: nobody to file it under
         sql_states = self._sql_states()
         state: DialogueState | None = None
         try:
             try:
                 with metrics.timed("store"):
-                    ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
+                    ids, state = (None, None) if message.anonymous else \
+                        self._store_inbound(message, load_state=sql_states is not None, adm=adm)
             except (DBAPIError, ConnectionLost) as exc:
                 if not getattr(exc, "connection_invalidated", False):
                     raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 
-from crm_store.masking import mask_pii
+from bot.masking import mask_pii
 
 #: Query-string parameters whose values never reach a log (keys, signatures, session ids, codes).
 _SECRET_QUERY = re.compile(r"([?&](?:api_key|key|sig|session|token|code|password|secret|access_token)=)[^&\s\"']*",

@@ -26,6 +26,11 @@ def new_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+#: ``sender_id`` prefix of a sender the channel cannot identify (a caller who withheld the number:
+#: ``anonymous:<CallSid>``): such a message is handled like any other (lock, de-duplication, limits,
+#: engine) but nothing about it is stored, since there is nobody to file it under.
+ANONYMOUS_PREFIX = "anonymous:"
+
 AttachmentKind = Literal["location", "photo", "contact", "recording", "file"]
 
 
@@ -65,6 +70,11 @@ class Message:
     def conversation_key(self) -> str:
         """Key of the dialogue state: one conversation per channel identity."""
         return f"{self.channel}:{self.sender_id}"
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether the sender is unidentified (see :data:`ANONYMOUS_PREFIX`)."""
+        return self.sender_id.startswith(ANONYMOUS_PREFIX)
 
     def attachment(self, kind: AttachmentKind) -> Attachment | None:
         """First attachment of ``kind``, if any."""

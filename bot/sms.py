@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from crm_store.masking import mask_pii
+from bot.masking import mask_pii
 
 log = logging.getLogger("pcrm.sms")
 

@@ -1,31 +1,33 @@
 """The adapter interface every channel implements.
 
 An adapter owns its webhook routes: it turns a request into a
-:class:`bot.messages.Message`, hands it to the :class:`Inbox` (store, engine,
-store again), and renders the resulting :class:`bot.messages.Turn` in its own
-form. It may also send replies later (an agent's answer, a status change)
-through :meth:`ChannelAdapter.send`. No adapter imports another.
+:class:`bot.messages.Message` (or a channel event, :mod:`bot.ports`), hands it to its
+port (the inbox: lock, store, engine, store again), and renders the resulting
+:class:`bot.messages.Turn` in its own form. It may also send replies later (an agent's
+answer, a status change) through :meth:`ChannelAdapter.send`.
+
+What an adapter may import is checked by ``lint-imports`` (``pyproject.toml``): the
+channel-neutral types and the port, never the store (``crm_store``), the engine
+(``bot.engine``, ``bot.dialogue``, ``bot.nlu``, ``bot.kb``) or another channel.
+Everything else it needs — what to say, whether people are at work, whom it may text —
+it asks the port.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
-from bot.messages import Message, Reply, Turn
+from bot.messages import Reply
+from bot.ports import ChannelPort
 
 if TYPE_CHECKING:
     from bot.settings import Settings
 
-
-class Inbox(Protocol):
-    """What adapters hand messages to (implemented by :class:`bot.inbox.Inbox`)."""
-
-    async def receive(self, message: Message) -> Turn:
-        """Store the message, run the engine, store the turn; duplicates return the first answer."""
-        ...
+#: The port adapters hand messages to (the name adapters have always used for it).
+Inbox = ChannelPort
 
 
 class ChannelAdapter(ABC):
@@ -34,7 +36,7 @@ class ChannelAdapter(ABC):
     #: Channel name as stored on identities and interactions ("rest", "webchat", "twilio_sms", ...).
     name: str = ""
 
-    def __init__(self, inbox: Inbox, settings: Settings) -> None:
+    def __init__(self, inbox: ChannelPort, settings: Settings) -> None:
         self.inbox = inbox
         self.settings = settings
 

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import update as sql_update
 from starlette.concurrency import run_in_threadpool
 from telegram import (
     Bot,
@@ -45,13 +44,11 @@ from telegram.error import Forbidden, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.media_access import may_fetch
 from bot.messages import Attachment, Message, Reply, Turn
-from channels.base import ChannelAdapter, Inbox
+from bot.ports import ChannelPort, Reachability
+from channels.base import ChannelAdapter
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
     from bot.settings import Settings
 
 log = logging.getLogger("pcrm.channels.telegram")
@@ -107,11 +104,14 @@ class TelegramChannel(ChannelAdapter):
     max_retries = 3
     max_retry_wait = 30.0
 
-    def __init__(self, inbox: Inbox, settings: Settings, sessions: sessionmaker[Session] | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    def __init__(self, inbox: ChannelPort, settings: Settings,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 file_access: Callable[[Request, str], int] | None = None) -> None:
         super().__init__(inbox, settings)
-        self.sessions = sessions if sessions is not None else getattr(inbox, "sessions", None)
         self._sleep = sleep
+        #: Who may fetch a resident's file: the web app's rule (staff of the owning department, or a
+        #: signed URL: bot/media_access.py), given by whoever mounts the channel. None: nobody (401).
+        self.file_access = file_access
         self._bot: Bot | None = None
         self._bot_lock = asyncio.Lock()
         self._callbacks: _Bounded = _Bounded(20000)  # short callback id -> long payload
@@ -172,7 +172,8 @@ class TelegramChannel(ChannelAdapter):
             # Proxied rather than redirected: Telegram's file URL contains the bot token.
             if not _FILE_ID.match(file_id):
                 raise HTTPException(404, "no such file")
-            allowed = await run_in_threadpool(may_fetch, request, file_id)  # bot/media_access.py
+            allowed = await run_in_threadpool(self.file_access, request, file_id) \
+                if self.file_access is not None else 401
             if allowed != 200:
                 raise HTTPException(allowed, "login required" if allowed == 401 else "another department's file")
             if not self.settings.telegram_bot_token:
@@ -207,7 +208,7 @@ class TelegramChannel(ChannelAdapter):
                     self._delivered[key] = True
             return
         turn = await self.inbox.receive(msg)
-        await run_in_threadpool(self._mark_reachable, msg.sender_id)
+        await self._set_reachable(msg.sender_id, True)  # they wrote: whatever blocked them before, not now
         if turn.label == "duplicate" and (key in self._delivered or not turn.replies):
             return  # the first delivery answered already
         if await self._send_turn(msg.sender_id, turn):
@@ -274,15 +275,10 @@ class TelegramChannel(ChannelAdapter):
         return text
 
     def _render(self, key: str, lang: str) -> str:
-        engine = getattr(self.inbox, "engine", None)
-        return engine.knowledge.render(key, lang) if engine is not None else key
+        return self.inbox.say(key, lang)
 
     def _conversation_lang(self, sender_id: str) -> str | None:
-        engine = getattr(self.inbox, "engine", None)
-        if engine is None:
-            return None
-        state = engine.states.load(f"{self.name}:{sender_id}")
-        return state.lang if state.turns else None
+        return self.inbox.conversation_lang(f"{self.name}:{sender_id}")
 
     # --- outbound -----------------------------------------------------------------------------
     async def send(self, recipient_id: str, replies: list[Reply]) -> bool:
@@ -299,7 +295,7 @@ class TelegramChannel(ChannelAdapter):
                     if not await self._call(chat_id, kwargs):
                         return False
         except _Blocked:
-            await run_in_threadpool(self._set_reachable, chat_id, False)
+            await self._set_reachable(chat_id, False)
             return False
         return True
 
@@ -357,23 +353,11 @@ class TelegramChannel(ChannelAdapter):
         return short
 
     # --- reachability -------------------------------------------------------------------------
-    def _set_reachable(self, chat_id: str, reachable: bool) -> None:
-        from crm_store.models import ChannelIdentity
-
-        if self.sessions is None:
-            return
+    async def _set_reachable(self, chat_id: str, reachable: bool) -> None:
         try:
-            with self.sessions.begin() as s:
-                s.execute(sql_update(ChannelIdentity)
-                          .where(ChannelIdentity.channel == self.name, ChannelIdentity.external_id == chat_id,
-                                 ChannelIdentity.reachable.is_(not reachable))
-                          .values(reachable=reachable))
+            await self.inbox.note(Reachability(self.name, chat_id, reachable))
         except Exception:  # noqa: BLE001 - reachability is advisory; never fail a delivery over it
             log.exception("could not update reachability of a telegram identity")
-
-    def _mark_reachable(self, chat_id: str) -> None:
-        """The resident wrote to us: whatever blocked them before, they are reachable now."""
-        self._set_reachable(chat_id, True)
 
 
 # --- command line ---------------------------------------------------------------------------------

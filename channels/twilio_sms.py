@@ -21,10 +21,11 @@ Rendering
 
 Opt-out
     ``STOP``/``수신거부`` (and Twilio's other opt-out words), ``START``/``수신동의`` and
-    ``HELP``/``도움말`` are handled here, without the engine: they set or clear
-    ``Resident.sms_opt_out``, are recorded as interactions (``handled_by="system"``)
-    plus an audit row, and are answered with ``utter_opt_out_done``/``utter_opt_in_done``/
-    ``utter_help``. Twilio's Advanced Opt-Out ``OptOutType`` parameter counts too.
+    ``HELP``/``도움말`` are handled here, without the engine: they are reported to the port
+    as a :class:`~bot.ports.ContactKeyword` (its writer sets or clears the resident's SMS
+    opt-out, keeps both messages as system interactions plus an audit row), and answered
+    with ``utter_opt_out_done``/``utter_opt_in_done``/``utter_help``. Twilio's Advanced
+    Opt-Out ``OptOutType`` parameter counts too.
     ``CANCEL`` and ``YES`` are deliberately not keywords: inside a form they mean
     "cancel the report" and "confirm". A message from an opted-out number is still
     answered in the reply to that message (the resident started the exchange); the
@@ -40,13 +41,11 @@ Outbound
     supported injection point (``Client(..., http_client=...)``).
 
 Delivery status
-    ``POST /webhooks/twilio/sms/status`` (signed). *Choice:* each status is recorded
-    as an :class:`~crm_store.models.AuditLog` row (``who="twilio"``,
-    ``action="sms.status.<status>"``, ``target="sms:<MessageSid>[ error:<code>]"``;
-    no phone number, so nothing to erase), because outbound rows carry no
-    delivery id to attach it to. Two errors change the profile: 21610 (the
-    recipient unsubscribed at the carrier) sets ``sms_opt_out``; 30005/30006
-    (unknown number, landline) mark the SMS identity unreachable.
+    ``POST /webhooks/twilio/sms/status`` (signed), reported to the port as a
+    :class:`~bot.ports.DeliveryStatus` (stored as an audit row, see
+    :mod:`crm_store.channel_events`). What Twilio's codes mean is decided here: 21610
+    (the recipient unsubscribed at the carrier) is ``opted_out``; 30005/30006 (unknown
+    number, landline) are ``unreachable``.
 """
 
 from __future__ import annotations
@@ -61,20 +60,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from twilio.http.http_client import TwilioHttpClient
 from twilio.twiml.messaging_response import MessagingResponse
 
+from bot.masking import mask_pii
 from bot.messages import Attachment, Button, Message, Reply
+from bot.phones import normalize_phone
+from bot.ports import ChannelPort, ContactKeyword, Delivery, DeliveryStatus
 from bot.settings import Settings
-from channels.base import ChannelAdapter, Inbox
+from channels.base import ChannelAdapter
 from channels.twilio_signature import check_signature, first, form_params, public_url
-from crm_store import conversations, interactions, residents
-from crm_store.masking import mask_pii
-from crm_store.models import AuditLog, ChannelIdentity, Interaction, Resident, audit
-from crm_store.phones import PHONE_IDENTITY, normalize_phone
 
 log = logging.getLogger("pcrm.channels.twilio_sms")
 
@@ -261,14 +257,14 @@ def make_twilio_client(settings: Settings):  # noqa: ANN201 - twilio.rest.Client
 class SmsSender:
     """Sends SMS the centre initiates (agent answers, status news, one-time codes).
 
-    Never to a number whose resident opted out or whose SMS identity is known dead.
-    ``send_sms`` is the send-SMS interface the web chat's phone verification uses.
+    Never to a number whose resident opted out or whose SMS identity is known dead (the port
+    knows; without one, e.g. a command-line tool, nothing is blocked). ``send_sms`` is the
+    send-SMS interface the web chat's phone verification uses.
     """
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None = None,
-                 client: Any = None) -> None:
+    def __init__(self, settings: Settings, port: ChannelPort | None = None, client: Any = None) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.port = port
         self._client = client
         self._lock = threading.Lock()
 
@@ -319,28 +315,12 @@ class SmsSender:
 
     def blocked(self, e164: str) -> bool:
         """Whether we must not text ``e164``: its resident opted out, or the number is dead."""
-        if self.sessions is None:
-            return False
-        with self.sessions() as s:
-            stmt = select(ChannelIdentity).where(
-                ChannelIdentity.external_id == e164,
-                ChannelIdentity.channel.in_([PHONE_IDENTITY, CHANNEL, "twilio_voice"]))
-            for ident in s.scalars(stmt):
-                if ident.channel == CHANNEL and not ident.reachable:
-                    return True
-                resident = s.get(Resident, ident.resident_id)
-                seen = set()
-                while resident is not None and resident.merged_into_id and resident.id not in seen:
-                    seen.add(resident.id)
-                    resident = s.get(Resident, resident.merged_into_id)
-                if resident is not None and resident.sms_opt_out:
-                    return True
-        return False
+        return self.port is not None and not self.port.may_contact(CHANNEL, e164)
 
 
-def make_sms_sender(settings: Settings, sessions: sessionmaker[Session] | None = None) -> SmsSender:
+def make_sms_sender(settings: Settings, port: ChannelPort | None = None) -> SmsSender:
     """An :class:`SmsSender` for code outside the adapter (e.g. phone verification)."""
-    return SmsSender(settings, sessions)
+    return SmsSender(settings, port)
 
 
 # --- the adapter -------------------------------------------------------------------------------
@@ -348,11 +328,9 @@ def make_sms_sender(settings: Settings, sessions: sessionmaker[Session] | None =
 class TwilioSmsChannel(ChannelAdapter):
     name = CHANNEL
 
-    def __init__(self, inbox: Inbox, settings: Settings, sessions: sessionmaker[Session] | None = None,
-                 sender: SmsSender | None = None) -> None:
+    def __init__(self, inbox: ChannelPort, settings: Settings, sender: SmsSender | None = None) -> None:
         super().__init__(inbox, settings)
-        self.sessions = sessions if sessions is not None else getattr(inbox, "sessions", None)
-        self.sender = sender or SmsSender(settings, self.sessions)
+        self.sender = sender or SmsSender(settings, inbox)
         self.buttons = _ButtonMemory()
 
     @property
@@ -391,16 +369,14 @@ class TwilioSmsChannel(ChannelAdapter):
                 return JSONResponse({"detail": "From is not a phone number"}, status_code=400)
             body = first(params, "Body")
             sid = first(params, "MessageSid")
-            engine = request.app.state.engine
-            sessions = self.sessions or request.app.state.sessions
 
             keyword = keyword_of(body, first(params, "OptOutType"))
             if keyword is not None:
                 lang = "ko" if _HANGUL.search(body) else "en"
-                text = engine.knowledge.render(_KEYWORD_RESPONSE[keyword], lang)
+                text = self.inbox.say(_KEYWORD_RESPONSE[keyword], lang)
                 msg = Message(channel=CHANNEL, sender_id=sender, text=body, lang=lang, message_id=sid)
                 try:
-                    await run_in_threadpool(_record_keyword, sessions, msg, keyword, text)
+                    await self.inbox.note(ContactKeyword(msg, keyword, text))  # type: ignore[arg-type]
                 except Exception:  # noqa: BLE001 - the store is down
                     log.exception("could not record SMS %s of %s", keyword, mask_pii(sender))
                     if keyword != "help":  # never confirm an opt-out/in that was not saved
@@ -427,12 +403,19 @@ class TwilioSmsChannel(ChannelAdapter):
             sid, state = first(params, "MessageSid"), first(params, "MessageStatus").lower()
             if not sid or not state:
                 return JSONResponse({"detail": "missing MessageSid or MessageStatus"}, status_code=400)
-            sessions = self.sessions or request.app.state.sessions
-            await run_in_threadpool(_record_status, sessions, sid, state, first(params, "ErrorCode"),
-                                    first(params, "To"))
+            error = first(params, "ErrorCode")
+            await self.inbox.note(DeliveryStatus(CHANNEL, sid, state, reported_by="twilio", error=error,
+                                                 recipient=first(params, "To"), outcome=delivery_outcome(error)))
             return Response(status_code=204)
 
         return r
+
+
+def delivery_outcome(error: str) -> Delivery:
+    """What a Twilio error code says about the recipient (see the module doc)."""
+    if error == _UNSUBSCRIBED_ERROR:
+        return "opted_out"
+    return "unreachable" if error in _UNREACHABLE_ERRORS else "ok"
 
 
 def _media(params: dict[str, Any]) -> list[Attachment]:
@@ -448,50 +431,3 @@ def _media(params: dict[str, Any]) -> list[Attachment]:
             kind = "photo" if first(params, f"MediaContentType{i}").startswith("image/") else "file"
             out.append(Attachment(kind=kind, url=url))  # type: ignore[arg-type]
     return out
-
-
-def _record_keyword(sessions: sessionmaker[Session], msg: Message, keyword: str, reply: str) -> None:
-    """Store STOP/START/HELP and its answer; set or clear the resident's opt-out."""
-    with sessions.begin() as s:
-        resident = residents.identify(s, msg.channel, msg.sender_id)
-        conv = conversations.get_or_create(s, msg.conversation_key, msg.channel, resident)
-        row = interactions.record_inbound(s, msg, conv, resident)
-        if row is None:
-            return  # a retried delivery: done the first time
-        row.label = f"sms.{keyword}"
-        row.lang = msg.lang
-        row.handled_by = "system"
-        if keyword in ("stop", "start"):
-            resident.sms_opt_out = keyword == "stop"
-            s.add(audit("resident", "sms.opt_out" if keyword == "stop" else "sms.opt_in",
-                        f"resident:{resident.id}"))
-        s.add(Interaction(conversation_id=conv.id, resident_id=resident.id, channel=msg.channel,
-                          direction="out", text=reply, lang=msg.lang, label=f"sms.{keyword}",
-                          entities=[], handled_by="system"))
-
-
-def _record_status(sessions: sessionmaker[Session], sid: str, state: str, error: str, to: str) -> None:
-    """Keep a delivery status as an audit row; act on permanent failures."""
-    action = f"sms.status.{state}"[:64]
-    target = f"sms:{sid}" + (f" error:{error}" if error else "")
-    with sessions.begin() as s:
-        stmt = select(AuditLog.id).where(AuditLog.action == action, AuditLog.target == target)
-        exists = s.scalars(stmt).first()
-        if exists is not None:
-            return
-        s.add(AuditLog(who="twilio", action=action, target=target[:255]))
-        if not error or not to:
-            return
-        try:
-            e164 = normalize_phone(to)
-        except ValueError:
-            return
-        if error == _UNSUBSCRIBED_ERROR:
-            resident = residents.identify(s, CHANNEL, e164)
-            resident.sms_opt_out = True
-            s.add(audit("twilio", "sms.opt_out", f"resident:{resident.id}"))
-        elif error in _UNREACHABLE_ERRORS:
-            ident = s.scalars(select(ChannelIdentity).where(ChannelIdentity.channel == CHANNEL,
-                                                            ChannelIdentity.external_id == e164)).first()
-            if ident is not None:
-                ident.reachable = False

@@ -28,7 +28,7 @@ Hand-off
     business hours the department's phone from ``config.yml`` is dialled (the
     dial's outcome comes to ``/webhooks/twilio/voice/dial``: busy or no answer
     falls back to a voicemail). After hours (the engine's hand-off event says
-    ``after_hours``, else ``engine.hours.is_open``) the caller leaves a voicemail
+    ``after_hours``, else the port's ``open_now``) the caller leaves a voicemail
     (``<Record maxLength="120">``); ``/webhooks/twilio/voice/recording`` passes it
     to the inbox as ``"[voicemail] <RecordingUrl>"`` with a ``recording``
     attachment, which the engine takes as the call-back message of its
@@ -43,16 +43,18 @@ English
     script of its own text.
 
 Call status
-    ``POST /webhooks/twilio/voice/status`` (signed). *Choice:* stored as an inbound
-    interaction of the caller's voice conversation, ``text="[call-status] <status>
-    (<duration>s)"``, ``label="call.status"``, ``handled_by="system"``, with
-    message id ``"<CallSid>:status:<status>"`` (so a retry is a no-op). It is on the
-    agent's timeline next to the call's transcript, and ``label`` lets reports
-    leave it out of message counts.
+    ``POST /webhooks/twilio/voice/status`` (signed), reported to the port as a
+    :class:`~bot.ports.CallStatus`: stored as a system interaction of the caller's voice
+    conversation (``[call-status] <status> (<duration>s)``, label ``call.status``; a retry
+    is a no-op), on the agent's timeline next to the call's transcript
+    (:mod:`crm_store.channel_events`).
 
-A new call starts a fresh dialogue: a form, question or hand-off left over from
-an earlier call of the same number is cleared (the earlier hand-off's queue row
-is left for its agent to close).
+A new call starts a fresh dialogue (``ChannelPort.reset``, under the conversation's
+lock): a form, question or hand-off left over from an earlier call of the same number
+is cleared (the earlier hand-off's queue row is left for its agent to close).
+
+A caller who withheld the number is ``anonymous:<CallSid>``: the inbox handles such a
+call's turns like any other (lock, de-duplication, rate limits) and stores nothing.
 """
 
 from __future__ import annotations
@@ -66,17 +68,14 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from bot.messages import Attachment, Message, Turn
+from bot.messages import ANONYMOUS_PREFIX, Attachment, Message, Turn
+from bot.phones import normalize_phone
+from bot.ports import CallStatus, ChannelPort
 from bot.settings import Settings
-from channels.base import ChannelAdapter, Inbox
+from channels.base import ChannelAdapter
 from channels.twilio_signature import check_signature, first, form_params, public_url
-from crm_store import conversations, interactions, residents
-from crm_store.masking import mask_pii
-from crm_store.phones import normalize_phone
 
 log = logging.getLogger("pcrm.channels.twilio_voice")
 
@@ -188,10 +187,8 @@ def _xml(resp: VoiceResponse) -> Response:
 class TwilioVoiceChannel(ChannelAdapter):
     name = CHANNEL
 
-    def __init__(self, inbox: Inbox, settings: Settings,
-                 sessions: sessionmaker[Session] | None = None) -> None:
+    def __init__(self, inbox: ChannelPort, settings: Settings) -> None:
         super().__init__(inbox, settings)
-        self.sessions = sessions if sessions is not None else getattr(inbox, "sessions", None)
         self.answers = _AnswerCache()
         cfg = (settings.config().get("channels") or {}).get(CHANNEL) or {}
         self.voices = {"ko": str(cfg.get("voice_ko", "Polly.Seoyeon")),
@@ -212,12 +209,10 @@ class TwilioVoiceChannel(ChannelAdapter):
         base = public_url(self.settings, path)
         return f"{base}?{urlencode(q, doseq=True)}" if q else base
 
-    def _hints_for(self, engine: Any, lang: str) -> str:
+    def _hints_for(self, lang: str) -> str:
         """Speech hints: the catalog's service and FAQ names plus the words callers use to navigate."""
         if lang not in self._hints:
-            k = engine.knowledge
-            words = [s.name(lang) for s in k.services.values()]
-            words += [str(f.get(lang, "")) for f in k.faq.values()]
+            words = list(self.inbox.vocabulary(lang))
             words += (["상담원", "상담원 연결", "접수번호", "처리 상태", "신고", "예", "아니요",
                        "취소", "영어"]
                       if lang == "ko" else ["agent", "ticket number", "status", "report", "yes", "no",
@@ -231,7 +226,7 @@ class TwilioVoiceChannel(ChannelAdapter):
             self._hints[lang] = ",".join(clean[:500])
         return self._hints[lang]
 
-    def _gather(self, engine: Any, lang: str, n: int, *, menu: bool = False, miss: int = 0,
+    def _gather(self, lang: str, n: int, *, menu: bool = False, miss: int = 0,
                 options: list[str] | None = None, digits_only_one: bool = False) -> Gather:
         action = self._url(GATHER_PATH, n=n, lang=lang, menu=1 if menu else None, miss=miss or None,
                            o=options or None)
@@ -240,10 +235,10 @@ class TwilioVoiceChannel(ChannelAdapter):
             kw["num_digits"] = 1
         return Gather(input="speech dtmf", language=LANGUAGE[lang], action=action, method="POST",
                       speech_timeout="auto", timeout=6, action_on_empty_result=True,
-                      hints=self._hints_for(engine, lang), **kw)
+                      hints=self._hints_for(lang), **kw)
 
-    def _dial(self, resp: VoiceResponse, engine: Any, department: str | None, lang: str) -> None:
-        number = self._phone_of(engine, department)
+    def _dial(self, resp: VoiceResponse, department: str | None, lang: str) -> None:
+        number = self.inbox.phone_of(department)
         if not number:
             self._say(resp, PROMPTS[lang]["error"], lang)
             self._record(resp, lang, PROMPTS[lang]["record_hint"])
@@ -258,35 +253,26 @@ class TwilioVoiceChannel(ChannelAdapter):
         self._say(resp, PROMPTS[lang]["no_recording"], lang)
         resp.hangup()
 
-    @staticmethod
-    def _phone_of(engine: Any, department: str | None) -> str | None:
-        deps = engine.knowledge.departments
-        for code in (department, "general"):
-            phone = (deps.get(code or "") or {}).get("phone")
-            if phone:
-                return str(phone)
-        return (engine.knowledge.config.get("municipality") or {}).get("phone")
-
-    def _greeting(self, engine: Any) -> VoiceResponse:
-        name = ((engine.knowledge.config.get("municipality") or {}).get("name") or {}).get("ko", "")
+    def _greeting(self) -> VoiceResponse:
+        name = self.inbox.office_name("ko")
         resp = VoiceResponse()
-        gather = self._gather(engine, "ko", 1, menu=True, digits_only_one=True)
+        gather = self._gather("ko", 1, menu=True, digits_only_one=True)
         self._say(gather, PROMPTS["ko"]["greeting"].format(name=name), "ko")
         self._say(gather, ENGLISH_OFFER, "en")
         resp.append(gather)
         return resp
 
-    def _no_input_end(self, engine: Any, lang: str) -> VoiceResponse:
+    def _no_input_end(self, lang: str) -> VoiceResponse:
         resp = VoiceResponse()
-        if engine.hours.is_open(engine.clock()):
+        if self.inbox.open_now():
             self._say(resp, PROMPTS[lang]["transfer"], lang)
-            self._dial(resp, engine, "general", lang)
+            self._dial(resp, "general", lang)
         else:
             self._say(resp, PROMPTS[lang]["goodbye"], lang)
             resp.hangup()
         return resp
 
-    def render(self, engine: Any, turn: Turn, lang: str, n: int) -> VoiceResponse:
+    def render(self, turn: Turn, lang: str, n: int) -> VoiceResponse:
         """The TwiML answer to one turn: speak, then listen, dial, record or hang up."""
         resp = VoiceResponse()
         if turn.event("language") is not None:
@@ -299,13 +285,13 @@ class TwilioVoiceChannel(ChannelAdapter):
                 self._say(resp, reply.hints.get("spoken") or reply.text)
             ev = turn.event("handoff")
             after_hours = bool(ev.data.get("after_hours")) if ev is not None \
-                else not engine.hours.is_open(engine.clock())
+                else not self.inbox.open_now()
             if after_hours:
                 self._record(resp, lang, PROMPTS[lang]["record_hint"])
             else:
                 if not turn.replies:
                     self._say(resp, PROMPTS[lang]["transfer"], lang)
-                self._dial(resp, engine, turn.routing.department, lang)
+                self._dial(resp, turn.routing.department, lang)
             return resp
         if any(r.hints.get("record_message") for r in turn.replies):
             # The bot asks for a message (an after-hours call-back): on the phone that is a voicemail.
@@ -320,7 +306,7 @@ class TwilioVoiceChannel(ChannelAdapter):
             return resp
         buttons = [b for r in turn.replies for b in r.buttons]
         options = [self._option_text(b.title, b.payload, lang) for b in buttons]
-        gather = self._gather(engine, lang, n + 1, options=options,
+        gather = self._gather(lang, n + 1, options=options,
                               digits_only_one=0 < len(buttons) <= 9)
         for reply in turn.replies:
             self._say(gather, reply.hints.get("spoken") or reply.text)
@@ -366,10 +352,8 @@ class TwilioVoiceChannel(ChannelAdapter):
             if error is not None:
                 return error
             assert params is not None
-            engine = request.app.state.engine
-            sender = _sender(params)
-            await run_in_threadpool(_fresh_call, engine, f"{CHANNEL}:{sender}")
-            return _xml(self._greeting(engine))
+            await self.inbox.reset(f"{CHANNEL}:{_sender(params)}", "ko")  # the greeting's language
+            return _xml(self._greeting())
 
         @r.post(GATHER_PATH, summary="Twilio <Gather> result: the caller's speech or keys",
                 response_class=Response, responses=xml)
@@ -378,7 +362,6 @@ class TwilioVoiceChannel(ChannelAdapter):
             if error is not None:
                 return error
             assert params is not None
-            engine = request.app.state.engine
             q = request.query_params
             lang = q.get("lang", "ko") if q.get("lang") in LANGUAGE else "ko"
             n = _int(q.get("n"), 1)
@@ -393,10 +376,10 @@ class TwilioVoiceChannel(ChannelAdapter):
 
             if not speech and not digits:
                 if miss + 1 >= MAX_MISSES:
-                    resp = self._no_input_end(engine, lang)
+                    resp = self._no_input_end(lang)
                 else:
                     resp = VoiceResponse()
-                    gather = self._gather(engine, lang, n + 1, menu=q.get("menu") == "1", miss=miss + 1,
+                    gather = self._gather(lang, n + 1, menu=q.get("menu") == "1", miss=miss + 1,
                                           options=options, digits_only_one=q.get("menu") == "1")
                     self._say(gather, PROMPTS[lang]["not_heard"], lang)
                     resp.append(gather)
@@ -412,7 +395,7 @@ class TwilioVoiceChannel(ChannelAdapter):
                     kind, value = MENU[digits]
                     if kind == "prompt":
                         resp = VoiceResponse()
-                        gather = self._gather(engine, lang, n + 1)
+                        gather = self._gather(lang, n + 1)
                         self._say(gather, PROMPTS[lang][value[lang]], lang)
                         resp.append(gather)
                         return _xml(resp)
@@ -429,16 +412,16 @@ class TwilioVoiceChannel(ChannelAdapter):
                                     **({"digits": digits} if digits else {}),
                                     **({"speech_confidence": first(params, "Confidence")} if speech else {})})
             try:
-                turn = await self._receive(engine, msg)
+                turn = await self.inbox.receive(msg)
             except Exception:  # noqa: BLE001 - the caller must never hear silence
                 log.exception("voice turn failed for call %s", call_sid)
                 resp = VoiceResponse()
                 self._say(resp, PROMPTS[lang]["error"], lang)
-                tail = self._no_input_end(engine, lang)
+                tail = self._no_input_end(lang)
                 for verb in tail.verbs:
                     resp.append(verb)
                 return _xml(resp)
-            body = str(self.render(engine, turn, lang, n))
+            body = str(self.render(turn, lang, n))
             self.answers.put(cache_key, body)
             return Response(content=body, media_type="application/xml")
 
@@ -465,7 +448,6 @@ class TwilioVoiceChannel(ChannelAdapter):
             if error is not None:
                 return error
             assert params is not None
-            engine = request.app.state.engine
             lang = request.query_params.get("lang", "ko")
             lang = lang if lang in LANGUAGE else "ko"
             url = first(params, "RecordingUrl")
@@ -478,18 +460,18 @@ class TwilioVoiceChannel(ChannelAdapter):
                                     "duration": first(params, "RecordingDuration")})
             turn: Turn | None = None
             try:
-                turn = await self._receive(engine, msg)
+                turn = await self.inbox.receive(msg)
             except Exception:  # noqa: BLE001 - the recording stays at Twilio; the log says which call
                 log.exception("could not store voicemail of call %s", call_sid)
             resp = VoiceResponse()
             if turn is not None and turn.event("callback") is not None:
                 # Added to the call-back the engine booked; said in the call's language (the
                 # voicemail's text is a Latin-only URL, which the engine would answer in English).
-                self._say(resp, engine.knowledge.render("utter_callback_message_taken", lang), lang)
+                self._say(resp, self.inbox.say("utter_callback_message_taken", lang), lang)
             else:
                 # Spoken in the call's language: the engine would take the Latin-only voicemail text
                 # for English, and a hand-off in business hours has no bot reply at all.
-                self._say(resp, engine.knowledge.render("utter_after_hours_message_taken", lang), lang)
+                self._say(resp, self.inbox.say("utter_after_hours_message_taken", lang), lang)
             self._say(resp, PROMPTS[lang]["bye"], lang)
             resp.hangup()
             return _xml(resp)
@@ -500,17 +482,17 @@ class TwilioVoiceChannel(ChannelAdapter):
             if error is not None:
                 return error
             assert params is not None
-            sessions = self.sessions or request.app.state.sessions
-            await run_in_threadpool(_record_call_status, sessions, params)
+            sender = _sender(params)
+            if not sender.startswith(ANONYMOUS_PREFIX):  # nobody to file it under
+                try:
+                    await self.inbox.note(CallStatus(CHANNEL, sender, first(params, "CallSid"),
+                                                     first(params, "CallStatus").lower(),
+                                                     first(params, "CallDuration")))
+                except Exception:  # noqa: BLE001 - a lost status is not worth a Twilio error
+                    log.exception("could not store the status of call %s", first(params, "CallSid"))
             return Response(status_code=204)
 
         return r
-
-    async def _receive(self, engine: Any, msg: Message) -> Turn:
-        """Through the inbox; an anonymous caller (no number) has nothing to store: engine only."""
-        if msg.sender_id.startswith("anonymous:"):
-            return await run_in_threadpool(engine.handle, msg)
-        return await self.inbox.receive(msg)
 
 
 def _int(value: str | None, default: int) -> int:
@@ -525,37 +507,4 @@ def _sender(params: dict[str, Any]) -> str:
     try:
         return normalize_phone(first(params, "From"))
     except ValueError:
-        return f"anonymous:{first(params, 'CallSid')}"
-
-
-def _fresh_call(engine: Any, key: str) -> None:
-    """A call starts a fresh dialogue in Korean (the greeting's language)."""
-    state = engine.states.load(key)
-    if state.active_form or state.awaiting or state.handed_off or state.clarify_options or state.lang != "ko":
-        state.reset()
-        state.handed_off = False
-        state.handoff_department = None
-        state.lang = "ko"
-        engine.states.save(state)
-
-
-def _record_call_status(sessions: sessionmaker[Session], params: dict[str, Any]) -> None:
-    """The call's status as a system interaction of the caller's voice conversation."""
-    sender = _sender(params)
-    if sender.startswith("anonymous:"):
-        return
-    status = first(params, "CallStatus").lower()
-    duration = first(params, "CallDuration")
-    text = f"[call-status] {status}" + (f" ({duration}s)" if duration else "")
-    msg = Message(channel=CHANNEL, sender_id=sender, text=text,
-                  message_id=f"{first(params, 'CallSid')}:status:{status}"[:128])
-    try:
-        with sessions.begin() as s:
-            resident = residents.identify(s, CHANNEL, sender)
-            conv = conversations.get_or_create(s, msg.conversation_key, CHANNEL, resident)
-            row = interactions.record_inbound(s, msg, conv, resident)
-            if row is not None:
-                row.label = "call.status"
-                row.handled_by = "system"
-    except Exception:  # noqa: BLE001 - a lost status is not worth a Twilio error
-        log.exception("could not store call status of %s", mask_pii(sender))
+        return f"{ANONYMOUS_PREFIX}{first(params, 'CallSid')}"

@@ -35,18 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Header, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from bot.messages import Attachment, Message, Reply, new_id
+from bot.ports import ChannelPort
 from bot.ratelimit import RateLimited
 from bot.security_headers import json_too_deep
 from bot.webchat_keys import KEY_HEADER, SUBPROTOCOL, key_from_protocols, session_of
-from channels.base import ChannelAdapter, Inbox
+from channels.base import ChannelAdapter
 
 if TYPE_CHECKING:
-    from bot.live import LiveEvents
     from bot.settings import Settings
 
 log = logging.getLogger("pcrm.webchat")
@@ -113,9 +112,8 @@ class WebChatChannel(ChannelAdapter):
 
     name = "webchat"
 
-    def __init__(self, inbox: Inbox, settings: Settings, live: LiveEvents | None = None) -> None:
+    def __init__(self, inbox: ChannelPort, settings: Settings) -> None:
         super().__init__(inbox, settings)
-        self.live: LiveEvents | None = live if live is not None else getattr(inbox, "live", None)
 
     # --- frames -> messages ------------------------------------------------------------------
     def parse_frame(self, raw: str, session: str, lang: str | None) -> Message:
@@ -167,10 +165,10 @@ class WebChatChannel(ChannelAdapter):
     # --- pushes ------------------------------------------------------------------------------
     async def send(self, recipient_id: str, replies: list[Reply]) -> bool:
         """Push replies to every open socket of session ``recipient_id``."""
-        if self.live is None or not SESSION_RE.match(recipient_id or ""):
+        if not SESSION_RE.match(recipient_id or ""):
             return False
         for reply in replies:
-            await self.live.publish(topic_of(recipient_id), bot_frame(reply))
+            await self.inbox.publish(topic_of(recipient_id), bot_frame(reply))
         return True
 
     # --- routes ------------------------------------------------------------------------------
@@ -190,8 +188,7 @@ class WebChatChannel(ChannelAdapter):
                 session = session_of(x_webchat_key)
             except ValueError:
                 return JSONResponse({"detail": SESSION_RULE}, status_code=400, headers=headers)
-            sessions = request.app.state.sessions
-            messages = await run_in_threadpool(_history, sessions, f"{self.name}:{session}")
+            messages = await run_in_threadpool(self.inbox.history, f"{self.name}:{session}", HISTORY_LIMIT)
             return JSONResponse({"session": session, "messages": messages}, headers=headers)
 
         @r.options("/webchat/history", include_in_schema=False)
@@ -237,19 +234,16 @@ class WebChatChannel(ChannelAdapter):
                 if ws.client_state == WebSocketState.CONNECTED:
                     await ws.send_text(json.dumps(frame, ensure_ascii=False))
 
-        subscription = self.live.subscribe(topic_of(session)) if self.live is not None \
-            else contextlib.nullcontext(None)
-        async with subscription as stream:
-            forwarder = asyncio.create_task(self._forward(stream, emit)) if stream is not None else None
+        async with self.inbox.subscribe(topic_of(session)) as stream:
+            forwarder = asyncio.create_task(self._forward(stream, emit))
             try:
                 await self._read_loop(ws, session, lang, emit)
             except WebSocketDisconnect:
                 pass
             finally:
-                if forwarder is not None:
-                    forwarder.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await forwarder
+                forwarder.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await forwarder
 
     async def _forward(self, stream: Any, emit: Any) -> None:
         """Live-topic payloads (agent answers, pushes) to this socket."""
@@ -284,7 +278,7 @@ class WebChatChannel(ChannelAdapter):
             try:
                 turn = await self.inbox.receive(message)
             except RateLimited:  # a polite "잠시 후 다시" instead of a 429
-                text = self.inbox.engine.knowledge.render("utter_rate_limited", lang or "ko")  # type: ignore[attr-defined]
+                text = self.inbox.say("utter_rate_limited", lang or "ko")
                 await emit(bot_frame(Reply(text, hints={"rate_limited": True}), client_id))
                 continue
             except Exception:  # noqa: BLE001 - the engine already apologises; this is the last net
@@ -293,27 +287,3 @@ class WebChatChannel(ChannelAdapter):
                 continue
             for reply in turn.replies:
                 await emit(bot_frame(reply, client_id))
-
-
-def _history(sessions: Any, key: str) -> list[dict[str, Any]]:
-    """The last :data:`HISTORY_LIMIT` interactions of conversation ``key``, oldest first."""
-    from crm_store.models import Conversation, Interaction
-
-    with sessions() as s:
-        conv_id = s.scalars(select(Conversation.id).where(Conversation.key == key)).one_or_none()
-        if conv_id is None:
-            return []
-        rows = s.scalars(select(Interaction).where(Interaction.conversation_id == conv_id)
-                         .order_by(Interaction.created_at.desc(), Interaction.id.desc())
-                         .limit(HISTORY_LIMIT)).all()
-        out = []
-        for row in reversed(rows):
-            if row.direction == "in":
-                author = "resident"
-            elif (row.handled_by or "").startswith("agent"):
-                author = "agent"
-            else:
-                author = "bot"
-            out.append({"direction": row.direction, "author": author, "text": row.text or "",
-                        "created_at": row.created_at.isoformat() if row.created_at else None})
-        return out

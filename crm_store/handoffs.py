@@ -12,7 +12,6 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot.dialogue.state import DialogueState
 from crm_store._session import attached
 from crm_store.models import PRIORITY_EMERGENCY, Conversation, Handoff, Resident
 from crm_store.timeutil import utcnow
@@ -82,10 +81,11 @@ def claim(session: Session, handoff_id: int, agent_id: int) -> Handoff | None:
 
 
 def close(session: Session, handoff_id: int, resolution_code: str, agent_id: int | None = None) -> Handoff:
-    """Close a hand-off and give the conversation back to the bot.
+    """Close a hand-off; the conversation's row no longer counts as handed off.
 
-    The saved dialogue state is updated too (``handed_off`` off), otherwise the
-    engine would keep staying silent for a conversation nobody is handling.
+    The dialogue state is not rewritten here: the caller gives the conversation back to the
+    bot through the inbox (``Inbox.release``), under the conversation's lock and through the
+    state store, so a Redis-cached state is not left stale and no turn's save interleaves.
     """
     row = session.get(Handoff, handoff_id)
     if row is None:
@@ -95,15 +95,7 @@ def close(session: Session, handoff_id: int, resolution_code: str, agent_id: int
     row.resolution_code = resolution_code
     if agent_id is not None and row.agent_id is None:
         row.agent_id = agent_id
-    conv = session.get_one(Conversation, row.conversation_id)
-    conv.handed_off = False
-    if conv.state:
-        state = DialogueState.from_json(conv.state)
-        state.handed_off = False
-        state.handoff_department = None
-        conv.state_version += 1
-        state.version = conv.state_version
-        conv.state = state.to_json()
+    session.get_one(Conversation, row.conversation_id).handed_off = False
     session.flush()
     return row
 

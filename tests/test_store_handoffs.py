@@ -48,4 +48,6 @@ def test_queue_order_claim_and_close(session_factory: sessionmaker[Session]) -> 
         assert closed.status == "closed" and closed.closed_at is not None
         conv = s.get_one(Conversation, c1.id)
         assert not conv.handed_off
-        assert conv.state is not None and DialogueState.from_json(conv.state).handed_off is False
+        # The dialogue state is the inbox's to rewrite (Inbox.release: under the lock, through the state
+        # store and its Redis cache), not the hand-off store's.
+        assert conv.state is not None and DialogueState.from_json(conv.state).handed_off is True

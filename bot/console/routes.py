@@ -507,7 +507,7 @@ async def _tell_resident(request: Request, handoff_id: int, key: str, take_over:
     if department is not None:
         values["department"] = k.department_name(department, lang)
     if take_over is not None:
-        await run_in_threadpool(app.state.engine.take_over, conv_key, take_over)
+        await app.state.inbox.take_over(conv_key, take_over)  # under the conversation's lock
     text = k.render(key, lang, **values)
     await run_in_threadpool(_record_out, app.state.sessions, conv_id, [text], "bot", lang)
     delivered = await _deliver(request, conv_key, channel, [Reply(text)])
@@ -858,10 +858,9 @@ async def _close(request: Request, handoff_id: int, user: ConsoleUser, code: str
             return conv.key, conv.channel, conv.id, row.department
 
     key, channel, conv_id, dept = await run_in_threadpool(run)
-    engine = request.app.state.engine
     lang = await run_in_threadpool(_conversation_lang, request, key)
     replies: list[Reply] = [Reply(_knowledge(request).render("utter_agent_closed", lang))]
-    replies += await run_in_threadpool(engine.release, key, ask_rating)
+    replies += await request.app.state.inbox.release(key, ask_rating)  # under the conversation's lock
     delivered = True
     if replies:
         await run_in_threadpool(_record_out, request.app.state.sessions, conv_id, [r.text for r in replies])

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from crm_store.masking import mask_pii
+from bot.masking import mask_pii
 
 #: Labels meaning "the knowledge base had no answer good enough" (the retrieval engine's abstain).
 ABSTAIN_LABELS = ("kb.abstain", "kb.no_answer")
