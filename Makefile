@@ -42,12 +42,15 @@ browser-deps:
 rasa-deps:
 	@bash bench/rasa_env.sh || echo "Rasa toolchain not built: the Rasa interop tests will skip"
 
-## Run the whole test suite (real PostgreSQL and Redis when reachable).
+## Check the layers (import-linter contracts in pyproject.toml), then run the whole test suite
+## (real PostgreSQL and Redis when reachable).
 test: dev browser-deps rasa-deps
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/nlu_latency.py

@@ -2,11 +2,15 @@
 
 In-process, the engine calls :func:`configure` with its own objects. Behind a
 standalone rasa_sdk action server nobody does, so the first use builds them from
-the environment (``DATABASE_URL`` → the SQL store, else in memory).
+the environment: the knowledge and knowledge base from the settings, the request store
+from the factory :mod:`actions.standalone` registers (``DATABASE_URL`` → the SQL store),
+else in memory. The actions themselves depend only on :class:`RequestStore`; the one
+module that knows the store exists is that wiring (``lint-imports`` keeps it so).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +19,7 @@ from bot.service_requests import InMemoryRequestStore, RequestStore
 
 if TYPE_CHECKING:
     from bot.kb.retrieval import KnowledgeBase
+    from bot.settings import Settings
 
 
 @dataclass
@@ -26,6 +31,14 @@ class Backend:
 
 
 _backend: Backend | None = None
+#: The request store of a standalone action server (set by :mod:`actions.standalone`).
+_requests_factory: Callable[[Settings], RequestStore] | None = None
+
+
+def provide_requests(factory: Callable[[Settings], RequestStore]) -> None:
+    """Say how a standalone action server gets its request store (from its settings)."""
+    global _requests_factory
+    _requests_factory = factory
 
 
 def configure(knowledge: Knowledge, requests: RequestStore, kb: KnowledgeBase | None = None) -> None:
@@ -45,14 +58,7 @@ def get() -> Backend:
 
         settings = get_settings()
         knowledge = Knowledge(settings.pcrm_nlu_dir, settings.config())
-        requests: RequestStore
-        if settings.database_url:
-            from crm_store.db import make_session_factory
-            from crm_store.requests import SqlRequestStore
-
-            requests = SqlRequestStore(make_session_factory(settings.database_url))
-        else:
-            requests = InMemoryRequestStore()
+        requests = _requests_factory(settings) if _requests_factory is not None else InMemoryRequestStore()
         from bot.kb.retrieval import shared_knowledge_base
 
         kb = shared_knowledge_base(settings.pcrm_kb_dir or settings.pcrm_nlu_dir / "knowledge", settings.config(),

@@ -31,7 +31,7 @@ from bot.live import make_live_events
 from bot.locks import make_conversation_lock
 from bot.logging_setup import install_pii_filter
 from bot.metrics import ErrorCounter
-from bot.metrics import router as metrics_router
+from bot.metrics_http import router as metrics_router
 from bot.open311 import router as open311_router
 from bot.ratelimit import RateLimited, make_rate_limiter
 from bot.security_headers import install as install_security

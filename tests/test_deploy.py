@@ -107,12 +107,12 @@ def test_systemd_unit_serves_as_an_unprivileged_user() -> None:
 def test_dashboard_and_alerts_query_only_exposed_series() -> None:
     import json
 
-    from bot import metrics
+    from bot import metrics, metrics_http
 
     exposed = {m._name for m in (metrics.MESSAGES, metrics.TURN_SECONDS, metrics.STAGE_SECONDS,
                                  metrics.HANDOFFS, metrics.ERRORS)}
     state = SimpleNamespace(settings=Settings(), sessions=None, inbox=SimpleNamespace(spool_path=Path("/nonexistent")))
-    exposed |= {fam.name for fam in metrics.StoreCollector(SimpleNamespace(state=state)).collect()}
+    exposed |= {fam.name for fam in metrics_http.StoreCollector(SimpleNamespace(state=state)).collect()}
     dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text(encoding="utf-8"))
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text(encoding="utf-8"))

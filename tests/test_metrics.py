@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import allowed
+from bot.metrics_http import allowed
 from tests.pcrm_servers import PcrmServe
 
 pytestmark = pytest.mark.timeout(300)
