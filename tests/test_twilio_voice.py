@@ -286,3 +286,61 @@ def test_sms_and_voice_from_one_number_are_one_resident(server: TwilioApp) -> No
         assert s.get(Resident, resident_id).merged_into_id is None
         channels = set(s.scalars(select(Interaction.channel).where(Interaction.resident_id == resident_id)))
         assert channels == {"twilio_sms", "twilio_voice"}
+
+
+def test_an_anonymous_caller_is_de_duplicated_by_the_inbox_and_nothing_is_stored(server: TwilioApp) -> None:
+    """A withheld number used to go straight to the engine (no lock, no de-duplication, no limit):
+    now it takes the inbox's path; the same gather delivered again (here with other words, so the
+    adapter's own answer cache does not catch it) gets the first answer, and nothing is stored."""
+    call = Call(server, "anonymous")
+    call.start()
+    action = call._path(call.gather().get("action", ""))
+    first = xml_root(server.post(action, call.params(SpeechResult="여권 발급 어떻게 해요", Confidence="0.9")))
+    again = xml_root(server.post(action, call.params(SpeechResult="쓰레기 언제 버려요", Confidence="0.9")))
+    spoken = [" ".join(s.text or "" for s in r.iter("Say")) for r in (first, again)]
+    assert spoken[0] and spoken[1] == spoken[0]
+    with server.sessions() as s:
+        assert count(server, Interaction, Interaction.message_id.like(f"{call.sid}:%")) == 0
+        assert s.scalars(select(ChannelIdentity).where(ChannelIdentity.external_id.like("anonymous:%"))).all() == []
+
+
+def test_an_anonymous_caller_is_rate_limited_like_everyone(server: TwilioApp) -> None:
+    from bot.ratelimit import InProcessRateLimiter
+
+    inbox = server.app.state.inbox
+    saved, inbox.limiter = inbox.limiter, InProcessRateLimiter(per_sender_per_minute=2)
+    try:
+        call = Call(server, "anonymous")
+        call.start()
+        call.say("여권 발급 어떻게 해요")
+        assert "일시적인 문제" not in call.spoken()
+        call.say("쓰레기 언제 버려요")
+        call.say("가로등이 고장 났어요")  # the third within the minute: over the caller's limit
+        assert "일시적인 문제" in call.spoken()
+    finally:
+        inbox.limiter = saved
+
+
+def test_a_new_call_resets_the_dialogue_under_the_conversations_lock(server: TwilioApp) -> None:
+    number = "+821022220014"
+    call = Call(server, number)
+    call.start()
+    call.say("가로등이 고장 났어요")  # a form left half-filled
+    key = f"twilio_voice:{number}"
+    assert server.engine.states.load(key).active_form
+    inbox = server.app.state.inbox
+    held: list[str] = []
+    hold = inbox.lock.hold
+
+    def recording(k: str) -> object:
+        held.append(k)
+        return hold(k)
+
+    inbox.lock.hold = recording
+    try:
+        Call(server, number).start()
+    finally:
+        del inbox.lock.hold
+    assert held == [key]
+    state = server.engine.states.load(key)
+    assert not state.active_form and state.lang == "ko"
