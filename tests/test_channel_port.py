@@ -171,8 +171,8 @@ def test_a_turn_waits_for_a_reset_of_its_conversation(inbox: Inbox) -> None:
     resetting.start()
     assert entered.wait(5)
     answered: list[Turn] = []
-    turn = threading.Thread(target=lambda: answered.append(inbox._receive_sync(
-        Message(channel="twilio_voice", sender_id=PHONE, text="hi", message_id="CA2:1"))[0]))
+    turn = threading.Thread(target=lambda: answered.append(anyio.run(
+        inbox.receive, Message(channel="twilio_voice", sender_id=PHONE, text="hi", message_id="CA2:1"))))
     turn.start()
     turn.join(0.3)
     assert not answered and engine.turns == 0  # queued behind the reset
