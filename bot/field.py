@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,6 +31,9 @@ from bot.geo import distance_m, gazetteer
 from bot.media import NAME_RE, PhotoError, decode_data_url, media_dir, store_photo
 from bot.messages import Button, Reply
 from crm_store import work_orders
+
+if TYPE_CHECKING:
+    from bot.dialogue.state import DialogueState
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["field"])
@@ -278,8 +281,7 @@ async def notify(app: Any, ticket: str, status: str, note: str | None, keys: lis
     for key in keys:
         channel, _, sender = key.partition(":")
 
-        def prepare(key: str = key) -> tuple[str, str, bool]:
-            state = engine.states.load(key)
+        def prepare(state: DialogueState) -> tuple[str, str, bool]:
             lang = state.lang or "ko"
             values = {"ticket": ticket, "service": svc.name(lang) if svc else rec.service_code,
                       "department": k.department_name(rec.department, lang),
@@ -291,10 +293,10 @@ async def notify(app: Any, ticket: str, status: str, note: str | None, keys: lis
                 # Busy with an agent or another report: told, not asked (their form is not thrown away).
                 return k.render("utter_field_done", lang, **values), lang, False
             followup.prepare(state, ticket, rec.service_code, list(svc.slots) if svc else [])
-            engine.states.save(state)
             return k.render("utter_field_done_ask_fixed", lang, **values), lang, True
 
-        text, lang, asking = await run_in_threadpool(prepare)
+        # Under the conversation's lock, saved through the state store only if changed (bot/inbox_port.py).
+        text, lang, asking = await app.state.inbox.amend(key, prepare)
         await run_in_threadpool(_record_out, app.state.sessions, key, text, lang)
         adapter = app.state.channels.get(channel)
         buttons = ([Button(k.render("btn_yes", lang), k.render("btn_yes", lang)),

@@ -13,9 +13,9 @@ conversation, ask what to say — each taken to the one place that owns it:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio import to_thread
 
@@ -26,9 +26,12 @@ from crm_store import channel_events
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from bot.dialogue.state import DialogueState
     from bot.engine import Engine
     from bot.live import LiveEvents
     from bot.locks import ConversationLock
+
+R = TypeVar("R")
 
 
 class InboxPort:
@@ -80,6 +83,21 @@ class InboxPort:
     def take_over_sync(self, conversation_key: str, department: str) -> None:
         with self.lock.hold(conversation_key):
             self.engine.take_over(conversation_key, department)
+
+    async def amend(self, conversation_key: str, change: Callable[[DialogueState], R]) -> R:
+        """Run ``change`` on the conversation's dialogue state under its lock and save the state if
+        ``change`` altered it (e.g. a field crew's "fixed" asks the resident a follow-up question);
+        ``change``'s result is returned."""
+        return await to_thread.run_sync(self.amend_sync, conversation_key, change)
+
+    def amend_sync(self, conversation_key: str, change: Callable[[DialogueState], R]) -> R:
+        with self.lock.hold(conversation_key):
+            state = self.engine.states.load(conversation_key)
+            before = state.to_json()
+            result = change(state)
+            if state.to_json() != before:
+                self.engine.states.save(state)
+            return result
 
     def conversation_lang(self, conversation_key: str) -> str | None:
         state = self.engine.states.load(conversation_key)
