@@ -35,8 +35,9 @@ R = TypeVar("R")
 
 
 class InboxPort:
-    """The port methods of :class:`bot.inbox.Inbox` other than ``receive`` (a mixin: it uses the
-    inbox's ``engine``, ``sessions``, ``lock`` and ``live``)."""
+    """The channel-port methods of :class:`bot.inbox.Inbox` other than ``receive``, and the web
+    app's hooks on a conversation's state (:meth:`take_over`, :meth:`amend`). A mixin: it uses the
+    inbox's ``engine``, ``sessions``, ``lock`` and ``live``."""
 
     engine: Engine
     sessions: sessionmaker[Session]

@@ -26,9 +26,6 @@ from bot.ports import ChannelPort
 if TYPE_CHECKING:
     from bot.settings import Settings
 
-#: The port adapters hand messages to (the name adapters have always used for it).
-Inbox = ChannelPort
-
 
 class ChannelAdapter(ABC):
     """One channel: its routes in, its way of sending out."""

@@ -48,7 +48,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bot.messages import Attachment, Button, Message, Reply, Turn
-from channels.base import ChannelAdapter, Inbox
+from bot.ports import ChannelPort
+from channels.base import ChannelAdapter
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -168,7 +169,7 @@ class KakaoChannel(ChannelAdapter):
     #: Users remembered in memory (callbacks, quick-reply titles); idle ones are forgotten beyond this.
     max_users = 50000
 
-    def __init__(self, inbox: Inbox, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, inbox: ChannelPort, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
         super().__init__(inbox, settings)
         self._http = http
         self._users: dict[str, _UserState] = {}

@@ -3,7 +3,7 @@
 Telegram posts one ``Update`` per request with the secret given at
 ``setWebhook`` in ``X-Telegram-Bot-Api-Secret-Token``. An update becomes one
 :class:`Message` (text, shared location, photo, own contact, button press or a
-command), goes through the :class:`Inbox`, and the replies are sent with PTB's
+command), goes through the channel port (the inbox), and the replies are sent with PTB's
 ``Bot`` before the webhook answers ``{"ok": true}``.
 
 ``update_id`` is the delivery id: a redelivered update is stored once and its
@@ -367,7 +367,7 @@ async def set_webhook(settings: Settings) -> str:
     if not settings.telegram_webhook_secret:
         raise RuntimeError("TELEGRAM_WEBHOOK_SECRET is not set")
     url = f"{settings.pcrm_public_url.rstrip('/')}/webhooks/telegram"
-    adapter = TelegramChannel(_NoInbox(), settings)
+    adapter = TelegramChannel(_NoInbox(), settings)  # type: ignore[arg-type]
     async with adapter.make_bot() as bot:
         await bot.set_webhook(url, secret_token=settings.telegram_webhook_secret,
                               allowed_updates=["message", "edited_message", "callback_query"])
@@ -399,5 +399,7 @@ async def poll(adapter: TelegramChannel, stop: asyncio.Event | None = None, time
 
 
 class _NoInbox:
+    """Stands in for the port where only the Bot API is used (registering the webhook)."""
+
     async def receive(self, message: Message) -> Turn:  # pragma: no cover - never called
         raise RuntimeError("no inbox")

@@ -3,7 +3,7 @@
 Inbound
     Twilio posts the form (``From``, ``Body``, ``MessageSid``, ``NumMedia``/``MediaUrlN``)
     signed with ``X-Twilio-Signature``; forged or unsigned requests get 403. The
-    message goes through the :class:`~bot.inbox.Inbox` like every channel's, with
+    message goes through the channel port (:mod:`bot.ports`, the inbox) like every channel's, with
     ``message_id = MessageSid`` so a retried delivery is recorded once and answered
     the same way. Pictures sent by MMS become ``photo`` attachments.
 

@@ -5,7 +5,7 @@ Call flow
     opens a ``<Gather input="speech dtmf" language="ko-KR">`` with the keypad menu
     (1 정보 안내, 2 민원 신고, 3 처리 상태 조회, 0 상담원; 9 English). Every answer
     comes back to ``POST /webhooks/twilio/voice/gather``: the speech transcript (or
-    the key pressed, mapped to text) goes through the :class:`~bot.inbox.Inbox` as
+    the key pressed, mapped to text) goes through the channel port (:mod:`bot.ports`, the inbox) as
     one :class:`Message` and the engine's replies are spoken (``<Say>``) inside the
     next ``<Gather>``. ``hints.end_call`` ends the call (``<Hangup>``); ``hints.spoken`` (a knowledge-base
     article's shorter voice version) is said instead of the text.
