@@ -234,7 +234,7 @@ class Inbox(InboxPort):
         sql = getattr(store, "backing", store)
         if not isinstance(sql, SqlStateStore):
             return None
-        mine, theirs = self.sessions.kw.get("bind"), sql._sessions.kw.get("bind")
+        mine, theirs = self.sessions.kw.get("bind"), sql.bind
         if mine is None or theirs is None or (mine is not theirs and str(mine.url) != str(theirs.url)):
             return None
         return sql

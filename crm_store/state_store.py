@@ -42,6 +42,12 @@ class SqlStateStore(StateStore):
         self._sessions = session_factory
         self._strict = strict
 
+    @property
+    def bind(self) -> Any:
+        """The database engine the states live in (the inbox saves them in its own transactions
+        when it is the same database)."""
+        return self._sessions.kw.get("bind")
+
     def load(self, key: str) -> DialogueState:
         with self._sessions() as session:
             conv = by_key(session, key)

@@ -49,7 +49,7 @@ class Call:
         self.root = xml_root(self.server.post("/webhooks/twilio/voice", self.params(CallStatus="ringing")))
         return self.root
 
-    def _path(self, url: str) -> str:
+    def path(self, url: str) -> str:
         assert url.startswith(self.server.url), url
         return url[len(self.server.url):]
 
@@ -61,7 +61,7 @@ class Call:
 
     def respond(self, **extra: str) -> ET.Element:
         """Answer the current <Gather> (SpeechResult=... or Digits=...)."""
-        self.last_raw = self.server.post(self._path(self.gather().get("action", "")), self.params(**extra))
+        self.last_raw = self.server.post(self.path(self.gather().get("action", "")), self.params(**extra))
         self.root = xml_root(self.last_raw)
         return self.root
 
@@ -163,7 +163,7 @@ def test_agent_request_in_business_hours_dials_the_department(server: TwilioApp)
         handoff = s.scalars(select(Handoff).where(Handoff.resident_id == resident_id)).one()
         assert handoff.department == "waste" and handoff.status == "queued"
     # Nobody picked up: the caller can leave a message.
-    after = xml_root(server.post(call._path(dial.get("action", "")), call.params(DialCallStatus="no-answer")))
+    after = xml_root(server.post(call.path(dial.get("action", "")), call.params(DialCallStatus="no-answer")))
     assert after.find("Record") is not None
 
 
@@ -181,7 +181,7 @@ def test_keypad_zero_after_hours_records_a_voicemail_for_a_call_back(server: Twi
     assert record.get("maxLength") == "120"
     assert record.get("action", "").startswith(server.url + "/webhooks/twilio/voice/recording")
     url = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{sid('RE')}"
-    done = xml_root(server.post(call._path(record.get("action", "")),
+    done = xml_root(server.post(call.path(record.get("action", "")),
                                 call.params(RecordingUrl=url, RecordingSid=sid("RE"), RecordingDuration="14")))
     assert done.find("Hangup") is not None
     assert server.engine.knowledge.render("utter_callback_message_taken", "ko") in \
@@ -206,7 +206,7 @@ def test_spoken_agent_request_after_hours_records(server: TwilioApp) -> None:
 def test_retried_gather_is_recorded_once_and_answered_the_same(server: TwilioApp) -> None:
     call = Call(server, "+821022220008")
     call.start()
-    action = call._path(call.gather().get("action", ""))
+    action = call.path(call.gather().get("action", ""))
     params = call.params(SpeechResult="여권 발급 어떻게 해요", Confidence="0.88")
     first = server.post(action, params)
     before = count(server, Interaction)
@@ -294,7 +294,7 @@ def test_an_anonymous_caller_is_de_duplicated_by_the_inbox_and_nothing_is_stored
     adapter's own answer cache does not catch it) gets the first answer, and nothing is stored."""
     call = Call(server, "anonymous")
     call.start()
-    action = call._path(call.gather().get("action", ""))
+    action = call.path(call.gather().get("action", ""))
     first = xml_root(server.post(action, call.params(SpeechResult="여권 발급 어떻게 해요", Confidence="0.9")))
     again = xml_root(server.post(action, call.params(SpeechResult="쓰레기 언제 버려요", Confidence="0.9")))
     spoken = [" ".join(s.text or "" for s in r.iter("Say")) for r in (first, again)]
