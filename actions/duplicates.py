@@ -19,15 +19,10 @@ from actions.service_request import be_tz
 from bot.geo import gazetteer
 from bot.service_requests import DuplicateRule, duplicate_rules
 
-_RULES: dict[int, dict[str, DuplicateRule]] = {}
-
 
 def rule_for(be: backend.Backend, service_code: str) -> DuplicateRule:
-    """The service's window from ``config.yml`` (parsed once per configuration)."""
-    config = be.knowledge.config
-    rules = _RULES.get(id(config))
-    if rules is None:
-        rules = _RULES[id(config)] = duplicate_rules(config)
+    """The service's window from ``config.yml`` (the typed config computes the windows once)."""
+    rules = duplicate_rules(be.knowledge.municipality)
     return rules.get(service_code, rules["*"])
 
 

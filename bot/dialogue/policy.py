@@ -442,7 +442,7 @@ def offer_reminder(ctx: TurnContext, topic: str) -> None:
     """After an answer about a topic with due dates (``deadlines`` in config.yml): offer to remind
     the resident before the next one, once per conversation. A yes is the resident's consent to be
     contacted (``Resident.contact_consent``), without which ``pcrm reminders`` sends nothing."""
-    if ctx.state.reminders is not None or topic not in (ctx.knowledge.config.get("deadlines") or {}):
+    if ctx.state.reminders is not None or topic not in ctx.knowledge.municipality.deadlines:
         return
     if ctx.state.active_form:
         return  # an aside inside a form: the form's question comes next, not another one
@@ -682,7 +682,8 @@ def ask_next(ctx: TurnContext, prefix: str | None = None) -> None:
     slot = missing[0]
     state.requested_slot = slot
     state.awaiting_confirm = False
-    asks = (ctx.knowledge.config.get("services") or {}).get(service.code, {}).get("ask") or {}
+    svc = ctx.knowledge.municipality.services.get(service.code)
+    asks = svc.ask if svc is not None else {}
     if slot == "location":
         ctx.say(asks.get("location", "utter_ask_location"), service=name, hints={"request_location": True})
     elif slot == "description":

@@ -30,12 +30,14 @@ from typing import Any
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.municipality import LOW_CONFIDENCE
 from bot.supervisor.filters import Filters
 from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff, Interaction, RequestUpdate
 from crm_store.timeutil import as_utc
 
-LOW_CONFIDENCE = 0.45
+__all__ = ["LOW_CONFIDENCE", "csv_lines", "kpis", "log_row", "search"]
+
 PAGE_SIZE = 50
 CSV_MAX_ROWS = 100_000
 #: First characters a spreadsheet may take for a formula (a tab or CR is skipped before one).
