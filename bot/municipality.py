@@ -82,6 +82,11 @@ class MunicipalityInfo(_Section):
     website: str | None = None
     timezone: str = DEFAULT_TIMEZONE
 
+    @field_validator("name", "address", mode="before")
+    @classmethod
+    def _one_text_for_both(cls, value: Any) -> Any:
+        return {"ko": value, "en": value} if isinstance(value, str) else value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -9,7 +9,8 @@ KPIs (everything in the range):
   (mean and nearest-rank p90, minutes), plus how many are still waiting;
 * CSAT: mean of the 1–5 feedback ratings given in the range, and their number;
 * top labels: the 10 most frequent NLU labels of inbound messages;
-* low-confidence messages: the 20 latest inbound messages with confidence < 0.45.
+* low-confidence messages: the 20 latest inbound messages with confidence under
+  :data:`bot.municipality.LOW_CONFIDENCE` (0.45, the default of ``nlu.clarify_below``).
 
 Interaction log: the filters of :class:`~bot.supervisor.filters.Filters`, ``q`` as a
 case-insensitive ``ILIKE`` (a pg_trgm GIN index serves it on PostgreSQL), newest first
