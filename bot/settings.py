@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -87,6 +88,12 @@ class Settings(BaseSettings):
     twilio_api_base_url: str | None = None
     #: Secret of a Twilio webhook SharedKey, for webhooks whose Webhook Rule signs with one.
     twilio_webhook_shared_key: str | None = None
+
+    @field_validator("pcrm_secret_file", "open311_keys_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        # These were read as `os.environ.get(...)` with "if override:": an empty variable meant unset.
+        return None if value == "" else value
 
     def model_post_init(self, __context: Any) -> None:
         if not self.pcrm_secret_key:

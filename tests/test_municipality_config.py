@@ -145,3 +145,10 @@ def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: p
     monkeypatch.delenv("OPEN311_KEYS_FILE")
     s = Settings(pcrm_model_dir=tmp_path / "model")
     assert secret_path(s) == tmp_path / "secret_key" and keys_path(s) == tmp_path / "open311_keys.json"
+
+
+def test_an_empty_path_variable_means_unset_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCRM_SECRET_FILE", "")
+    monkeypatch.setenv("OPEN311_KEYS_FILE", "")
+    s = Settings()
+    assert (s.pcrm_secret_file, s.open311_keys_file) == (None, None)
