@@ -17,18 +17,14 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions import backend
 from actions.service_request import be_tz
 from bot.geo import gazetteer
-from bot.service_requests import DuplicateRule, duplicate_rules
-
-_RULES: dict[int, dict[str, DuplicateRule]] = {}
+from bot.service_requests import DuplicateRule
 
 
 def rule_for(be: backend.Backend, service_code: str) -> DuplicateRule:
-    """The service's window from ``config.yml`` (parsed once per configuration)."""
-    config = be.knowledge.config
-    rules = _RULES.get(id(config))
-    if rules is None:
-        rules = _RULES[id(config)] = duplicate_rules(config)
-    return rules.get(service_code, rules["*"])
+    """The service's window from ``config.yml`` (the typed config computes the windows once)."""
+    windows = be.knowledge.municipality.duplicate_windows
+    w = windows.get(service_code) or windows["*"]
+    return DuplicateRule(w.meters, w.days)
 
 
 log = logging.getLogger("pcrm.actions.duplicates")

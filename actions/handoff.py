@@ -28,9 +28,9 @@ class ActionHandoff(Action):
         dept = tracker.get_slot("handoff_department") or "general"
         name = be.knowledge.department_name(dept, lang)
         if tracker.get_slot("office_open") is False:
-            hours = (be.knowledge.config.get("business_hours") or {})
+            hours = be.knowledge.municipality.business_hours
             dispatcher.utter_message(response="utter_handoff_after_hours", department=name,
-                                     open_hours=f"{hours.get('open', '09:00')}–{hours.get('close', '18:00')}")
+                                     open_hours=f"{hours.open}–{hours.close}")
             return [SlotSet("handed_off", False)]
         dispatcher.utter_message(response="utter_handoff", department=name)
         return [SlotSet("handed_off", True)]

@@ -43,6 +43,4 @@ class ActionOpenServiceRequest(Action):
 
 def be_tz(be: backend.Backend):  # noqa: ANN201 - tiny helper
     """The municipality's time zone, for times residents read."""
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo((be.knowledge.config.get("municipality") or {}).get("timezone", "Asia/Seoul"))
+    return be.knowledge.municipality.municipality.tz

@@ -74,6 +74,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.municipality import LOW_CONFIDENCE, Municipality
 from crm_store.masking import mask_pii
 from crm_store.models import (
     PRIORITY_EMERGENCY,
@@ -88,7 +89,6 @@ from crm_store.timeutil import as_utc, utcnow
 
 FCR_GRACE = timedelta(hours=1)
 FCR_WINDOW = timedelta(days=7)
-LOW_CONFIDENCE = 0.45
 OUT_OF_SCOPE = "conv.out_of_scope"
 PERIODS = ("day", "week")
 GROUPS = ("channel", "department")
@@ -173,18 +173,16 @@ class Facts:
 
 
 
-def _config(config: dict[str, Any]) -> tuple[float, float, float]:
-    sla = config.get("sla") or {}
-    claim = sla.get("handoff_claim_minutes") or {}
-    return (float(claim.get("emergency", 2)), float(claim.get("default", 15)),
-            float(sla.get("abandon_after_minutes", 30)))
+def _config(config: Municipality) -> tuple[float, float, float]:
+    sla = config.sla
+    return sla.handoff_claim_minutes.emergency, sla.handoff_claim_minutes.default, sla.abandon_after_minutes
 
 
 def load_facts(sessions: sessionmaker[Session], knowledge: Any, w: Window, period: str,
                now: datetime | None = None) -> Facts:
     """The window's records, attributed and classified (see the module doc)."""
     now = as_utc(now or utcnow())
-    emergency_min, default_min, abandon_min = _config(knowledge.config)
+    emergency_min, default_min, abandon_min = _config(knowledge.municipality)
     needs = set(knowledge.services) | set(knowledge.faq)
     I = Interaction  # noqa: N806, E741
     with sessions() as s:
@@ -541,9 +539,8 @@ def nlu_yaml(rows: Iterable[dict[str, Any]]) -> str:
 def report(sessions: sessionmaker[Session], knowledge: Any, w: Window, period: str = "day",
            group: str = "channel", now: datetime | None = None) -> dict[str, Any]:
     """All dashboard analytics for the window, as JSON-ready data."""
-    config = knowledge.config
-    eq = config.get("equity") or {}
-    ratio, min_group = float(eq.get("flag_ratio", 1.25)), int(eq.get("min_group", 5))
+    eq = knowledge.municipality.equity
+    ratio, min_group = eq.flag_ratio, eq.min_group
     facts = load_facts(sessions, knowledge, w, period, now)
     overall = summarize(facts)
     need_rows = needs(sessions, knowledge, w)

@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the whole application from settings (environment + ``config.yml``)."""
     install_pii_filter()  # no personal data in logs
     settings = settings or get_settings()
+    settings.municipality()  # a bad config.yml stops the start here, each bad key named (ConfigError)
     setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)  # off unless configured
     url = resolve_url(settings.database_url)
     migrate(url)  # idempotent: a fresh SQLite file gets its schema on first start (once, before forking)

@@ -154,7 +154,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.settings import get_settings
     from bot.telemetry import log_config
 
-    json_logs = get_settings().pcrm_log_format.lower() == "json"
+    settings = get_settings()
+    settings.municipality()  # before any worker starts: a bad config.yml is one clear error, not N tracebacks
+    json_logs = settings.pcrm_log_format.lower() == "json"
     return serve(args.host, args.port, args.workers, args.log_level,
                  log_config(args.log_level) if json_logs else None)
 
@@ -265,6 +267,17 @@ def cmd_test_conversations(args: argparse.Namespace) -> int:
     return conversation_tests.main(args)
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate ``config.yml`` (or PATH) without starting anything: what an editor runs after a change."""
+    from bot.municipality import load
+    from bot.settings import get_settings
+
+    path = Path(args.path) if args.path else get_settings().pcrm_config
+    load(path)  # raises ConfigError, printed by main()
+    print(f"{path}: ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcrm", description="Public-sector contact center")
     sub = p.add_subparsers(dest="command", required=True)
@@ -282,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="talk to the bot in the terminal")
     c.add_argument("--sender", default="terminal")
     c.set_defaults(func=cmd_chat)
+
+    cf = sub.add_parser("config", help="the municipality's config.yml").add_subparsers(dest="config_cmd",
+                                                                                       required=True)
+    cc = cf.add_parser("check", help="validate config.yml (PCRM_CONFIG) or PATH; exit 2 naming each bad key")
+    cc.add_argument("path", nargs="?")
+    cc.set_defaults(func=cmd_config_check)
 
     t = sub.add_parser("train", help="train and cache the NLU model")
     t.add_argument("--force", action="store_true", help="retrain even if a model is cached")
@@ -358,8 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bot.municipality import ConfigError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # a bad config.yml: every problem by key, no traceback
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ async def start(body: OtpStart, request: Request) -> OtpStarted:
         raise _too_many(exc.retry_after) from exc
     with request.app.state.sessions.begin() as s:
         code = otp.issue(s, key, phone, secret=request.app.state.settings.pcrm_secret_key)
-    city = request.app.state.engine.knowledge.config.get("municipality", {}).get("name", {})
+    city = request.app.state.engine.knowledge.municipality.municipality.name
     if body.lang == "en":
         text = f"[{city.get('en', 'City')}] Your code is {code}. It expires in 5 minutes."
     else:

@@ -8,10 +8,13 @@ and ``config.yml``. Nothing here is specific to a channel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bot.municipality import Municipality, ServiceConfig
 
 LANGS = ("ko", "en")
 
@@ -36,20 +39,25 @@ class Knowledge:
     def __init__(self, nlu_dir: Path, config: dict[str, Any]) -> None:
         catalog = yaml.safe_load((nlu_dir / "catalog.yml").read_text(encoding="utf-8"))
         self.config = config
+        m = self.municipality
         self.departments: dict[str, dict[str, Any]] = {d["code"]: d for d in catalog["departments"]}
-        for code, extra in (config.get("departments") or {}).items():
-            self.departments.setdefault(code, {"code": code, "ko": code, "en": code}).update(extra or {})
-        svc_cfg = config.get("services") or {}
+        for code, extra in m.departments.items():
+            self.departments.setdefault(code, {"code": code, "ko": code, "en": code}).update(
+                extra.model_dump(exclude_unset=True))
+        default = ServiceConfig()
         self.services: dict[str, Service] = {}
         for s in catalog["services"]:
-            cfg = svc_cfg.get(s["code"], {})
-            self.services[s["code"]] = Service(
-                s["code"], s["department"], s["kind"], s["ko"], s["en"],
-                slots=list(cfg.get("slots", ["location", "description", "consent"])),
-                expected_hours=float(cfg.get("expected_hours", 72)))
+            cfg = m.services.get(s["code"], default)
+            self.services[s["code"]] = Service(s["code"], s["department"], s["kind"], s["ko"], s["en"],
+                                               slots=list(cfg.slots), expected_hours=cfg.expected_hours)
         self.faq: dict[str, dict[str, Any]] = {f["code"]: f for f in catalog["faq_topics"]}
         self.conversation: dict[str, dict[str, Any]] = {c["code"]: c for c in catalog["conversation"]}
         self.responses = self._load_responses(nlu_dir / "responses.yml")
+
+    @cached_property
+    def municipality(self) -> Municipality:
+        """``config`` typed (validated on first use; the app validated it at start already)."""
+        return Municipality.of(self.config)
 
     @staticmethod
     def _load_responses(path: Path) -> dict[str, dict[str, str]]:

@@ -47,9 +47,8 @@ class StoreCollector:
                                      "sla.handoff_claim_minutes), request (open past its expected time)",
                                      labels=["kind", "department"])
         up = GaugeMetricFamily("pcrm_store_up", "1 when the database answered this scrape")
-        sla = state.settings.config().get("sla") or {}
-        claim = sla.get("handoff_claim_minutes") or {}
-        emergency_min, default_min = float(claim.get("emergency", 2)), float(claim.get("default", 15))
+        claim = state.settings.municipality().sla.handoff_claim_minutes
+        emergency_min, default_min = claim.emergency, claim.default
         now = utcnow()
         try:
             with state.sessions() as s:

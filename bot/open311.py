@@ -60,6 +60,7 @@ from sqlalchemy import select
 
 from bot.knowledge import Knowledge, Service
 from bot.service_requests import TICKET_RE, RequestDraft
+from bot.settings import get_settings
 from crm_store.masking import mask_pii
 from crm_store.models import ServiceRequest
 from crm_store.timeutil import as_utc, utcnow
@@ -102,7 +103,7 @@ class Open311Error(Exception):
 
 def keys_path(settings: Any) -> Path:
     """``var/open311_keys.json`` (beside the model directory), or ``OPEN311_KEYS_FILE``."""
-    override = os.environ.get("OPEN311_KEYS_FILE")
+    override = getattr(settings, "open311_keys_file", None)
     if override:
         return Path(override)
     return Path(settings.pcrm_model_dir).parent / "open311_keys.json"
@@ -145,8 +146,10 @@ def valid_key(key: str | None, settings: Any) -> bool:
     if not key or len(key) > 512:
         return False
     digest = _sha256(key)
-    allowed = [k["sha256"] for k in _load_keys(keys_path(settings))]
-    for entry in os.environ.get("OPEN311_API_KEYS", "").split(","):
+    # The key settings are read now, not at start: an operator adds a key without a restart.
+    env = get_settings()
+    allowed = [k["sha256"] for k in _load_keys(keys_path(env if env.open311_keys_file else settings))]
+    for entry in env.open311_api_keys.split(","):
         entry = entry.strip()
         if entry:
             allowed.append(entry[7:].lower() if entry.startswith("sha256:") else _sha256(entry))
@@ -159,11 +162,7 @@ def valid_key(key: str | None, settings: Any) -> bool:
 # ---------------------------------------------------------------------------- rendering
 
 def _tz(knowledge: Knowledge) -> ZoneInfo:
-    name = (knowledge.config.get("municipality") or {}).get("timezone") or "Asia/Seoul"
-    try:
-        return ZoneInfo(str(name))
-    except Exception:  # noqa: BLE001 - a bad config value falls back to Seoul
-        return ZoneInfo("Asia/Seoul")
+    return knowledge.municipality.municipality.tz
 
 
 def _iso(value: datetime | None, tz: ZoneInfo) -> str | None:

@@ -43,7 +43,7 @@ PUBLIC_DECIMALS = 3
 
 
 def _tz(knowledge: Knowledge) -> ZoneInfo:
-    return ZoneInfo((knowledge.config.get("municipality") or {}).get("timezone", "Asia/Seoul"))
+    return knowledge.municipality.municipality.tz
 
 
 def _area(row: Any, lang: str) -> str:

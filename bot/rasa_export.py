@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from bot.municipality import Municipality
 from bot.nlu import data as nlu_data
 
 RASA_VERSION = "3.6.21"
@@ -196,7 +197,7 @@ def export(out_dir: Path, nlu_dir: Path, config: dict[str, Any] | None = None,
     labels = catalog_codes + [lab for lab in td.labels if lab not in catalog_codes]
     nlu_doc, used = nlu_document(td, labels)
     entities = sorted(set(td.regexes) | set(td.lookups) | used | {"ticket"})
-    municipality = (config.get("municipality") or {}).get("code") or "pcrm"
+    municipality = Municipality.of(config).municipality.code or "pcrm"
 
     rules_path = nlu_dir / "rules.yml"
     rules_doc = yaml.safe_load(rules_path.read_text(encoding="utf-8")) if rules_path.exists() else None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import Reply
+from bot.municipality import Municipality
 from crm_store.masking import mask_pii
 from crm_store.models import AuditLog, ChannelIdentity, Conversation, Interaction, Resident
 from crm_store.phones import PHONE_CHANNELS, PHONE_IDENTITY
@@ -66,15 +68,19 @@ class Reminder:
         return f"{self.resident_id}:{self.topic}:{self.due.isoformat()}"
 
 
-def due_dates(config: dict[str, Any], today: date) -> list[tuple[str, date]]:
+def due_dates(config: Municipality | Mapping[str, Any], today: date) -> list[tuple[str, date]]:
     """(topic, due date) pairs whose reminder window contains ``today``."""
-    ahead = int(config.get("remind_days_before", 7))
+    m = Municipality.of(config)
+    ahead = m.remind_days_before
     out = []
-    for topic, days in (config.get("deadlines") or {}).items():
-        for mmdd in days or []:
-            month, day = (int(x) for x in str(mmdd).split("-"))
+    for topic, days in m.deadlines.items():
+        for mmdd in days:
+            month, day = (int(x) for x in mmdd.split("-"))
             for year in (today.year, today.year + 1):
-                due = date(year, month, day)
+                try:
+                    due = date(year, month, day)
+                except ValueError:  # 02-29 in a common year
+                    continue
                 if 0 <= (due - today).days <= ahead:
                     out.append((str(topic), due))
     return sorted(out, key=lambda td: (td[1], td[0]))
@@ -94,7 +100,7 @@ def plan(sessions: sessionmaker[Session], knowledge: Any, today: date, tz: ZoneI
     with sessions() as s:
         merged = dict(s.execute(select(Resident.id, Resident.merged_into_id)
                                 .where(Resident.merged_into_id.is_not(None))).all())
-        for topic, due in due_dates(knowledge.config, today):
+        for topic, due in due_dates(knowledge.municipality, today):
             due_end = as_utc(datetime.combine(due + timedelta(days=1), time.min, tz))
             asked = set(s.scalars(select(Interaction.resident_id).where(
                 Interaction.direction == "in", Interaction.label == topic, Interaction.resident_id.is_not(None),
@@ -160,7 +166,7 @@ async def run(app: Any, today: date | None = None, dry_run: bool = False) -> lis
     """Send today's reminders through ``app.state.channels`` (an app from :func:`bot.app.create_app`)."""
     sessions: sessionmaker[Session] = app.state.sessions
     knowledge = app.state.engine.knowledge
-    tz = ZoneInfo(str((knowledge.config.get("municipality") or {}).get("timezone") or "Asia/Seoul"))
+    tz = knowledge.municipality.municipality.tz
     today = today or datetime.now(tz).date()
     bind = sessions.kw["bind"]
     lock = None

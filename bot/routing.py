@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from bot.municipality import DAYS, Municipality
 
 PRIORITY_EMERGENCY = 100
 PRIORITY_SAFETY = 50
 PRIORITY_NORMAL = 10
 
-_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_DAYS = list(DAYS)
 
 
 class BusinessHours:
     """Office hours from ``config.yml``: weekdays, open/close times and public holidays."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        bh = config.get("business_hours") or {}
-        self.tz = ZoneInfo((config.get("municipality") or {}).get("timezone", "Asia/Seoul"))
-        self.days = set(bh.get("weekdays", _DAYS[:5]))
-        self.open = str(bh.get("open", "09:00"))
-        self.close = str(bh.get("close", "18:00"))
-        self.holidays = {str(d) for d in bh.get("holidays", [])}
-        self.always_open = bool(bh.get("always_open", False))
+    def __init__(self, config: Municipality | Mapping[str, Any]) -> None:
+        m = Municipality.of(config)
+        bh = m.business_hours
+        self.tz = m.municipality.tz
+        self.days = set(bh.weekdays)
+        self.open = bh.open
+        self.close = bh.close
+        self.holidays = {d.isoformat() for d in bh.holidays}
+        self.always_open = bh.always_open
 
     def is_open(self, now: datetime) -> bool:
         """True when an agent can pick up a hand-off now."""

@@ -21,15 +21,16 @@ _cache: dict[str, str] = {}
 
 
 def secret_path(settings: Any = None) -> Path:
-    override = os.environ.get("PCRM_SECRET_FILE")
+    if settings is None:  # Settings() itself passes itself: no recursion
+        from bot.settings import get_settings
+
+        settings = get_settings()
+    override = getattr(settings, "pcrm_secret_file", None)
     if override:
         return Path(override)
-    model_dir = getattr(settings, "pcrm_model_dir", None)
-    if model_dir is None:
-        from bot.settings import ROOT
+    from bot.settings import ROOT
 
-        model_dir = ROOT / "var" / "model"
-    return Path(model_dir).parent / "secret_key"
+    return Path(getattr(settings, "pcrm_model_dir", None) or ROOT / "var" / "model").parent / "secret_key"
 
 
 def installation_secret(settings: Any = None) -> str:

@@ -162,12 +162,17 @@ def add_user_commands(usub: Any) -> None:
 
 def doctor_findings(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """What a production deployment still lacks: ``(item, advice)`` pairs; empty = nothing found."""
+    from bot.municipality import ConfigError
     from bot.open311 import _load_keys, keys_path
     from bot.settings import Settings
 
     env = dict(os.environ if env is None else env)
     settings = Settings()
     out: list[tuple[str, str]] = []
+    try:
+        settings.municipality()
+    except ConfigError as exc:
+        out.extend((str(settings.pcrm_config), p) for p in exc.problems)
     if not env.get("PCRM_SECRET_KEY"):
         out.append(("PCRM_SECRET_KEY", "not set: a random per-installation secret in var/secret_key is used; set "
                                        "one secret for all servers (e.g. `python -c 'import secrets; "
@@ -194,7 +199,7 @@ def doctor_findings(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
                                "var/open311_keys.json); set PCRM_BACKUP_CONFIRMED=1 once done"))
     if settings.pcrm_supervisor_basic_allow:
         out.append(("PCRM_SUPERVISOR_BASIC_ALLOW", f"HTTP Basic allowed from {settings.pcrm_supervisor_basic_allow}"))
-    if not _load_keys(keys_path(settings)) and not env.get("OPEN311_API_KEYS"):
+    if not _load_keys(keys_path(settings)) and not settings.open311_api_keys:
         out.append(("Open311 keys", "none: city systems cannot post (pcrm open311 keys add NAME)"))
     return out
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.geo import distance_m, gazetteer
+from bot.municipality import Municipality
 
 TICKET_RE = re.compile(r"^(\d{4})-(\d{6})$")
 
@@ -38,16 +39,11 @@ class DuplicateRule:
     days: float = 14.0
 
 
-def duplicate_rules(config: dict[str, Any]) -> dict[str, DuplicateRule]:
+def duplicate_rules(config: Municipality | Mapping[str, Any]) -> dict[str, DuplicateRule]:
     """Per service from ``config.yml`` (``services.<code>.duplicate: {meters, days}``), over the
     district default ``duplicates: {meters, days}``; ``"*"`` holds that default."""
-    base = config.get("duplicates") or {}
-    default = DuplicateRule(float(base.get("meters", 50)), float(base.get("days", 14)))
-    rules = {"*": default}
-    for code, svc in (config.get("services") or {}).items():
-        d = (svc or {}).get("duplicate") or {}
-        rules[code] = DuplicateRule(float(d.get("meters", default.meters)), float(d.get("days", default.days)))
-    return rules
+    windows = Municipality.of(config).duplicate_windows
+    return {code: DuplicateRule(w.meters, w.days) for code, w in windows.items()}
 
 
 def address_key(location: str | None) -> str | None:

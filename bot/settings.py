@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from bot.municipality import Municipality
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +39,8 @@ class Settings(BaseSettings):
     #: Signs console CSRF tokens and keys the one-time-code hashes. Unset: a random secret made
     #: once per installation (``var/secret_key``, :mod:`bot.secret_key`), never a constant.
     pcrm_secret_key: str = ""
+    #: Where that random secret is kept (default: ``var/secret_key`` next to the model cache).
+    pcrm_secret_file: Path | None = None
     #: Bearer token the REST channel requires (``Authorization: Bearer …``); unset: open, as Rasa's.
     pcrm_rest_token: str | None = None
     #: Addresses (IPs or CIDRs, comma list) allowed to use HTTP Basic on ``/supervisor/*``; unset: none.
@@ -51,6 +57,12 @@ class Settings(BaseSettings):
     #: The knowledge base's articles (default: ``<pcrm_nlu_dir>/knowledge``).
     pcrm_kb_dir: Path | None = None
     pcrm_max_message_chars: int = 5000
+    #: Messages handled at once per worker (threads); read by the inbox.
+    pcrm_inbox_threads: int = 4
+    #: Open311 keys kept hashed in this file (default: ``var/open311_keys.json`` next to the model cache).
+    open311_keys_file: Path | None = None
+    #: More Open311 keys from the environment: comma list, plain or ``sha256:<hex>``.
+    open311_api_keys: str = ""
     #: ``X-PCRM-Worker: <pid>`` on every response (which worker answered); off by default: it
     #: tells the world process ids. The multi-worker tests and diagnostics turn it on.
     pcrm_worker_header: bool = False
@@ -77,6 +89,12 @@ class Settings(BaseSettings):
     #: Secret of a Twilio webhook SharedKey, for webhooks whose Webhook Rule signs with one.
     twilio_webhook_shared_key: str | None = None
 
+    @field_validator("pcrm_secret_file", "open311_keys_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        # These were read as `os.environ.get(...)` with "if override:": an empty variable meant unset.
+        return None if value == "" else value
+
     def model_post_init(self, __context: Any) -> None:
         if not self.pcrm_secret_key:
             from bot.secret_key import installation_secret
@@ -90,8 +108,13 @@ class Settings(BaseSettings):
         return bool(getattr(self, "_generated_secret", False))
 
     def config(self) -> dict[str, Any]:
-        """The parsed ``config.yml``."""
+        """The parsed ``config.yml``, as a dict (what the knowledge base and older readers take)."""
         return load_config(self.pcrm_config)
+
+    def municipality(self) -> Municipality:
+        """``config.yml`` typed and validated (:mod:`bot.municipality`); raises
+        :class:`bot.municipality.ConfigError` naming each bad key."""
+        return load_municipality(self.pcrm_config)
 
 
 @lru_cache(maxsize=8)
@@ -99,6 +122,14 @@ def load_config(path: Path) -> dict[str, Any]:
     """Parse a municipality config file once per process."""
     with open(path, encoding="utf-8") as fh:
         return yaml.safe_load(fh) or {}
+
+
+@lru_cache(maxsize=8)
+def load_municipality(path: Path) -> Municipality:
+    """Validate a municipality config file once per process (the same dict :func:`load_config` gave)."""
+    from bot.municipality import parse
+
+    return parse(load_config(path), str(path))
 
 
 def get_settings() -> Settings:

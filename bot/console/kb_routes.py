@@ -529,7 +529,7 @@ def _not_understood_labels() -> list[str]:
 
 
 def _clusters(request: Request, days: int) -> list[learning.Cluster]:
-    from bot.analytics import LOW_CONFIDENCE
+    from bot.municipality import LOW_CONFIDENCE
 
     since = utcnow() - timedelta(days=days)
     k = _knowledge(request)

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from bot.console import assist, auth, passwords
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
 from bot.messages import Reply
+from bot.municipality import Municipality
 from bot.ratelimit import RateLimited
 from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
 from bot.web import pages
@@ -164,9 +166,12 @@ def _knowledge(request: Request) -> Any:
     return request.app.state.engine.knowledge
 
 
+def _municipality(request: Request) -> Municipality:
+    return request.app.state.settings.municipality()
+
+
 def _tz(request: Request) -> ZoneInfo:
-    config = request.app.state.settings.config()
-    return ZoneInfo((config.get("municipality") or {}).get("timezone", "Asia/Seoul"))
+    return _municipality(request).municipality.tz
 
 
 def _departments(request: Request) -> list[dict[str, str]]:
@@ -187,9 +192,9 @@ def _load_handoff(s: Session, handoff_id: int, user: ConsoleUser) -> Handoff:
     return row
 
 
-def capacity(config: dict[str, Any]) -> int:
+def capacity(config: Municipality | Mapping[str, Any]) -> int:
     """How many conversations one agent handles at once (``console.max_active_per_agent``, default 5)."""
-    return int((config.get("console") or {}).get("max_active_per_agent", 5))
+    return Municipality.of(config).console.max_active_per_agent
 
 
 def _check_capacity(s: Session, request: Request, user: ConsoleUser, row: Handoff) -> None:
@@ -198,7 +203,7 @@ def _check_capacity(s: Session, request: Request, user: ConsoleUser, row: Handof
         return
     active = s.scalar(select(func.count()).select_from(Handoff).where(Handoff.status == "claimed",
                                                                       Handoff.agent_id == user.id)) or 0
-    if active >= capacity(request.app.state.settings.config()):
+    if active >= capacity(_municipality(request)):
         raise HTTPException(status_code=409, detail="at capacity: close a conversation first")
 
 
@@ -217,10 +222,9 @@ def _author(row: Interaction) -> str:
     return "bot"
 
 
-def _sla(config: dict[str, Any]) -> dict[str, int]:
+def _sla(config: Municipality | Mapping[str, Any]) -> dict[str, int]:
     """Claim targets in seconds (``config.yml`` ``sla.handoff_claim_minutes``)."""
-    mins = (config.get("sla") or {}).get("handoff_claim_minutes") or {}
-    return {"emergency": int(mins.get("emergency", 2)) * 60, "default": int(mins.get("default", 15)) * 60}
+    return Municipality.of(config).sla.claim_seconds()
 
 
 def _queue_item(h: Handoff, conv: Conversation | None, user: ConsoleUser, k: Any, now: datetime,
@@ -449,7 +453,7 @@ def _canned(department: str, lang: str, k: Any, agent: str) -> list[dict[str, st
     """Canned replies in the resident's language (Korean otherwise), placeholders ({agent}, {city},
     {department}) filled, the department's own first."""
     table = CANNED_EN if lang == "en" else CANNED
-    city = ((k.config.get("municipality") or {}).get("name") or {}).get("en" if lang == "en" else "ko", "")
+    city = k.municipality.municipality.name.get(lang)
     texts = [*table.get(department, []), *table["general"]] if department != "general" else list(table["general"])
     values = {"agent": agent, "city": city, "department": k.department_name(department, lang)}
     return [{"text": t.format_map(values), "lang": "en" if lang == "en" else "ko"} for t in texts]
@@ -641,10 +645,9 @@ async def page_user(request: Request) -> ConsoleUser:
 async def queue_page(request: Request, user: ConsoleUser = Depends(page_user)) -> Response:
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
     depts = [d for d in _departments(request) if user.sees_all or d["code"] in user.departments]
-    enabled = [c for c, v in (request.app.state.settings.config().get("channels") or {}).items()
-               if (v or {}).get("enabled", True)]
+    enabled = _municipality(request).enabled_channels
     return _render(request, "queue.html", user=user, items=items, title="상담 대기열",
-                   sla=_sla(request.app.state.settings.config()), departments=depts,
+                   sla=_sla(_municipality(request)), departments=depts,
                    channels=[(c, human.channel(c)) for c in enabled],
                    langs=[(c, human.lang(c)) for c in ("ko", "en")])
 
@@ -674,13 +677,13 @@ async def static(name: str) -> Response:
 @router.get("/api/me", summary="The logged-in agent")
 async def me(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "role": user.role, "departments": list(user.departments),
-            "display_name": user.name, "capacity": capacity(request.app.state.settings.config())}
+            "display_name": user.name, "capacity": capacity(_municipality(request))}
 
 
 @router.get("/api/queue", summary="Open hand-offs of the agent's departments, most urgent and oldest first")
 async def api_queue(request: Request, user: ConsoleUser = Depends(require_user)) -> dict[str, Any]:
     items = await run_in_threadpool(_queue, request.app.state.sessions, user, _knowledge(request))
-    return {"items": items, "sla": _sla(request.app.state.settings.config())}
+    return {"items": items, "sla": _sla(_municipality(request))}
 
 
 @router.get("/api/search", summary="Past conversations with these words (90 days, own departments)")

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, require_user
-from bot.console.routes import _departments, _knowledge, _render, _sla, _tz, capacity, page_user
+from bot.console.routes import _departments, _knowledge, _municipality, _render, _sla, _tz, capacity, page_user
 from bot.web.pages import PageResponse
 from crm_store import analytics_sql as A
 from crm_store import interactions
@@ -56,10 +56,10 @@ async def _page_supervisor(request: Request, user: ConsoleUser = Depends(page_us
 def _wallboard(request: Request) -> dict[str, Any]:
     k = _knowledge(request)
     with request.app.state.sessions() as s:
-        data = A.wallboard(s, _sla(request.app.state.settings.config()))
+        data = A.wallboard(s, _sla(_municipality(request)))
     for d in data["departments"]:
         d["department_name"] = k.department_name(d["department"], "ko")
-    cap = capacity(request.app.state.settings.config())
+    cap = capacity(_municipality(request))
     for a in data["agents"]:
         a["department_names"] = [k.department_name(x, "ko") for x in a["departments"]]
         a["capacity"] = cap
@@ -72,7 +72,7 @@ def _stats(request: Request, preset: str, department: str | None, channel: str |
     k = _knowledge(request)
     tz = _tz(request)
     period = A.Period.preset(preset, tz)
-    sla = _sla(request.app.state.settings.config())
+    sla = _sla(_municipality(request))
     with request.app.state.sessions() as s:
         data: dict[str, Any] = {
             "overview": A.overview(s, period, department, channel) if tab in (None, "overview") else {},
@@ -115,7 +115,7 @@ async def stats_page(request: Request, preset: str = "30d", tab: str = "overview
     top_day = max([d["messages"] for d in data["days"]] or [1])
     top_ch = max([c["messages"] for c in data["channels"]] or [1])
     top_dep = max([d["handoffs"] for d in data["departments"]] or [1])
-    channels = [(c, human.channel(c)) for c in (request.app.state.settings.config().get("channels") or {})]
+    channels = [(c, human.channel(c)) for c in _municipality(request).channels]
     return _render(request, "stats.html", user=user, st=data, tab=tab, tabs=TABS, presets=PRESETS, preset=preset,
                    department=department, channel=channel, departments=_departments(request), channels=channels,
                    top_day=top_day, top_ch=top_ch, top_dep=top_dep, q=_q, title="상담 통계")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bot.dialogue import questions
 from bot.dialogue import understanding as u
 from bot.messages import Button
+from bot.municipality import LOW_CONFIDENCE
 from bot.nlu.entities import ROAD_ADDRESS, first
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ _PUBLISH = re.compile(r"^\s*(비?공개|공개\s*(해\s*(도|주세요)|할게�
                       r"private|keep it private)\b", re.IGNORECASE)
 
 EMERGENCY_LABEL = "conv.emergency"
+#: A label this sure is acted on without asking: a person asked for, a new report begun mid-form.
+#: (Below :data:`LOW_CONFIDENCE` nothing is acted on; in between, only with a cue such as "또".)
+SURE = 0.6
 SMALLTALK = ("conv.greet", "conv.thanks", "conv.goodbye")
 
 
@@ -198,7 +202,7 @@ def withdraw_handoff(ctx: TurnContext) -> None:
     ctx.say("utter_handoff_withdrawn")
     rest = _besides_change_of_mind(ctx.text)
     other = ctx.reparse(rest) if len(u.squash(rest)) >= 4 else None
-    if other is not None and other.label in ctx.knowledge.services and other.confidence >= 0.45:
+    if other is not None and other.label in ctx.knowledge.services and other.confidence >= LOW_CONFIDENCE:
         start_form(ctx, other.label, text=rest)
     else:
         ctx.route("answer")
@@ -442,7 +446,7 @@ def offer_reminder(ctx: TurnContext, topic: str) -> None:
     """After an answer about a topic with due dates (``deadlines`` in config.yml): offer to remind
     the resident before the next one, once per conversation. A yes is the resident's consent to be
     contacted (``Resident.contact_consent``), without which ``pcrm reminders`` sends nothing."""
-    if ctx.state.reminders is not None or topic not in (ctx.knowledge.config.get("deadlines") or {}):
+    if ctx.state.reminders is not None or topic not in ctx.knowledge.municipality.deadlines:
         return
     if ctx.state.active_form:
         return  # an aside inside a form: the form's question comes next, not another one
@@ -507,7 +511,7 @@ def wants_person(ctx: TurnContext) -> bool:
     inside a report or a question; looser ones ("담당 부서") only outside them, since "담당 부서
     전화번호가 뭐예요?" is a question to answer and a report may mention staff.
     """
-    if ctx.label == "conv.human" and (ctx.confidence >= 0.6 or ctx.forced_label):
+    if ctx.label == "conv.human" and (ctx.confidence >= SURE or ctx.forced_label):
         return True
     if u.asks_for_person(ctx.text, strong=True):
         return True
@@ -682,7 +686,8 @@ def ask_next(ctx: TurnContext, prefix: str | None = None) -> None:
     slot = missing[0]
     state.requested_slot = slot
     state.awaiting_confirm = False
-    asks = (ctx.knowledge.config.get("services") or {}).get(service.code, {}).get("ask") or {}
+    svc = ctx.knowledge.municipality.services.get(service.code)
+    asks = svc.ask if svc is not None else {}
     if slot == "location":
         ctx.say(asks.get("location", "utter_ask_location"), service=name, hints={"request_location": True})
     elif slot == "description":
@@ -837,7 +842,7 @@ def aside(ctx: TurnContext) -> bool:
             return True
         return False
     another = re.search(r"(또|그리고|도\s|신고|근데|그런데|참|also|another|too\b|as well|by the way)", text, re.IGNORECASE)
-    if label in k.services and label != state.active_form and ctx.confidence >= (0.45 if another else 0.6) \
+    if label in k.services and label != state.active_form and ctx.confidence >= (LOW_CONFIDENCE if another else SURE) \
             and (not placey or another or asked != "location") and u.yes_no(text).verdict is None:
         if all(q["service_code"] != label for q in state.queue):
             state.queue.append({"service_code": label, "text": text})
@@ -1078,7 +1083,7 @@ def _callback_digression(ctx: TurnContext) -> bool:
             ctx.route("answer")
             ctx.say("utter_callback_never_mind")
         return True
-    if ctx.label in k.services and ctx.confidence >= 0.6 and u.yes_no(text).verdict is None \
+    if ctx.label in k.services and ctx.confidence >= SURE and u.yes_no(text).verdict is None \
             and state.awaiting != "callback_message":
         state.awaiting = None
         state.callback = {}

@@ -27,11 +27,7 @@ DEFAULT_DAYS = 7
 
 
 def _tz(request: Request) -> ZoneInfo:
-    config = request.app.state.engine.knowledge.config
-    try:
-        return ZoneInfo(str((config.get("municipality") or {}).get("timezone") or "Asia/Seoul"))
-    except Exception:  # noqa: BLE001
-        return ZoneInfo("Asia/Seoul")
+    return request.app.state.engine.knowledge.municipality.municipality.tz
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ KPIs (everything in the range):
   (mean and nearest-rank p90, minutes), plus how many are still waiting;
 * CSAT: mean of the 1–5 feedback ratings given in the range, and their number;
 * top labels: the 10 most frequent NLU labels of inbound messages;
-* low-confidence messages: the 20 latest inbound messages with confidence < 0.45.
+* low-confidence messages: the 20 latest inbound messages with confidence under
+  :data:`bot.municipality.LOW_CONFIDENCE` (0.45, the default of ``nlu.clarify_below``).
 
 Interaction log: the filters of :class:`~bot.supervisor.filters.Filters`, ``q`` as a
 case-insensitive ``ILIKE`` (a pg_trgm GIN index serves it on PostgreSQL), newest first
@@ -30,12 +31,14 @@ from typing import Any
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.municipality import LOW_CONFIDENCE
 from bot.supervisor.filters import Filters
 from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff, Interaction, RequestUpdate
 from crm_store.timeutil import as_utc
 
-LOW_CONFIDENCE = 0.45
+__all__ = ["LOW_CONFIDENCE", "csv_lines", "kpis", "log_row", "search"]
+
 PAGE_SIZE = 50
 CSV_MAX_ROWS = 100_000
 #: First characters a spreadsheet may take for a formula (a tab or CR is skipped before one).

@@ -8,36 +8,31 @@ shows only while that channel is on: without it the widget the page loads would 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from bot.municipality import Municipality
 from bot.web import pages
 
 router = APIRouter(include_in_schema=False)
 
 
-def _pick(value: Any, lang: str = "ko") -> str:
-    if isinstance(value, dict):
-        return str(value.get(lang) or next(iter(value.values()), ""))
-    return "" if value is None else str(value)
-
-
-def home_context(config: dict[str, Any]) -> dict[str, str]:
+def home_context(config: Municipality | Mapping[str, Any]) -> dict[str, str]:
     """The page's facts from ``config.yml`` (the template escapes them)."""
-    m = config.get("municipality") or {}
-    phone = _pick(m.get("phone"))
-    website = _pick(m.get("website"))
-    hours = config.get("business_hours") or {}
-    return {"name": _pick(m.get("name")) or "구청", "name_en": _pick(m.get("name"), "en"),
-            "address": _pick(m.get("address")), "phone": phone, "tel": re.sub(r"[^0-9+]", "", phone),
+    c = Municipality.of(config)
+    m, hours = c.municipality, c.business_hours
+    phone, website = m.phone or "", m.website or ""
+    return {"name": m.name.get("ko", m.name.en) or "구청", "name_en": m.name.get("en", m.name.ko),
+            "address": m.address.get("ko", m.address.en), "phone": phone, "tel": re.sub(r"[^0-9+]", "", phone),
             "website": website if website.startswith(("https://", "http://")) else "",
-            "opens": str(hours.get("open", "09:00")), "closes": str(hours.get("close", "18:00"))}
+            "opens": hours.open, "closes": hours.close}
 
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> HTMLResponse:
     if "webchat" not in getattr(request.app.state, "channels", {}):
         raise HTTPException(status_code=404)
-    return pages.page("home.html", lang="ko", **home_context(request.app.state.settings.config()))
+    return pages.page("home.html", lang="ko", **home_context(request.app.state.settings.municipality()))

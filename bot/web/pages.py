@@ -59,10 +59,8 @@ def public_page(request: Request, name: str, lang: str, /, switch_query: str = "
 
 def site_name(request: Request, lang: str) -> str:
     """The municipality's name in ``lang`` (``config.yml`` ``municipality.name``)."""
-    name = (request.app.state.engine.knowledge.config.get("municipality") or {}).get("name") or ""
-    if isinstance(name, dict):
-        return str(name.get(lang) or name.get("ko") or next(iter(name.values()), ""))
-    return str(name)
+    name = request.app.state.engine.knowledge.municipality.municipality.name
+    return name.get(lang, name.ko or name.en)
 
 
 def stylesheet_response() -> Response:
