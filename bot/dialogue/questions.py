@@ -45,6 +45,9 @@ PAYLOAD_PREFIX = "/kb."
 DIVERT_REQUEST_AT = 0.85
 #: A confident ``faq.X`` label: its own article is answered when the KB is unsure.
 FAQ_TRUST_AT = 0.6
+#: A confident ``faq.X`` label wins over an unsure KB whose top article scores at most this much
+#: above X's own article (fused scores).
+FAQ_CLOSE_SHARE = 0.95
 #: Suggestions are articles scoring at least this share of the best one (not filler).
 SUGGEST_SHARE = 0.8
 _NEVER = frozenset({"conv.greet", "conv.thanks", "conv.goodbye", "conv.human", "conv.request_status",
@@ -122,9 +125,17 @@ def answer_question(ctx: TurnContext) -> bool:
     if result.decision == "answer" and faq_article is not None and ctx.confidence >= FAQ_TRUST_AT \
             and not result.parts and not result.used_context and result.confidence < 0.95:
         top = result.hits[0].article
+        own = next((h for h in result.hits[1:] if h.article.id == faq_article.id), None)
         if top.faq and top.faq != faq_article.faq:
             # Two catalog topics disagree: on those the classifier is right 98 % of the time.
             result.hits.insert(0, next(h for h in [*result.hits, _hit(faq_article)] if h.article is faq_article))
+        elif own is not None and result.confidence < DIVERT_REQUEST_AT \
+                and own.score >= FAQ_CLOSE_SHARE * result.hits[0].score:
+            # The KB is unsure between its top and the classifier's topic, nearly tied: the two
+            # signals agree on the topic ("I just moved, how do I register my new address?" is
+            # the moving-in report, not the foreigners' change of address).
+            result.hits.remove(own)
+            result.hits.insert(0, own)
     if result.decision == "answer":
         articles = [p.hits[0].article for p in result.parts] if result.parts else [result.hits[0].article]
         _answer(ctx, articles, result)
