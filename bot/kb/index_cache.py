@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -118,6 +119,11 @@ def prune(cache_dir: Path, keep: int = KEEP) -> None:
             old.unlink()
         with contextlib.suppress(OSError):
             old.with_suffix(".lock").unlink()
+    stale = time.time() - 3600  # a lock whose build failed or was interrupted an hour ago
+    for lock in cache_dir.glob(f"{PREFIX}*.lock"):
+        with contextlib.suppress(OSError):
+            if not lock.with_suffix(".pkl").exists() and lock.stat().st_mtime < stale:
+                lock.unlink()
 
 
 @contextlib.contextmanager
