@@ -270,6 +270,10 @@ _EXTRA_NEGATIVES = [
     "What is the weather tomorrow?", "Recommend a good restaurant nearby", "How do I cook rice?",
     "Who won the football game?", "What is the bitcoin price?", "How do I change my iPhone battery?",
     "Tell me a joke", "How do I learn Korean fast?", "Book me a movie ticket",
+    # A question with no topic cannot be answered without the turn before it (the follow-up
+    # retry puts that in front): as a message of its own it is not about any one article.
+    "어디서 해요?", "어떻게 해요?", "얼마예요?", "언제까지예요?", "뭐 가져가야 돼요?", "어디로 가요?",
+    "Where do I do that?", "How much is it?", "What do I need to bring?",
 ]
 
 
@@ -802,8 +806,12 @@ class KnowledgeBase:
             # confidently on its own anyway.
             results = [self.search(p, lang, use_dense=False) for p in parts]
             ids = [r.hits[0].article.id for r in results if r.hits]
-            if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
-                return Result("answer", results[0].hits, min(r.confidence for r in results), text,
+            sure = min(r.confidence for r in results)
+            # Every part answered by an article of its own, and each more surely than the whole:
+            # "…이전신고 어디서 해요" splits after "신고", but the whole is the surer reading.
+            if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results) \
+                    and (base.decision != "answer" or sure > base.confidence):
+                return Result("answer", results[0].hits, sure, text,
                               parts=results, dense_used=any(r.dense_used for r in results))
         return base
 
