@@ -274,6 +274,18 @@ _EXTRA_NEGATIVES = [
     # retry puts that in front): as a message of its own it is not about any one article.
     "어디서 해요?", "어떻게 해요?", "얼마예요?", "언제까지예요?", "뭐 가져가야 돼요?", "어디로 가요?",
     "Where do I do that?", "How much is it?", "What do I need to bring?",
+    # Everyday questions for shops, banks and apps, worded like a public-service question (a
+    # place, a fee, a document, a deadline) but about nothing the city does.
+    "쿠팡 반품 접수 어떻게 해요?", "은행 대출 금리 얼마예요?", "편의점 택배 보내는 방법", "배달 음식 환불 받고 싶어요",
+    "헬스 PT 한 달에 얼마예요?", "자동차 보험 싸게 가입하는 법", "에어컨 청소 업체 불러야 돼요",
+    "월급 실수령액 계산해 줘",
+    "공항 리무진 버스 시간표", "호텔 예약 취소 수수료 있어요?", "학원비 카드 할부 돼요?", "강아지 미용 가격 얼마예요",
+    "이사업체 견적 받는 법", "보일러 고장 수리 기사 언제 와요", "게임 계정 해킹당했어요",
+    "적금 이자 높은 은행 어디예요",
+    "카드 분실하면 카드사에 뭐라고 해요", "중고거래 사기당했는데 돈 돌려받을 수 있어요", "기차 좌석 변경 어떻게 해요",
+    "Where can I buy a cheap laptop?", "How do I return an item I bought online?", "What is the exchange rate today?",
+    "Can you order pizza for me?", "How much is a gym membership?", "My bank app is not working",
+    "How do I cancel my hotel booking?", "Which credit card has the best points?",
 ]
 
 
