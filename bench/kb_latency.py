@@ -88,8 +88,8 @@ def main() -> int:
         kb.answer(text, lang)
         warm.append((time.perf_counter() - t) * 1000)
         warm_cpu.append((time.process_time() - c) * 1000)
-    print(f"articles {len(kb.articles)}  {'loaded' if kb.loaded_from_disk else 'built'} in {build_s:.1f} s  "
-          f"queries {len(queries)}")
+    how = "loaded" if getattr(kb, "loaded_from_disk", False) else "built"
+    print(f"articles {len(kb.articles)}  {how} in {build_s:.1f} s  queries {len(queries)}")
     print(f"added latency, new questions:      p50 {pct(cold, 50):.2f} ms  p99 {pct(cold, 99):.2f} ms  "
           f"(embedding model used for {dense / max(len(queries), 1):.0%})")
     print(f"added latency, repeated questions: p50 {pct(warm, 50):.2f} ms  p99 {pct(warm, 99):.2f} ms")
