@@ -340,6 +340,11 @@ class _Index:
     static_units: np.ndarray | None = None
     static_answers: np.ndarray | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What is stored on disk: the index, not what a process remembered while serving it
+        (the day's active articles, results of questions asked)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_active_cache")}
+
     def realign(self) -> None:
         """Copy the arrays of an unpickled index into aligned memory.
 
