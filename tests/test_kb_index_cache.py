@@ -115,7 +115,7 @@ class CountingEmbedder:
         pass
 
 
-def test_a_message_costs_the_e5_model_once_at_most(tmp_path):
+def test_an_answered_message_costs_the_e5_model_once_at_most(tmp_path):
     from bot.kb.retrieval import default_embedder
 
     inner = default_embedder(tmp_path)
@@ -123,10 +123,11 @@ def test_a_message_costs_the_e5_model_once_at_most(tmp_path):
         return
     counting = CountingEmbedder(inner)
     kb = make_kb(tmp_path, embedder=counting)
-    # Two questions, and an elliptical follow-up retried with the last article's title: one
-    # e5 call each at most (the parts and the retry are scored by lexical + word vectors).
-    for text, context in (("여권 얼마고 등본은 어디서 떼요?", None), ("사진은 몇 장 필요해요?", "civil.passport"),
-                          ("여권 발급 수수료가 얼마예요?", None)):
+    # An elliptical follow-up retried with the last article's title, a question with a clause
+    # boundary: one e5 call each at most (the retry and the parts of an answered whole are
+    # scored by lexical + word vectors).
+    for text, context in (("사진은 몇 장 필요해요?", "civil.passport"), ("여권 발급 수수료가 얼마예요?", None),
+                          ("이사하고 전입신고는 어떻게 해요?", None)):
         before = counting.queries
         kb.answer(text, "ko", context=context)
         assert counting.queries - before <= 1, text

@@ -818,10 +818,12 @@ class KnowledgeBase:
         # A confident whole may still be two questions ("여권 얼마고 등본은 어디서 떼요?").
         parts = split_questions(text)
         if 2 <= len(parts) <= 3:
-            # Parts are asked without e5 (lexical + word vectors): a message with clause
-            # boundaries must not cost an embedding per clause, and each part must be answered
-            # confidently on its own anyway.
-            results = [self.search(p, lang, use_dense=False) for p in parts]
+            # A whole answered confidently asks its parts without e5 (lexical + word vectors):
+            # most messages with a clause boundary are one question and must not cost an
+            # embedding per clause. Only a whole nobody could answer pays for its parts' e5
+            # ("재산세랑 자동차세 내는 기간"), and a long message never does.
+            dense = False if base.decision == "answer" or len(text) > 80 else None
+            results = [self.search(p, lang, use_dense=dense) for p in parts]
             ids = [r.hits[0].article.id for r in results if r.hits]
             sure = min(r.confidence for r in results)
             # Every part answered by an article of its own, and each more surely than the whole:
