@@ -826,10 +826,9 @@ class KnowledgeBase:
             results = [self.search(p, lang, use_dense=dense) for p in parts]
             ids = [r.hits[0].article.id for r in results if r.hits]
             sure = min(r.confidence for r in results)
-            # Every part answered by an article of its own, and each more surely than the whole:
-            # "…이전신고 어디서 해요" splits after "신고", but the whole is the surer reading.
-            if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results) \
-                    and (base.decision != "answer" or sure > base.confidence):
+            # Every part answered by an article of its own ("…이전신고 어디서 해요" splits after
+            # "신고": a part without a topic is not answered, see the calibration's negatives).
+            if all(r.decision == "answer" for r in results) and len(set(ids)) == len(results):
                 return Result("answer", results[0].hits, sure, text,
                               parts=results, dense_used=any(r.dense_used for r in results))
         return base
