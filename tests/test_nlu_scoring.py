@@ -9,8 +9,12 @@ library call (or the former loop) on every held-out message.
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,6 +123,57 @@ def test_hand_scoring_follows_the_vectorizer_parameters(params: dict[str, Any]) 
     for text in [*texts, "", "unknown ☃", "가로등 STREET  light 물"]:
         ref = pipe.predict_proba([text])[0]
         assert np.max(np.abs(scorer.predict_proba(text) - ref)) <= 1e-9, text
+
+
+@pytest.mark.parametrize("params", [
+    {"analyzer": "char", "ngram_range": (1, 4), "sublinear_tf": True},
+    {"analyzer": "char", "ngram_range": (2, 3), "sublinear_tf": False, "norm": "l1"},
+    {"analyzer": "char", "ngram_range": (1, 2), "binary": True, "use_idf": False, "norm": None},
+    {"analyzer": "char", "ngram_range": (1, 3), "lowercase": False},
+])
+def test_the_saved_character_model_scores_as_the_pipeline(tmp_path: Path, params: dict[str, Any]) -> None:
+    """``char.npz`` (loaded without scikit-learn) gives ``predict_proba``'s numbers and keeps the synonyms."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["가로등이 나갔어요", "쓰레기 언제 버려요", "Pothole on Main-ro 3", "여권 발급 기간", "물이 새요 물이",
+             "가로등 깜빡여요", "대형폐기물 수거", "Streetlight OUT", "수도 요금 문의", "여권 재발급"]
+    labels = ["light", "waste", "road", "civil", "water", "light", "waste", "light", "water", "civil"]
+    pipe = make_pipeline(TfidfVectorizer(**params), SGDClassifier(loss="log_loss", random_state=0, max_iter=50,
+                                                                   tol=None))
+    pipe.fit(texts, labels)
+    scorer = CharScorer(pipe)
+    assert scorer.savable
+    scorer.save(tmp_path / "char.npz", {"동사무소": "주민센터"})
+    lean, synonyms = CharScorer.load(tmp_path / "char.npz")
+    assert synonyms == {"동사무소": "주민센터"}
+    assert lean.classes == [str(c) for c in pipe.classes_]
+    for text in [*texts, "", "unknown ☃", "가로등 STREET  light 물", "a\t\n  b", "ㅠ"]:
+        ref = pipe.predict_proba([text])[0]
+        assert np.max(np.abs(lean.predict_proba(text) - ref)) <= 1e-9, text
+
+
+def test_a_word_vectorizer_is_not_saved_alone() -> None:
+    """Only scikit-learn's plain ``char`` analyzer is re-implemented; anything else keeps the pickle."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(TfidfVectorizer(analyzer="char_wb"), SGDClassifier(loss="log_loss", random_state=0))
+    pipe.fit(["네", "예 맞아요", "아니요", "아뇨 틀려요", "몰라요"], ["yes", "yes", "no", "no", "maybe"])
+    assert CharScorer(pipe).by_hand and not CharScorer(pipe).savable
+
+
+def test_loading_the_model_imports_neither_scikit_learn_nor_scipy(nlu: NLU) -> None:
+    """Importing scikit-learn (and the SciPy it pulls in) cost ≈ 1 CPU s of every start, for nothing
+    a message needs once the numbers are saved alone."""
+    code = ("import sys; from pathlib import Path; from bot.nlu.model import NLU; "
+            f"n = NLU(Path({str(nlu.model_dir)!r})); n.parse('쓰레기 언제 버려요'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_two_classes_fall_back_to_predict_proba() -> None:

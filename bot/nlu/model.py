@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import spacy
-from scipy.special import expit
 from spacy.tokens import Doc
 from spacy.training import Example
 
@@ -138,8 +138,29 @@ def train(nlu_dir: Path, out_dir: Path, progress: Callable[[str], None] | None =
     nlp.to_disk(out_dir / "spacy")
     with open(out_dir / "char.pkl", "wb") as fh:
         pickle.dump({"model": char_model, "synonyms": td.synonyms}, fh)
+    scorer = CharScorer(char_model)
+    if scorer.savable:
+        scorer.save(out_dir / LEAN_CHAR_FILE, td.synonyms)
     (out_dir / "READY").write_text(MODEL_VERSION)
     return out_dir
+
+
+#: The character model's numbers alone (no scikit-learn objects), written beside ``char.pkl``.
+LEAN_CHAR_FILE = "char.npz"
+_WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's ``_VectorizerMixin._white_spaces``
+_NORMS = {None: 0, "l1": 1, "l2": 2}
+
+
+def _expit(scores: np.ndarray) -> np.ndarray:
+    """``scipy.special.expit`` bit for bit (``1 / (1 + exp(-x))`` with the C library's exp, which
+    ``math.exp`` is), without importing SciPy (≈ 0.15 s at start) for 30 numbers a message."""
+    out = []
+    for x in scores.tolist():
+        try:
+            out.append(1.0 / (1.0 + math.exp(-x)))
+        except OverflowError:  # exp(-x) is inf: 1 / inf
+            out.append(0.0)
+    return np.array(out, dtype=np.float64)
 
 
 class CharScorer:
@@ -155,6 +176,10 @@ class CharScorer:
     ``SGDClassifier(loss="log_loss").predict_proba``. Anything else (two classes, another
     classifier, float32 features) is scored by the pipeline itself. Equal to ``predict_proba``
     to ~1e-15 (tests/test_nlu_scoring.py). Read-only after ``__init__``, so thread-safe.
+
+    A plain character vectorizer's numbers are also saved alone (:meth:`save`, ``char.npz``) and
+    scored by :meth:`load` with the same n-grams computed here: importing scikit-learn (and the
+    SciPy modules it pulls in) only to unpickle the pipeline cost ≈ 1 CPU s of every start.
     """
 
     def __init__(self, pipeline: Any) -> None:
@@ -166,6 +191,10 @@ class CharScorer:
         self.by_hand = (len(pipeline) == 2 and isinstance(vec, TfidfVectorizer) and isinstance(clf, SGDClassifier)
                       and clf.loss == "log_loss" and clf.coef_.shape[0] > 1 and vec.norm in ("l1", "l2", None)
                       and np.dtype(vec.dtype) == np.float64)
+        self.classes: list[str] = [str(c) for c in clf.classes_]
+        #: ``(lowercase, min_n, max_n)`` when the analyzer is scikit-learn's plain ``char`` one
+        #: (then :meth:`save` can write the model without scikit-learn objects), else None.
+        self._char_params: tuple[bool, int, int] | None = None
         if not self.by_hand:
             return
         self._analyze = vec.build_analyzer()
@@ -178,6 +207,62 @@ class CharScorer:
         # (7.8 MB) on every call; rows of a C-ordered transpose made once are gathered instead.
         self._coef_t = np.ascontiguousarray(clf.coef_.T, dtype=np.float64)
         self._intercept = np.asarray(clf.intercept_, dtype=np.float64)
+        if (vec.analyzer == "char" and vec.preprocessor is None and not vec.strip_accents
+                and vec.input == "content" and sorted(self._vocab.values()) == list(range(len(self._vocab)))):
+            self._char_params = (bool(vec.lowercase), int(vec.ngram_range[0]), int(vec.ngram_range[1]))
+
+    @property
+    def savable(self) -> bool:
+        """Whether :meth:`save` can write this model (a hand-scored plain ``char`` vectorizer)."""
+        return self.by_hand and self._char_params is not None
+
+    def save(self, path: Path, synonyms: dict[str, str]) -> None:
+        """Write the numbers :meth:`load` needs (atomically: a reader sees all or nothing)."""
+        assert self._char_params is not None, "only a plain char vectorizer is saved alone"
+        lower, min_n, max_n = self._char_params
+        keys = [""] * len(self._vocab)
+        for gram, i in self._vocab.items():
+            keys[i] = gram
+        tmp = path.with_name(f".{path.name}.{time.time_ns()}.npz")
+        np.savez(tmp, vocab=np.array(keys, dtype=str), idf=self._idf if self._idf is not None else np.zeros(0),
+                 coef_t=self._coef_t, intercept=self._intercept, classes=np.array(self.classes, dtype=str),
+                 syn_from=np.array(list(synonyms), dtype=str), syn_to=np.array(list(synonyms.values()), dtype=str),
+                 params=np.array([lower, min_n, max_n, self._binary, self._sublinear, self._idf is not None,
+                                  _NORMS[self._norm]], dtype=np.int64))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[CharScorer, dict[str, str]]:
+        """A scorer (and the synonyms) from :meth:`save`'s file: no scikit-learn import."""
+        with np.load(path, allow_pickle=False) as data:
+            lower, min_n, max_n, binary, sublinear, use_idf, norm = (int(x) for x in data["params"])
+            self = cls.__new__(cls)
+            self.pipeline = None
+            self.by_hand = True
+            self.classes = data["classes"].tolist()
+            self._char_params = (bool(lower), min_n, max_n)
+            self._vocab = {gram: i for i, gram in enumerate(data["vocab"].tolist())}
+            self._binary, self._sublinear = bool(binary), bool(sublinear)
+            self._idf = data["idf"] if use_idf else None
+            self._norm = {v: k for k, v in _NORMS.items()}[norm]
+            self._coef_t = np.ascontiguousarray(data["coef_t"], dtype=np.float64)
+            self._intercept = np.asarray(data["intercept"], dtype=np.float64)
+            synonyms = dict(zip(data["syn_from"].tolist(), data["syn_to"].tolist(), strict=True))
+        self._analyze = self._char_ngrams
+        return self, synonyms
+
+    def _char_ngrams(self, text: str) -> list[str]:
+        """scikit-learn's ``char`` analyzer (``_preprocess`` then ``_char_ngrams``), same n-grams in the same order."""
+        assert self._char_params is not None
+        lower, min_n, max_n = self._char_params
+        if lower:
+            text = text.lower()
+        text = _WHITE_SPACES.sub(" ", text)
+        n_chars = len(text)
+        grams = list(text) if min_n == 1 else []  # unigrams without slicing, as scikit-learn does
+        for n in range(2 if min_n == 1 else min_n, min(max_n + 1, n_chars + 1)):
+            grams.extend(text[i:i + n] for i in range(n_chars - n + 1))
+        return grams
 
     def predict_proba(self, text: str) -> np.ndarray:
         """Probabilities in ``classes_`` order, as ``pipeline.predict_proba([text])[0]``."""
@@ -206,7 +291,7 @@ class CharScorer:
             scores = w @ self._coef_t[idx] + self._intercept
         else:  # an all-zero row: sklearn's decision function is the intercept
             scores = self._intercept.copy()
-        probs = expit(scores)
+        probs = _expit(scores)
         total = probs.sum()
         if total == 0:  # every class underflowed: sklearn answers uniform probabilities
             return np.full(len(probs), 1 / len(probs))
@@ -217,13 +302,21 @@ class NLU:
     """A loaded model. ``parse`` is thread-safe and takes a few hundred microseconds of CPU."""
 
     def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
         self.nlp = spacy.load(model_dir / "spacy")
-        with open(model_dir / "char.pkl", "rb") as fh:
-            blob = pickle.load(fh)  # noqa: S301 - our own file, written by train()
-        self.char_model = blob["model"]
-        self.synonyms: dict[str, str] = blob.get("synonyms", {})
-        self.labels: list[str] = list(self.char_model.classes_)
-        self.char_scorer = CharScorer(self.char_model)
+        self._char_model: Any = None
+        lean = model_dir / LEAN_CHAR_FILE
+        try:
+            self.char_scorer, self.synonyms = CharScorer.load(lean)
+        except (OSError, KeyError, ValueError):  # a model trained before char.npz existed (or a torn copy)
+            self.char_scorer = CharScorer(self.char_model)
+            self.synonyms = self._pickled().get("synonyms", {})
+            if self.char_scorer.savable:  # the next start loads without scikit-learn
+                try:
+                    self.char_scorer.save(lean, self.synonyms)
+                except OSError:  # a read-only model directory: load the pickle each time
+                    pass
+        self.labels: list[str] = list(self.char_scorer.classes)
         # spaCy's part, without ``Language.__call__``'s per-pipe bookkeeping and without the
         # textcat writing 30 ``doc.cats`` entries only to be read back: ``TextCategorizer.predict``
         # gives the scores, mapped here once to the character model's label order (a label the
@@ -234,6 +327,18 @@ class NLU:
                                         for lab in self.labels], dtype=np.intp)
         self._other_pipes = [proc for name, proc in self.nlp.pipeline if name != "textcat"]
         self._memo: dict[tuple[str, str | None], Parse] = {}
+
+    def _pickled(self) -> dict[str, Any]:
+        with open(self.model_dir / "char.pkl", "rb") as fh:
+            return pickle.load(fh)  # noqa: S301 - our own file, written by train()
+
+    @property
+    def char_model(self) -> Any:
+        """The fitted scikit-learn pipeline (tests compare it with the scorer; a turn never needs
+        it), unpickled on first use: it imports scikit-learn."""
+        if self._char_model is None:
+            self._char_model = self._pickled()["model"]
+        return self._char_model
 
     def _spacy(self, norm: str) -> tuple[np.ndarray, Doc]:
         """textcat probabilities in ``self.labels`` order, and the Doc after the other pipes (entity ruler)."""
