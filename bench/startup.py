@@ -11,6 +11,9 @@ Each run starts the server on a fresh temporary SQLite file and prints
   seen before in ``X-PCRM-Worker``) answers a message: what a worker's own start costs, forked
   from the warm supervisor (a replacement after a crash, or a worker of a scale-out).
 
+``--no-kb`` starts the server with an empty knowledge-base directory (``PCRM_KB_DIR``): what the
+start costs without indexing the articles, which is measured (and being made persistent) apart.
+
 Median and range over ``--repeat`` runs. Not a test: numbers for the README.
 """
 
@@ -43,7 +46,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
-def one(workers: int) -> tuple[float, float, float]:
+def one(workers: int) -> tuple[float, float, float, float]:
     os.environ["PCRM_WORKER_HEADER"] = "1"
     with tempfile.TemporaryDirectory(prefix="pcrm-start-") as d:
         tmp = Path(d)
@@ -52,6 +55,7 @@ def one(workers: int) -> tuple[float, float, float]:
         try:
             server_s = first_answer(proc, url, t0)
             cpu = cpu_seconds(process_tree(proc.pid))
+            supervisor_cpu = cpu_seconds([proc.pid])
             seen: set[str] = set()
             with httpx.Client(timeout=10, headers={"connection": "close"}) as client:
                 deadline = time.monotonic() + 60
@@ -73,19 +77,23 @@ def one(workers: int) -> tuple[float, float, float]:
                     time.sleep(0.01)
         finally:
             stop(proc)
-    return server_s, cpu, worker_s
+    return server_s, cpu, worker_s, supervisor_cpu
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-kb", action="store_true", help="an empty knowledge base (PCRM_KB_DIR)")
     args = ap.parse_args()
+    if args.no_kb:
+        os.environ["PCRM_KB_DIR"] = tempfile.mkdtemp(prefix="pcrm-no-kb-")
     rows = []
     for i in range(args.repeat):
-        server_s, cpu, worker_s = one(args.workers)
+        server_s, cpu, worker_s, supervisor_cpu = one(args.workers)
         rows.append((server_s, cpu, worker_s))
-        print(f"run {i + 1}: server first answer {server_s:.2f} s ({cpu:.2f} CPU s); "
+        print(f"run {i + 1}: server first answer {server_s:.2f} s ({cpu:.2f} CPU s, of which the supervisor "
+              f"{supervisor_cpu:.2f}); "
               f"a new worker's first answer {worker_s:.2f} s after the old one was killed", flush=True)
 
     def fmt(xs: list[float]) -> str:

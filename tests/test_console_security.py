@@ -223,3 +223,11 @@ def test_basic_auth_never_waits_for_a_hashing_slot_on_the_shared_pool() -> None:
             taken.enter_context(passwords.slot())
         with pytest.raises(passwords.HashingBusy), passwords.slot():
             pass
+
+
+def test_the_unknown_user_hash_has_the_hashers_parameters() -> None:
+    """An unknown username is checked against a constant hash; with other argon2 parameters than
+    the real ones it would answer faster or slower than a wrong password, and tell names apart."""
+    assert not auth._hasher.check_needs_rehash(auth._DUMMY_HASH)
+    with pytest.raises(auth.VerificationError):
+        auth._hasher.verify(auth._DUMMY_HASH, "a-guess-at-a-password")
