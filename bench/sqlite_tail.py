@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from compare_rasa import drive  # noqa: E402
-from memory import REST, first_answer, start, stop  # noqa: E402
+from memory import REST, first_answer, process_tree, start, stop  # noqa: E402
+from startup import cpu_seconds  # noqa: E402
 
 FAQ = ("faq.", "conv.greet", "conv.thanks", "conv.goodbye")
 
@@ -51,10 +52,14 @@ def main() -> int:
                     cold = first_answer(proc, url, t0)
                     asyncio.run(drive(url + REST, messages, 4, 4, 40, 60, f"warm-{rnd}"))
                     for c in levels:
+                        cpu0, t1 = cpu_seconds(process_tree(proc.pid)), time.monotonic()
                         res = asyncio.run(drive(url + REST, messages, c, 5, args.messages, 120, f"r{rnd}-{mode}-c{c}"))
+                        server_cores = (cpu_seconds(process_tree(proc.pid)) - cpu0) / (time.monotonic() - t1)
                         print(f"round {rnd + 1} synchronous={mode or 'default'} cold start {cold:.1f} s  c={c}: "
                               f"{res['msgs_per_s']} msg/s  p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  "
-                              f"errors {res['errors']}  load {os.getloadavg()[0]:.1f}", flush=True)
+                              f"errors {res['errors']}  server {server_cores:.2f} cores, client "
+                              f"{res['client_cores']:.2f} cores ({res['client_cpu_ms_per_msg']} ms/msg)  "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)
                 finally:
                     stop(proc)
     return 0

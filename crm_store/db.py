@@ -75,6 +75,11 @@ def _sqlite_setup(engine: Engine) -> None:
     # server do all the time; so transactions start ``IMMEDIATE``. And SQLite's own busy
     # wait polls with sleeps of up to 100 ms, which under load starves some waiters for
     # seconds; so threads of this process first queue on a lock (woken on release).
+    # The lock is released once the COMMIT (or ROLLBACK) has *run*: SQLAlchemy's
+    # ``commit``/``rollback`` events fire before it, and a lock released there let the next
+    # thread's ``BEGIN IMMEDIATE`` meet the still-open transaction and sleep in SQLite's busy
+    # loop while holding the lock, every other thread queued behind it (a thread that lost
+    # the GIL between the event and its COMMIT made that a wait of tens of milliseconds).
     path = engine.url.database
     gate = _SQLITE_GATES.setdefault(os.path.abspath(path), threading.Lock()) if path not in (None, "", ":memory:") \
         else None
@@ -95,13 +100,29 @@ def _sqlite_setup(engine: Engine) -> None:
             _release(conn.info)
             raise
 
-    @event.listens_for(engine, "commit")
-    def _on_commit(conn: Any) -> None:
-        _release(conn.info)
+    dialect = engine.dialect
+    do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
 
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Any) -> None:
-        _release(conn.info)
+    def _info(dbapi_conn: Any) -> dict[str, Any]:
+        try:
+            return dbapi_conn.info
+        except (AttributeError, NotImplementedError):  # a raw or ad-hoc connection (first connect)
+            return {}
+
+    def _commit_then_release(dbapi_conn: Any) -> None:
+        try:
+            do_commit(dbapi_conn)
+        finally:
+            _release(_info(dbapi_conn))
+
+    def _rollback_then_release(dbapi_conn: Any) -> None:
+        try:
+            do_rollback(dbapi_conn)
+        finally:
+            _release(_info(dbapi_conn))
+
+    dialect.do_commit = _commit_then_release  # type: ignore[method-assign]  # this engine's dialect only
+    dialect.do_rollback = _rollback_then_release  # type: ignore[method-assign]
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:  # a connection dropped mid-transaction
