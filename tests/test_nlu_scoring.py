@@ -99,6 +99,23 @@ def test_parse_from_threads_equals_sequential(nlu: NLU) -> None:
     assert threaded == sequential
 
 
+_SMALL_TEXTS = ["가로등이 나갔어요", "쓰레기 언제 버려요", "Pothole on Main-ro 3", "여권 발급 기간", "물이 새요 물이",
+                "가로등 깜빡여요", "대형폐기물 수거", "Streetlight OUT", "수도 요금 문의", "여권 재발급"]
+_SMALL_LABELS = ["light", "waste", "road", "civil", "water", "light", "waste", "light", "water", "civil"]
+
+
+def _small_char_pipeline(params: dict[str, Any]) -> tuple[list[str], Any]:
+    """A character model fitted on ten texts with ``params`` (the scorer must follow any settings)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(TfidfVectorizer(**params), SGDClassifier(loss="log_loss", random_state=0, max_iter=50,
+                                                                   tol=None))
+    pipe.fit(_SMALL_TEXTS, _SMALL_LABELS)
+    return list(_SMALL_TEXTS), pipe
+
+
 @pytest.mark.parametrize("params", [
     {"analyzer": "char", "ngram_range": (1, 4), "sublinear_tf": True},
     {"analyzer": "char", "ngram_range": (2, 3), "sublinear_tf": False, "norm": "l1"},
@@ -108,16 +125,7 @@ def test_parse_from_threads_equals_sequential(nlu: NLU) -> None:
 ])
 def test_hand_scoring_follows_the_vectorizer_parameters(params: dict[str, Any]) -> None:
     """The scorer reads the fitted vectorizer's settings rather than assuming the production ones."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.pipeline import make_pipeline
-
-    texts = ["가로등이 나갔어요", "쓰레기 언제 버려요", "Pothole on Main-ro 3", "여권 발급 기간", "물이 새요 물이",
-             "가로등 깜빡여요", "대형폐기물 수거", "Streetlight OUT", "수도 요금 문의", "여권 재발급"]
-    labels = ["light", "waste", "road", "civil", "water", "light", "waste", "light", "water", "civil"]
-    pipe = make_pipeline(TfidfVectorizer(**params), SGDClassifier(loss="log_loss", random_state=0, max_iter=50,
-                                                                   tol=None))
-    pipe.fit(texts, labels)
+    texts, pipe = _small_char_pipeline(params)
     scorer = CharScorer(pipe)
     assert scorer.by_hand
     for text in [*texts, "", "unknown ☃", "가로등 STREET  light 물"]:
@@ -133,16 +141,7 @@ def test_hand_scoring_follows_the_vectorizer_parameters(params: dict[str, Any]) 
 ])
 def test_the_saved_character_model_scores_as_the_pipeline(tmp_path: Path, params: dict[str, Any]) -> None:
     """``char.npz`` (loaded without scikit-learn) gives ``predict_proba``'s numbers and keeps the synonyms."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.pipeline import make_pipeline
-
-    texts = ["가로등이 나갔어요", "쓰레기 언제 버려요", "Pothole on Main-ro 3", "여권 발급 기간", "물이 새요 물이",
-             "가로등 깜빡여요", "대형폐기물 수거", "Streetlight OUT", "수도 요금 문의", "여권 재발급"]
-    labels = ["light", "waste", "road", "civil", "water", "light", "waste", "light", "water", "civil"]
-    pipe = make_pipeline(TfidfVectorizer(**params), SGDClassifier(loss="log_loss", random_state=0, max_iter=50,
-                                                                   tol=None))
-    pipe.fit(texts, labels)
+    texts, pipe = _small_char_pipeline(params)
     scorer = CharScorer(pipe)
     assert scorer.savable
     scorer.save(tmp_path / "char.npz", {"동사무소": "주민센터"})
