@@ -39,8 +39,12 @@ _DELETE = re.compile(r"(내|제|개인)\s*(정보|데이터|기록).{0,6}(삭제
 _SHOW_DATA = re.compile(r"(내|제)\s*(개인)?\s*(정보|데이터|기록)\s*(보기|보여|확인|조회|열람)|(show|see|view) my (data|information|info)", re.IGNORECASE)
 _LINK_PHONE = re.compile(r"(전화\s*번호|휴대\s*폰|핸드폰|휴대전화)\s*(번호)?\s*(연결|인증|등록)|(link|verify) my (phone|number)", re.IGNORECASE)
 _OTP_CODE = re.compile(r"^\s*(\d{6})\s*$")
-_TO_EN = re.compile(r"^(english|영어로?|in english|speak english|english please|영어로 ?(해|말해|대답해) ?주세요)(?![a-z가-힣])", re.IGNORECASE)
-_TO_KO = re.compile(r"^(korean|한국어로?|한국말로?|in korean|korean please|한국어로 ?(해|말해) ?주세요)(?![a-z가-힣])", re.IGNORECASE)
+#: The whole message asks for a language ("영어로요", "English please"); a message that only
+#: mentions one ("영어로 된 등본 필요해요", "Korean language classes for foreigners") is a question.
+_TO_EN = re.compile(r"^\s*(english|영어로?|in english|speak english|english please|영어로 ?(해|말해|대답해) ?주세요)"
+                    r"\s*(요|please|pls)?\s*[.!?~]*\s*$", re.IGNORECASE)
+_TO_KO = re.compile(r"^\s*(korean|한국어로?|한국말로?|in korean|korean please|한국어로 ?(해|말해) ?주세요)"
+                    r"\s*(요|please|pls)?\s*[.!?~]*\s*$", re.IGNORECASE)
 #: Stop the centre's reminders on any channel (an SMS "STOP" is the SMS channel's: it stops all texts).
 _REMINDERS_OFF = re.compile(r"^(수신 ?거부|알림 ?(그만|끄기|꺼 ?주세요|해제|중지|거부|받지 ?않을래요)|"
                             r"stop reminders|no more reminders|unsubscribe|stop)[.!]?$", re.IGNORECASE)

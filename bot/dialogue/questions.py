@@ -43,6 +43,8 @@ KB_PREFIX = "kb."
 PAYLOAD_PREFIX = "/kb."
 #: A confident service label yields to the KB only from this calibrated KB confidence on.
 DIVERT_REQUEST_AT = 0.85
+#: Below this the classifier's service label is a guess: a sure article of another department wins.
+REQUEST_SURE = 0.6
 #: A confident ``faq.X`` label: its own article is answered when the KB is unsure.
 FAQ_TRUST_AT = 0.6
 #: A confident ``faq.X`` label wins over an unsure KB whose top article scores at most this much
@@ -63,6 +65,28 @@ _QUESTION_EN = re.compile(r"\?|^\s*(?:how|what|when|where|which|who|why|can|coul
 _ACTION = re.compile(
     r"신고|접수|신청|고쳐|치워|수거해|가져가|와\s?주|해\s?주세요|해주실|처리해|막혔|터졌|나갔|부서졌|"
     r"\b(?:report|fix|repair|pick up|send someone|complain)", re.IGNORECASE)
+
+
+def _sure_elsewhere(ctx: TurnContext, result: Result) -> bool:
+    """The KB is sure of one article and the classifier's guess is weak or off its topic.
+
+    Residents describe situations ("베란다에 벌집이 생겼어요", "부모님이랑 세대 분리하고 싶어요",
+    "수돗물 수질 검사 신청하고 싶어요") that are neither phrased as questions nor one of the
+    catalog's reports; the classifier, which knows 30 codes, then guesses low (a greeting, a
+    hand-off, another department's form). The KB's calibrated confidence is the better signal
+    there: a low-confidence label yields to a sure article, and an unsure request
+    (< ``REQUEST_SURE``) yields when the article belongs to another department than the form.
+    """
+    if result.decision != "answer" or result.parts or result.confidence < DIVERT_REQUEST_AT:
+        return False
+    if ctx.label not in ctx.knowledge.services:
+        return ctx.low_confidence
+    if ctx.confidence >= REQUEST_SURE:
+        return False
+    # The KB's article on the form's own topic ("하수구 막혀서 물이 안 내려가요" → the sewer
+    # article) agrees with the classifier: a report, and its form is the answer.
+    dept = ctx.knowledge.department_of(ctx.label)
+    return bool(dept) and result.hits[0].article.department != dept
 
 
 def _hit(article: Article) -> Hit:
@@ -108,17 +132,27 @@ def answer_question(ctx: TurnContext) -> bool:
         return False
     if label in _NEVER and not ctx.low_confidence:
         return False
-    if label in _NEVER and not looks_like_question(text, ctx.lang):
-        return False  # "ok thanks, bye" scored low is still not a question for the KB
     is_request = label in ctx.knowledge.services and not ctx.low_confidence
     asks = bool(_QUESTION_KO.search(text) or _QUESTION_EN.search(text))
     # "그거 신청은 어디서 해요?" right after an article asks about it, 신청 or not.
     question = looks_like_question(text, ctx.lang) or (bool(state.last_article) and is_elliptical(text) and asks)
-    if label in ctx.knowledge.services and not question:
-        return False  # a report, even one the classifier is unsure of: the form or clarify, not an article
-    result = kb.answer(text, ctx.lang, context=state.last_article)
+    guarded = label in _NEVER or label in ctx.knowledge.services  # not the KB's unless a question
+    unsure = ctx.low_confidence or (label in ctx.knowledge.services and ctx.confidence < REQUEST_SURE)
+    if guarded and not question and not unsure:
+        return False  # a report the classifier is sure of: its form, not an article
+    if guarded and not question and len(text.split()) < 2:
+        return False  # one word the classifier reads as social or a report ("싫어요"): not a topic
+    social = label in _NEVER and not question  # "ok thanks, bye", "여보세요 물이 안 나와요"
+    # A social turn is not read in the last article's context: "ok thanks, bye" after the
+    # waste calendar is not a follow-up question about it.
+    result = kb.answer(text, ctx.lang, context=None if social else state.last_article)
+    if guarded and not question and not _sure_elsewhere(ctx, result):
+        # "ok thanks, bye" scored low, or a report the classifier is unsure of: clarify or the
+        # form, unless the KB is sure of an article the classifier's guess does not cover.
+        return False
     if is_request:
-        if result.decision == "answer" and result.confidence >= DIVERT_REQUEST_AT and not result.parts:
+        if (result.decision == "answer" and result.confidence >= DIVERT_REQUEST_AT and not result.parts) \
+                or _sure_elsewhere(ctx, result):
             _answer(ctx, [result.hits[0].article], result)
             return True
         return False
