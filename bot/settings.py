@@ -10,7 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -119,9 +118,11 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=8)
 def load_config(path: Path) -> dict[str, Any]:
-    """Parse a municipality config file once per process."""
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
+    """Parse a municipality config file once per process; a key given twice, or text that is not
+    YAML, raises :class:`bot.municipality.ConfigError` naming it."""
+    from bot.municipality import read_yaml
+
+    return read_yaml(path)
 
 
 @lru_cache(maxsize=8)

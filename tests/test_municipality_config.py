@@ -4,6 +4,7 @@ refused at start with each bad key named, and a missing key means what the code 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from bot import cli
-from bot.municipality import LOW_CONFIDENCE, ConfigError, Municipality, load, parse
+from bot.municipality import LOW_CONFIDENCE, ConfigError, Municipality, Text, load, parse
 from bot.routing import BusinessHours
 from bot.settings import ROOT, Settings
 
@@ -126,6 +127,30 @@ def test_doctor_lists_a_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     findings = json.loads(capsys.readouterr().out)
     assert {"item": str(tmp_path / "config.yml"), "advice": "engine: 'spacy' is not one of 'builtin' or 'rasa'"} \
         in findings
+
+
+def test_a_key_given_twice_is_refused_naming_its_path_and_both_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Plain YAML keeps the second silently: a fact defined twice answered with the later address.
+    path = tmp_path / "config.yml"
+    path.write_text("facts:\n  family_center: A\n  kiosk_hours: B\n  family_center: C\n"
+                    "services:\n  - {code: x, code: y}\n", encoding="utf-8")
+    expected = "facts.family_center: given twice (lines 2 and 4)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load(path)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        Settings(pcrm_config=path).municipality()  # the app's start-up path (and config())
+    assert cli.main(["config", "check", str(path)]) == 2
+    assert f"{path}: {expected}" in capsys.readouterr().err
+    path.write_text("services:\n  - {code: x, code: y}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape("services[0].code: given twice (lines 2 and 2)")):
+        load(path)
+
+
+def test_a_yaml_merge_key_may_override_what_it_merges(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("facts:\n  base: &b {ko: 가, en: a}\n  other:\n    <<: *b\n    en: b\n", encoding="utf-8")
+    assert load(path).facts["other"] == Text(ko="가", en="b")
 
 
 def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: pytest.MonkeyPatch,
