@@ -31,6 +31,8 @@ LOW_CONFIDENCE = 0.45
 EMERGENCY_CLAIM_MINUTES = 2.0
 DEFAULT_CLAIM_MINUTES = 15.0
 DEFAULT_TIMEZONE = "Asia/Seoul"
+#: Twilio text-to-speech voices when ``channels.twilio_voice`` names none.
+DEFAULT_VOICES = {"ko": "Polly.Seoyeon", "en": "Polly.Joanna"}
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -258,6 +260,12 @@ class Municipality(_Section):
     @property
     def enabled_channels(self) -> list[str]:
         return [name for name, ch in self.channels.items() if ch.enabled]
+
+    @property
+    def voices(self) -> dict[str, str]:
+        """The phone line's text-to-speech voice per language (``channels.twilio_voice``)."""
+        ch = self.channels.get("twilio_voice") or Channel()
+        return {"ko": ch.voice_ko or DEFAULT_VOICES["ko"], "en": ch.voice_en or DEFAULT_VOICES["en"]}
 
     @classmethod
     def of(cls, config: Municipality | Mapping[str, Any] | None, source: str = "config.yml") -> Municipality:

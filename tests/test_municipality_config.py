@@ -96,6 +96,8 @@ def test_missing_keys_mean_what_the_code_always_assumed() -> None:
     assert (m.console.max_active_per_agent, m.equity.flag_ratio, m.equity.min_group) == (5, 1.25, 5)
     assert (m.remind_days_before, m.deadlines) == (7, {})
     assert (m.duplicates.meters, m.duplicates.days) == (50, 14)
+    assert m.voices == {"ko": "Polly.Seoyeon", "en": "Polly.Joanna"}
+    assert m.municipality.phone is None and m.municipality.name.get("en") == ""
     hours = BusinessHours({})
     assert (hours.open, hours.close, hours.days) == ("09:00", "18:00", {"mon", "tue", "wed", "thu", "fri"})
     assert hours.is_open(datetime(2026, 11, 26, 2, 0, tzinfo=UTC))  # Thursday 11:00 in Seoul
@@ -127,6 +129,18 @@ def test_doctor_lists_a_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     findings = json.loads(capsys.readouterr().out)
     assert {"item": str(tmp_path / "config.yml"), "advice": "engine: 'spacy' is not one of 'builtin' or 'rasa'"} \
         in findings
+
+
+def test_the_voice_line_and_the_rate_limiter_read_the_typed_config() -> None:
+    from bot.ratelimit import InProcessRateLimiter, make_rate_limiter
+
+    m = Municipality.of({"channels": {"twilio_voice": {"voice_en": "Polly.Matthew"}},
+                         "rate_limits": {"per_sender_per_minute": 7}})
+    assert m.voices == {"ko": "Polly.Seoyeon", "en": "Polly.Matthew"}
+    for config in (m, {"rate_limits": {"per_sender_per_minute": 7}}):  # app.py still hands the dict
+        limiter = make_rate_limiter(None, config)
+        assert isinstance(limiter, InProcessRateLimiter)
+        assert (limiter.per_sender_per_minute, limiter.per_channel_per_second) == (7, 0)
 
 
 def test_a_key_given_twice_is_refused_naming_its_path_and_both_lines(
