@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,12 +19,27 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Settings(BaseSettings):
-    """Environment variables (and a ``.env`` file, if present)."""
+class StoreSettings(BaseSettings):
+    """What the store (:mod:`crm_store.db`) reads itself: engines are made in places no
+    :class:`Settings` reaches (migrations, tests, benches), and making one has no side effect
+    (a full :class:`Settings` creates the installation secret)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    #: Unset: ``sqlite:///var/pcrm.db`` (:data:`crm_store.db.DEFAULT_URL`).
     database_url: str | None = None
+    #: SQLite's ``synchronous`` in WAL mode; why NORMAL: :func:`crm_store.db._sqlite_synchronous`.
+    pcrm_sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+
+    @field_validator("pcrm_sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class Settings(StoreSettings):
+    """Environment variables (and a ``.env`` file, if present)."""
+
     redis_url: str | None = None
     #: Prefix of every Redis key and pub/sub channel (two deployments, or test runs, may share a Redis).
     pcrm_redis_prefix: str = "pcrm:"
