@@ -24,8 +24,8 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.phones import normalize_phone
 from crm_store.models import OtpCode
-from crm_store.phones import normalize_phone
 from crm_store.timeutil import utcnow
 
 log = logging.getLogger(__name__)
