@@ -165,7 +165,7 @@ def make_engine(url: str | URL | None = None, schema: str | None = None, **kwarg
         if parsed.get_backend_name() != "postgresql":
             raise ValueError("the schema option is for PostgreSQL only")
         connect_args["options"] = f"-csearch_path={_check_schema(schema)}"
-    # No ping on every checkout (a round trip per transaction, ~0.3 ms of CPU): connections
+    # No ping on every checkout (a round trip and its CPU per transaction): connections
     # are reused LIFO, and only one that sat idle in the pool for a while is pinged first
     # (a database restart is then noticed before use). A connection that fails in use
     # invalidates the whole pool (SQLAlchemy's disconnect handling); the inbox retries once.
