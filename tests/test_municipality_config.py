@@ -176,9 +176,10 @@ def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: p
     monkeypatch.setenv("OPEN311_KEYS_FILE", str(tmp_path / "keys.json"))
     monkeypatch.setenv("OPEN311_API_KEYS", "k1,k2")
     monkeypatch.setenv("PCRM_INBOX_THREADS", "8")
+    monkeypatch.setenv("PCRM_BACKUP_CONFIRMED", "1")
     s = Settings()
     assert (s.pcrm_secret_file, s.open311_keys_file) == (tmp_path / "secret", tmp_path / "keys.json")
-    assert (s.open311_api_keys, s.pcrm_inbox_threads) == ("k1,k2", 8)
+    assert (s.open311_api_keys, s.pcrm_inbox_threads, s.pcrm_backup_confirmed) == ("k1,k2", 8, True)
     assert secret_path(s) == tmp_path / "secret" and keys_path(s) == tmp_path / "keys.json"
     monkeypatch.delenv("PCRM_SECRET_FILE")
     monkeypatch.delenv("OPEN311_KEYS_FILE")
@@ -189,5 +190,6 @@ def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: p
 def test_an_empty_path_variable_means_unset_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PCRM_SECRET_FILE", "")
     monkeypatch.setenv("OPEN311_KEYS_FILE", "")
+    monkeypatch.setenv("PCRM_BACKUP_CONFIRMED", "")
     s = Settings()
-    assert (s.pcrm_secret_file, s.open311_keys_file) == (None, None)
+    assert (s.pcrm_secret_file, s.open311_keys_file, s.pcrm_backup_confirmed) == (None, None, False)
