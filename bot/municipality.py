@@ -31,6 +31,9 @@ LOW_CONFIDENCE = 0.45
 EMERGENCY_CLAIM_MINUTES = 2.0
 DEFAULT_CLAIM_MINUTES = 15.0
 DEFAULT_TIMEZONE = "Asia/Seoul"
+#: A service's form and handling time when ``services.<code>`` does not say.
+DEFAULT_SLOTS = ("location", "description", "consent")
+DEFAULT_EXPECTED_HOURS = 72.0
 #: Twilio text-to-speech voices when ``channels.twilio_voice`` names none.
 DEFAULT_VOICES = {"ko": "Polly.Seoyeon", "en": "Polly.Joanna"}
 
@@ -159,8 +162,8 @@ class ServiceDuplicate(_Section):
 
 
 class ServiceConfig(_Section):
-    slots: list[str] = Field(default_factory=lambda: ["location", "description", "consent"])
-    expected_hours: float = Field(72.0, gt=0)
+    slots: list[str] = Field(default_factory=lambda: list(DEFAULT_SLOTS))
+    expected_hours: float = Field(DEFAULT_EXPECTED_HOURS, gt=0)
     #: slot -> the response that asks for it instead of the usual question.
     ask: dict[str, str] = Field(default_factory=dict)
     duplicate: ServiceDuplicate = ServiceDuplicate()

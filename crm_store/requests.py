@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.municipality import DEFAULT_TIMEZONE
 from bot.service_requests import (
     CLOSED_SUB_STATUSES,
     SUB_STATUSES,
@@ -106,7 +107,7 @@ class SqlRequestStore(RequestStore):
     def __init__(
         self,
         session_factory: sessionmaker[Session],
-        tz: str = "Asia/Seoul",
+        tz: str = DEFAULT_TIMEZONE,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._sessions = session_factory
