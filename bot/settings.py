@@ -103,18 +103,13 @@ class Settings(StoreSettings):
     #: Secret of a Twilio webhook SharedKey, for webhooks whose Webhook Rule signs with one.
     twilio_webhook_shared_key: str | None = None
     #: An operator's word that backups are scheduled (``pcrm doctor`` stops asking; SECURITY.md).
-    pcrm_backup_confirmed: bool = False
+    pcrm_backup_confirmed: bool | None = None
 
-    @field_validator("pcrm_secret_file", "open311_keys_file", mode="before")
+    @field_validator("pcrm_secret_file", "open311_keys_file", "pcrm_backup_confirmed", mode="before")
     @classmethod
-    def _empty_path_is_unset(cls, value: Any) -> Any:
+    def _empty_is_unset(cls, value: Any) -> Any:
         # These were read as `os.environ.get(...)` with "if override:": an empty variable meant unset.
         return None if value == "" else value
-
-    @field_validator("pcrm_backup_confirmed", mode="before")
-    @classmethod
-    def _empty_flag_is_off(cls, value: Any) -> Any:
-        return False if value == "" else value
 
     def model_post_init(self, __context: Any) -> None:
         if not self.pcrm_secret_key:

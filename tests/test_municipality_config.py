@@ -192,4 +192,4 @@ def test_an_empty_path_variable_means_unset_as_before(monkeypatch: pytest.Monkey
     monkeypatch.setenv("OPEN311_KEYS_FILE", "")
     monkeypatch.setenv("PCRM_BACKUP_CONFIRMED", "")
     s = Settings()
-    assert (s.pcrm_secret_file, s.open311_keys_file, s.pcrm_backup_confirmed) == (None, None, False)
+    assert (s.pcrm_secret_file, s.open311_keys_file, s.pcrm_backup_confirmed) == (None, None, None)
