@@ -16,9 +16,6 @@ Each dashboard request (what one page or JSON call runs) is timed end to end fro
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -31,20 +28,17 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import pg_schema  # noqa: E402
+from bench.pg_schema import CHANNELS, sql_array  # noqa: E402
 from crm_store import analytics_sql as A  # noqa: E402
-from crm_store.db import make_session_factory  # noqa: E402
 
 TZ = ZoneInfo("Asia/Seoul")
-URL = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGET_MS = 300.0
 SLA = {"emergency": 120, "default": 900}
-CHANNELS = ["webchat", "twilio_sms", "telegram", "kakao", "twilio_voice", "rest"]
 DEPTS = ["waste", "roads", "traffic", "tax", "civil", "welfare", "safety", "general"]
 
 
 def seed(engine: Any, rows: int) -> None:
-    channels = "ARRAY[" + ",".join(f"'{c}'" for c in CHANNELS) + "]"
-    depts = "ARRAY[" + ",".join(f"'{d}'" for d in DEPTS) + "]"
+    channels, depts = sql_array(CHANNELS), sql_array(DEPTS)
     n_conv = max(1, rows // 50)
     n_h = max(1, n_conv // 20 * 20)  # one hand-off per conversation of every 1 in 1 ... dense enough
     t0 = time.perf_counter()
@@ -52,16 +46,11 @@ def seed(engine: Any, rows: int) -> None:
         conn.execute(text("TRUNCATE audit_log, feedback, callback_tasks, handoff_notes, handoffs, interactions, "
                           "conversations, agents RESTART IDENTITY CASCADE"))
         conn.execute(text("DROP INDEX IF EXISTS ix_interactions_text_trgm"))
-        conn.execute(text("""
-            INSERT INTO agents (username, password_hash, role, departments, display_name, active)
-            SELECT 'agent' || g, 'x', 'agent', json_build_array((ARRAY['waste','roads','traffic','tax','civil',
-                   'welfare','safety','general'])[1 + g % 8]), '상담원' || g, true
-            FROM generate_series(1, 20) AS g"""))
         conn.execute(text(f"""
-            INSERT INTO conversations (key, channel, state_version, handed_off, status, created_at, updated_at)
-            SELECT ({channels})[1 + g % 6] || '-bench-' || g, ({channels})[1 + g % 6], 0, false, 'active',
-                   now(), now()
-            FROM generate_series(1, {n_conv}) AS g"""))
+            INSERT INTO agents (username, password_hash, role, departments, display_name, active)
+            SELECT 'agent' || g, 'x', 'agent', json_build_array(({depts})[1 + g % 8]), '상담원' || g, true
+            FROM generate_series(1, 20) AS g"""))
+        pg_schema.seed_conversations(conn, n_conv)
         conn.execute(text(f"""
             INSERT INTO interactions (conversation_id, channel, direction, text, label, lang, entities,
                                       handled_by, created_at)
@@ -89,29 +78,16 @@ def seed(engine: Any, rows: int) -> None:
             INSERT INTO audit_log (who, action, target, created_at)
             SELECT 'agent' || (1 + id % 20), 'console.transfer', 'handoff:' || id, claimed_at
             FROM handoffs WHERE status = 'closed' AND id % 10 = 3"""))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for t in ("interactions", "conversations", "handoffs", "feedback", "audit_log", "agents"):
-            conn.execute(text(f"VACUUM ANALYZE {t}"))
+    pg_schema.vacuum(engine, "interactions", "conversations", "handoffs", "feedback", "audit_log", "agents")
     print(f"seeded {rows} interactions, {n_h} hand-offs in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--url", default=URL)
-    p.add_argument("--schema", default="pcrm_bench_dash")
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--reps", type=int, default=30)
-    p.add_argument("--reseed", action="store_true")
-    p.add_argument("--drop", action="store_true")
-    args = p.parse_args(argv)
-    engine = pg_schema.prepare(args.url, args.schema, args.rows, seed, reseed=args.reseed, drop=args.drop)
-    if engine is None:
+    args = pg_schema.parser(__doc__ or "", "pcrm_bench_dash").parse_args(argv)
+    opened = pg_schema.open_schema(args, seed)
+    if opened is None:
         return 0
-    sessions = make_session_factory(engine=engine)
-    with engine.connect() as conn:
-        version = conn.execute(text("SHOW server_version")).scalar_one()
-        n = conn.execute(text("SELECT count(*) FROM interactions")).scalar_one()
-    print(f"PostgreSQL {version}, schema {args.schema}: {n} interactions; {args.reps} runs after 2 warm-ups")
+    engine, sessions = opened
 
     def run(fn: Callable[[Any], Any]) -> Callable[[], Any]:
         def go() -> Any:
@@ -142,20 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0.0
     print(f"\n{'dashboard request':60s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for name, fn in cases:
-        times = []
-        for i in range(args.reps + 2):
-            t0 = time.perf_counter()
-            fn()
-            if i >= 2:
-                times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        p50 = statistics.median(times)
-        p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+        p50, p99, _ = pg_schema.timed(fn, args.reps)
         worst = max(worst, p99)
         print(f"{name:60s} {p50:8.1f} {p99:8.1f}", flush=True)
-    print(f"\nworst p99 {worst:.1f} ms: {'within' if worst <= TARGET_MS else 'OVER'} the {TARGET_MS:.0f} ms target")
     engine.dispose()
-    return 0 if worst <= TARGET_MS else 1
+    return pg_schema.verdict(worst, TARGET_MS)
 
 
 if __name__ == "__main__":

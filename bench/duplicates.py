@@ -42,10 +42,9 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
-
 from bot.geo import Gazetteer, distance_m, gazetteer  # noqa: E402
 from bot.service_requests import DuplicateRule, RequestDraft, duplicate_rules  # noqa: E402
+from bot.settings import load_municipality  # noqa: E402
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 START = datetime(2026, 5, 1, 0, 0, tzinfo=UTC)
@@ -118,8 +117,7 @@ def _store(url: str, clock: list[datetime]):  # noqa: ANN202 - bench helper
 
 
 def run(url: str, incidents: int, seed: int, background: int) -> dict[str, float]:
-    config = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
-    rules = duplicate_rules(config)
+    rules = duplicate_rules(load_municipality(ROOT / "config.yml"))
     rng = random.Random(seed)
     g = gazetteer()
     reports = generate(rng, g, rules, incidents)

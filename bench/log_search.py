@@ -16,8 +16,6 @@ end to end from Python (SQL + fetch + masking) ``--reps`` times after two warm-u
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import time
@@ -31,15 +29,13 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import pg_schema  # noqa: E402
+from bench.pg_schema import CHANNELS, sql_array  # noqa: E402
 from bot.supervisor import Filters, search  # noqa: E402
-from crm_store.db import make_session_factory  # noqa: E402
 from crm_store.timeutil import as_utc  # noqa: E402
 
 TZ = ZoneInfo("Asia/Seoul")
-URL = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGET_MS = 300.0
 
-CHANNELS = ["webchat", "twilio_sms", "telegram", "kakao", "twilio_voice", "rest"]
 LABELS = ["waste.missed_collection", "waste.bulky_pickup", "waste.illegal_dumping", "roads.pothole",
           "roads.streetlight", "traffic.illegal_parking", "environment.noise", "parks.tree_hazard", "water.leak",
           "water.sewer_blockage", "safety.hazard", "faq.office_hours", "faq.waste_schedule", "faq.bulky_waste_fee",
@@ -58,19 +54,13 @@ RARE = "맨홀뚜껑"  # in 0.1 % of the rows
 
 
 def seed(engine: Any, rows: int) -> None:
-    labels = "ARRAY[" + ",".join(f"'{x}'" for x in LABELS) + "]"
-    texts = "ARRAY[" + ",".join("'" + t.replace("'", "''") + "'" for t in TEXTS) + "]"
-    channels = "ARRAY[" + ",".join(f"'{c}'" for c in CHANNELS) + "]"
+    labels, texts, channels = sql_array(LABELS), sql_array(TEXTS), sql_array(CHANNELS)
     n_conv = max(1, rows // 50)
     t0 = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE interactions, conversations RESTART IDENTITY CASCADE"))
         conn.execute(text("DROP INDEX IF EXISTS ix_interactions_text_trgm"))
-        conn.execute(text(f"""
-            INSERT INTO conversations (key, channel, state_version, handed_off, status, created_at, updated_at)
-            SELECT ({channels})[1 + g % 6] || '-bench-' || g, ({channels})[1 + g % 6], 0, false, 'active',
-                   now(), now()
-            FROM generate_series(1, {n_conv}) AS g"""))
+        pg_schema.seed_conversations(conn, n_conv)
         conn.execute(text(f"""
             INSERT INTO interactions (conversation_id, channel, direction, text, label, confidence, lang, entities,
                                       handled_by, created_at)
@@ -94,9 +84,7 @@ def seed(engine: Any, rows: int) -> None:
             conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
             conn.execute(text(f'CREATE INDEX ix_interactions_text_trgm ON interactions '
                               f'USING gin (text "{schema}".gin_trgm_ops)'))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE interactions"))
-        conn.execute(text("VACUUM ANALYZE conversations"))
+    pg_schema.vacuum(engine, "interactions", "conversations")
     print(f"trigram index + VACUUM ANALYZE in {time.perf_counter() - t1:.1f}s", flush=True)
 
 
@@ -109,26 +97,17 @@ def filters(days: int, end_days_ago: int = 0, **kw: Any) -> Filters:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--url", default=URL)
-    p.add_argument("--schema", default="pcrm_bench_log")
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--reps", type=int, default=30)
-    p.add_argument("--reseed", action="store_true", help="seed even if the schema holds --rows already")
-    p.add_argument("--drop", action="store_true", help="drop the bench schema and exit")
+    p = pg_schema.parser(__doc__ or "", "pcrm_bench_log")
     p.add_argument("--kpis", action="store_true", help="also time the dashboard analytics (7 and 30 days)")
     args = p.parse_args(argv)
 
-    engine = pg_schema.prepare(args.url, args.schema, args.rows, seed, reseed=args.reseed, drop=args.drop)
-    if engine is None:
+    opened = pg_schema.open_schema(args, seed)
+    if opened is None:
         return 0
-    sessions = make_session_factory(engine=engine)
+    engine, sessions = opened
     with engine.connect() as conn:
-        total = conn.execute(text("SELECT count(*) FROM interactions")).scalar_one()
         max_id = conn.execute(text("SELECT max(id) FROM interactions")).scalar_one()
-        version = conn.execute(text("SHOW server_version")).scalar_one()
-    print(f"PostgreSQL {version}, schema {args.schema}: {total} interactions; {args.reps} runs per query after "
-          f"2 warm-ups; one page = 50 rows", flush=True)
+    print("one page = 50 rows", flush=True)
 
     year = 366
     cases: list[tuple[str, Filters]] = [
@@ -158,18 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0.0
     print(f"\n{'query':55s} {'p50 ms':>8s} {'p99 ms':>8s} {'rows':>5s}")
     for name, f in cases:
-        times = []
-        for i in range(args.reps + 2):
-            t0 = time.perf_counter()
-            page, _next = search(sessions, f)
-            if i >= 2:
-                times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        p50 = statistics.median(times)
-        p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+        p50, p99, (page, _next) = pg_schema.timed(lambda f=f: search(sessions, f), args.reps)
         worst = max(worst, p99)
         print(f"{name:55s} {p50:8.1f} {p99:8.1f} {len(page):5d}", flush=True)
-    print(f"\nworst p99 {worst:.1f} ms: {'within' if worst <= TARGET_MS else 'OVER'} the {TARGET_MS:.0f} ms target")
+    status = pg_schema.verdict(worst, TARGET_MS)
     if args.kpis:
         from bot import analytics
         from bot.knowledge import Knowledge
@@ -188,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append((time.perf_counter() - t0) * 1000)
             print(f"  last {days} days: median {statistics.median(runs):.0f} ms")
     engine.dispose()
-    return 0 if worst <= TARGET_MS else 1
+    return status
 
 
 if __name__ == "__main__":

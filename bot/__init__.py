@@ -4,10 +4,9 @@ One setting has to be made before anything imports NumPy, so it is made here, wh
 entry point (``pcrm``, the app factory, the tests) passes first: the BLAS library computes
 in one thread per calling thread.  The server answers many residents at once from a pool of
 threads and several worker processes; OpenBLAS's own threads (one per core by default) then
-spin against each other.  Measured on the 2-core machine, the knowledge base's
-4,973 × 384 similarity product (``bot/kb/retrieval.py``) cost 0.70 ms of CPU alone and
-1.79 ms with four threads calling it, against 0.14 and 0.24 ms single-threaded.  An operator
-who sets the variables keeps their values.
+spin against each other: the knowledge base's similarity product (``bot/kb/retrieval.py``)
+cost several times the CPU it does single-threaded (README, "Figures behind choices in the code").
+An operator who sets the variables keeps their values.
 """
 
 import os as _os

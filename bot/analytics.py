@@ -74,8 +74,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.masking import mask_pii
 from bot.municipality import LOW_CONFIDENCE, Municipality
-from crm_store.masking import mask_pii
 from crm_store.models import (
     PRIORITY_EMERGENCY,
     Conversation,

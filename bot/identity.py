@@ -26,10 +26,10 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from bot import throttle
+from bot.phones import normalize_phone
 from bot.ratelimit import RateLimited
 from bot.webchat_keys import session_of
 from crm_store import otp, residents
-from crm_store.phones import normalize_phone
 from crm_store.timeutil import as_utc, utcnow
 
 router = APIRouter(prefix="/api/identity", tags=["identity"])

@@ -117,12 +117,10 @@ class InboxPort:
             phone = (k.departments.get(code or "") or {}).get("phone")
             if phone:
                 return str(phone)
-        phone = (k.config.get("municipality") or {}).get("phone")
-        return str(phone) if phone else None
+        return k.municipality.municipality.phone or None
 
     def office_name(self, lang: str) -> str:
-        names = (self.engine.knowledge.config.get("municipality") or {}).get("name") or {}
-        return str(names.get(lang, "")) if isinstance(names, dict) else str(names)
+        return self.engine.knowledge.municipality.municipality.name.get(lang)
 
     def vocabulary(self, lang: str) -> list[str]:
         k = self.engine.knowledge

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from bot.municipality import Municipality, ServiceConfig
+from bot.municipality import DEFAULT_EXPECTED_HOURS, DEFAULT_SLOTS, Municipality, ServiceConfig
 
 LANGS = ("ko", "en")
 
@@ -26,8 +26,8 @@ class Service:
     kind: str
     ko: str
     en: str
-    slots: list[str] = field(default_factory=lambda: ["location", "description", "consent"])
-    expected_hours: float = 72.0
+    slots: list[str] = field(default_factory=lambda: list(DEFAULT_SLOTS))
+    expected_hours: float = DEFAULT_EXPECTED_HOURS
 
     def name(self, lang: str) -> str:
         return self.en if lang == "en" else self.ko

@@ -99,6 +99,8 @@ def _naive(dt: Any) -> Any:
 
 def exposition(app: Any) -> bytes:
     """The metrics text: the workers' counters (summed) and the store's gauges."""
+    # prometheus_client's own variable, which bot/serve.py sets before the library is imported (not
+    # configuration, so not a Settings field): read where the library reads it.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

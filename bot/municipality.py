@@ -12,6 +12,7 @@ reads them from :func:`bot.settings.Settings.municipality` or :meth:`Municipalit
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import types
 from collections.abc import Mapping
@@ -30,6 +31,11 @@ LOW_CONFIDENCE = 0.45
 EMERGENCY_CLAIM_MINUTES = 2.0
 DEFAULT_CLAIM_MINUTES = 15.0
 DEFAULT_TIMEZONE = "Asia/Seoul"
+#: A service's form and handling time when ``services.<code>`` does not say.
+DEFAULT_SLOTS = ("location", "description", "consent")
+DEFAULT_EXPECTED_HOURS = 72.0
+#: Twilio text-to-speech voices when ``channels.twilio_voice`` names none.
+DEFAULT_VOICES = {"ko": "Polly.Seoyeon", "en": "Polly.Joanna"}
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -156,8 +162,8 @@ class ServiceDuplicate(_Section):
 
 
 class ServiceConfig(_Section):
-    slots: list[str] = Field(default_factory=lambda: ["location", "description", "consent"])
-    expected_hours: float = Field(72.0, gt=0)
+    slots: list[str] = Field(default_factory=lambda: list(DEFAULT_SLOTS))
+    expected_hours: float = Field(DEFAULT_EXPECTED_HOURS, gt=0)
     #: slot -> the response that asks for it instead of the usual question.
     ask: dict[str, str] = Field(default_factory=dict)
     duplicate: ServiceDuplicate = ServiceDuplicate()
@@ -258,6 +264,12 @@ class Municipality(_Section):
     def enabled_channels(self) -> list[str]:
         return [name for name, ch in self.channels.items() if ch.enabled]
 
+    @property
+    def voices(self) -> dict[str, str]:
+        """The phone line's text-to-speech voice per language (``channels.twilio_voice``)."""
+        ch = self.channels.get("twilio_voice") or Channel()
+        return {"ko": ch.voice_ko or DEFAULT_VOICES["ko"], "en": ch.voice_en or DEFAULT_VOICES["en"]}
+
     @classmethod
     def of(cls, config: Municipality | Mapping[str, Any] | None, source: str = "config.yml") -> Municipality:
         """The typed config from either form (callers and tests still hold the parsed dict)."""
@@ -278,13 +290,68 @@ def parse(raw: Any, source: str = "config.yml") -> Municipality:
 
 def load(path: Path) -> Municipality:
     """Read and validate one file (``pcrm config check`` and tests; the app goes through Settings)."""
+    return parse(read_yaml(path), str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """``path`` parsed as YAML, refusing a key given twice in one mapping (:class:`ConfigError`).
+
+    Plain ``yaml.safe_load`` keeps the last of two equal keys without a word: a fact written
+    twice with different addresses quietly answered residents with whichever came second.
+    """
     import yaml
 
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.load(text, Loader=_unique_key_loader()) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(str(path), [str(exc)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"not YAML: {exc}"]) from None
-    return parse(raw, str(path))
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """A ``yaml.SafeLoader`` that raises :class:`_DuplicateKey` naming the key's dotted path and
+    both lines. Built on first use: ``yaml`` is imported only by what reads a file."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self._paths: dict[int, tuple[str, ...]] = {}  # id(value node) -> its dotted path
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                path = self._paths.get(id(node), ())
+                seen: dict[Any, int] = {}
+                for key_node, value_node in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides by design
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # an unhashable key: SafeLoader's own error says so
+                        continue
+                    if first is not None:
+                        raise _DuplicateKey(f"{'.'.join((*path, str(key)))}: given twice (lines {first} and {line}); "
+                                            "YAML would silently keep only the last: keep one")
+                    seen[key] = line
+                    self._paths[id(value_node)] = (*path, str(key))
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_sequence(self, node: Any, deep: bool = False) -> Any:
+            path = self._paths.get(id(node), ())
+            for i, item in enumerate(node.value):
+                self._paths[id(item)] = (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",)
+            return super().construct_sequence(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 _UNION_MEMBERS = {"Text", "str", "int", "float", "function-after[_known_zone(), str]", "[key]"}

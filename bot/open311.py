@@ -59,9 +59,9 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from bot.knowledge import Knowledge, Service
+from bot.masking import mask_pii
 from bot.service_requests import TICKET_RE, RequestDraft
 from bot.settings import get_settings
-from crm_store.masking import mask_pii
 from crm_store.models import ServiceRequest
 from crm_store.timeutil import as_utc, utcnow
 

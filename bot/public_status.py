@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.geo import gazetteer
 from bot.knowledge import Knowledge
+from bot.masking import mask_pii
 from bot.service_requests import TICKET_RE
 from bot.web import pages
-from crm_store.masking import mask_pii
 from crm_store.models import RequestSubscription, RequestUpdate, ServiceRequest
 from crm_store.timeutil import as_utc, utcnow
 

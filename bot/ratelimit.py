@@ -19,8 +19,10 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
+from bot.municipality import Municipality
 from bot.redisconn import REDIS_DOWN, Breaker, sync_client
 
 
@@ -174,10 +176,11 @@ class RedisRateLimiter(RateLimiter):
         return self.local.peek(bucket, window_s, now)
 
 
-def make_rate_limiter(redis_url: str | None, config: dict[str, Any], prefix: str = "pcrm:") -> RateLimiter:
-    limits = config.get("rate_limits") or {}
-    sender = int(limits.get("per_sender_per_minute") or 0)
-    channel = int(limits.get("per_channel_per_second") or 0)
+def make_rate_limiter(redis_url: str | None, config: Municipality | Mapping[str, Any],
+                      prefix: str = "pcrm:") -> RateLimiter:
+    limits = Municipality.of(config).rate_limits
+    sender = limits.per_sender_per_minute or 0
+    channel = limits.per_channel_per_second or 0
     if redis_url:
         return RedisRateLimiter(redis_url, sender, channel, prefix=prefix)
     return InProcessRateLimiter(sender, channel)

@@ -35,11 +35,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.masking import mask_pii
 from bot.messages import Reply
 from bot.municipality import Municipality
-from crm_store.masking import mask_pii
+from bot.phones import PHONE_CHANNELS, PHONE_IDENTITY
 from crm_store.models import AuditLog, ChannelIdentity, Conversation, Interaction, Resident
-from crm_store.phones import PHONE_CHANNELS, PHONE_IDENTITY
 from crm_store.timeutil import as_utc
 
 log = logging.getLogger("pcrm.reminders")

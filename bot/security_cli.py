@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 from typing import Any
 
@@ -160,20 +159,19 @@ def add_user_commands(usub: Any) -> None:
 
 # ---------------------------------------------------------------------------- doctor
 
-def doctor_findings(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def doctor_findings() -> list[tuple[str, str]]:
     """What a production deployment still lacks: ``(item, advice)`` pairs; empty = nothing found."""
     from bot.municipality import ConfigError
     from bot.open311 import _load_keys, keys_path
     from bot.settings import Settings
 
-    env = dict(os.environ if env is None else env)
     settings = Settings()
     out: list[tuple[str, str]] = []
     try:
         settings.municipality()
     except ConfigError as exc:
         out.extend((str(settings.pcrm_config), p) for p in exc.problems)
-    if not env.get("PCRM_SECRET_KEY"):
+    if settings.secret_generated:
         out.append(("PCRM_SECRET_KEY", "not set: a random per-installation secret in var/secret_key is used; set "
                                        "one secret for all servers (e.g. `python -c 'import secrets; "
                                        "print(secrets.token_urlsafe(32))'`)"))
@@ -194,7 +192,7 @@ def doctor_findings(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
         out.append(("DATABASE_URL", "SQLite: use PostgreSQL in production"))
     if not settings.redis_url:
         out.append(("REDIS_URL", "not set: rate limits and login lockouts count per process"))
-    if not env.get("PCRM_BACKUP_CONFIRMED"):
+    if not settings.pcrm_backup_confirmed:
         out.append(("backups", "no backup confirmed: schedule pg_dump (and keep var/secret_key, "
                                "var/open311_keys.json); set PCRM_BACKUP_CONFIRMED=1 once done"))
     if settings.pcrm_supervisor_basic_allow:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.geo import distance_m, gazetteer
-from bot.municipality import Municipality
+from bot.municipality import DEFAULT_EXPECTED_HOURS, Municipality
 
 TICKET_RE = re.compile(r"^(\d{4})-(\d{6})$")
 
@@ -100,7 +100,7 @@ class RequestDraft:
     channel: str = "rest"
     sender_id: str = ""
     lang: str = "ko"
-    expected_hours: float = 72.0
+    expected_hours: float = DEFAULT_EXPECTED_HOURS
 
 
 @dataclass

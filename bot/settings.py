@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,12 +19,27 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Settings(BaseSettings):
-    """Environment variables (and a ``.env`` file, if present)."""
+class StoreSettings(BaseSettings):
+    """What the store (:mod:`crm_store.db`) reads itself: engines are made in places no
+    :class:`Settings` reaches (migrations, tests, benches), and making one has no side effect
+    (a full :class:`Settings` creates the installation secret)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    #: Unset: ``sqlite:///var/pcrm.db`` (:data:`crm_store.db.DEFAULT_URL`).
     database_url: str | None = None
+    #: SQLite's ``synchronous`` in WAL mode; why NORMAL: :func:`crm_store.db._sqlite_synchronous`.
+    pcrm_sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+
+    @field_validator("pcrm_sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class Settings(StoreSettings):
+    """Environment variables (and a ``.env`` file, if present)."""
+
     redis_url: str | None = None
     #: Prefix of every Redis key and pub/sub channel (two deployments, or test runs, may share a Redis).
     pcrm_redis_prefix: str = "pcrm:"
@@ -88,10 +102,12 @@ class Settings(BaseSettings):
     twilio_api_base_url: str | None = None
     #: Secret of a Twilio webhook SharedKey, for webhooks whose Webhook Rule signs with one.
     twilio_webhook_shared_key: str | None = None
+    #: An operator's word that backups are scheduled (``pcrm doctor`` stops asking; SECURITY.md).
+    pcrm_backup_confirmed: bool | None = None
 
-    @field_validator("pcrm_secret_file", "open311_keys_file", mode="before")
+    @field_validator("pcrm_secret_file", "open311_keys_file", "pcrm_backup_confirmed", mode="before")
     @classmethod
-    def _empty_path_is_unset(cls, value: Any) -> Any:
+    def _empty_is_unset(cls, value: Any) -> Any:
         # These were read as `os.environ.get(...)` with "if override:": an empty variable meant unset.
         return None if value == "" else value
 
@@ -119,9 +135,11 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=8)
 def load_config(path: Path) -> dict[str, Any]:
-    """Parse a municipality config file once per process."""
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
+    """Parse a municipality config file once per process; a key given twice, or text that is not
+    YAML, raises :class:`bot.municipality.ConfigError` naming it."""
+    from bot.municipality import read_yaml
+
+    return read_yaml(path)
 
 
 @lru_cache(maxsize=8)

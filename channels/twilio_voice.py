@@ -190,9 +190,7 @@ class TwilioVoiceChannel(ChannelAdapter):
     def __init__(self, inbox: ChannelPort, settings: Settings) -> None:
         super().__init__(inbox, settings)
         self.answers = _AnswerCache()
-        cfg = (settings.config().get("channels") or {}).get(CHANNEL) or {}
-        self.voices = {"ko": str(cfg.get("voice_ko", "Polly.Seoyeon")),
-                       "en": str(cfg.get("voice_en", "Polly.Joanna"))}
+        self.voices = settings.municipality().voices
         self._hints: dict[str, str] = {}
 
     # --- TwiML pieces ----------------------------------------------------------------------------

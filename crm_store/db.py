@@ -19,6 +19,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.settings import StoreSettings
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -36,7 +38,7 @@ def resolve_url(url: str | URL | None = None) -> str:
     ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://`` (SQLAlchemy
     would otherwise look for psycopg2, which we do not install).
     """
-    raw = url if url is not None else os.environ.get("DATABASE_URL") or DEFAULT_URL
+    raw = url if url is not None else StoreSettings().database_url or DEFAULT_URL
     parsed = make_url(raw)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -58,13 +60,15 @@ def _sqlite_setup(engine: Engine) -> None:
     which duplicate-delivery detection relies on.
     """
 
+    synchronous = _sqlite_synchronous()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         if engine.url.database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={_sqlite_synchronous()}")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -138,8 +142,7 @@ def _sqlite_synchronous() -> str:
     database cannot be corrupted by a crash, but a power cut may lose the last commits (the
     SQLite documentation's recommended setting for WAL). FULL for those who prefer that.
     """
-    value = os.environ.get("PCRM_SQLITE_SYNCHRONOUS", "NORMAL").upper()
-    return value if value in ("OFF", "NORMAL", "FULL", "EXTRA") else "NORMAL"
+    return StoreSettings().pcrm_sqlite_synchronous
 
 
 def make_engine(url: str | URL | None = None, schema: str | None = None, **kwargs: Any) -> Engine:
@@ -162,7 +165,7 @@ def make_engine(url: str | URL | None = None, schema: str | None = None, **kwarg
         if parsed.get_backend_name() != "postgresql":
             raise ValueError("the schema option is for PostgreSQL only")
         connect_args["options"] = f"-csearch_path={_check_schema(schema)}"
-    # No ping on every checkout (a round trip per transaction, ~0.3 ms of CPU): connections
+    # No ping on every checkout (a round trip and its CPU per transaction): connections
     # are reused LIFO, and only one that sat idle in the pool for a while is pinged first
     # (a database restart is then noticed before use). A connection that fails in use
     # invalidates the whole pool (SQLAlchemy's disconnect handling); the inbox retries once.

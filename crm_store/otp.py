@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 from datetime import datetime, timedelta
 from typing import Literal
@@ -25,8 +24,8 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.phones import normalize_phone
 from crm_store.models import OtpCode
-from crm_store.phones import normalize_phone
 from crm_store.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -37,16 +36,17 @@ _fallback_secret: str | None = None
 
 
 def _secret(secret: str | None) -> bytes:
-    """The HMAC key: the argument, else ``PCRM_OTP_SECRET``/``PCRM_SECRET_KEY``.
+    """The HMAC key: the argument, which the app gives as ``Settings.pcrm_secret_key`` (the
+    store reads no environment).
 
-    Without either, a random per-process key is used (fine for one process and for
+    Without it, a random per-process key is used (fine for one process and for
     tests; codes then do not survive a restart) and a warning is logged once.
     """
     global _fallback_secret
-    value = secret or os.environ.get("PCRM_OTP_SECRET") or os.environ.get("PCRM_SECRET_KEY")
+    value = secret
     if not value:
         if _fallback_secret is None:
-            log.warning("PCRM_OTP_SECRET is not set: one-time codes use a per-process random key")
+            log.warning("no secret given: one-time codes use a per-process random key")
             _fallback_secret = secrets.token_hex(32)
         value = _fallback_secret
     return value.encode()

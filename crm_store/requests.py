@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.municipality import DEFAULT_TIMEZONE
 from bot.service_requests import (
     CLOSED_SUB_STATUSES,
     SUB_STATUSES,
@@ -106,14 +107,15 @@ class SqlRequestStore(RequestStore):
     def __init__(
         self,
         session_factory: sessionmaker[Session],
-        tz: str = "Asia/Seoul",
+        tz: str = DEFAULT_TIMEZONE,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._sessions = session_factory
         #: The Core statements run on the engine the sessions are bound to (``make_session_factory``).
         self._engine: Engine = session_factory.kw["bind"]
         # A status lookup is one SELECT: on PostgreSQL without BEGIN and ROLLBACK around it (two
-        # round trips, ~2/3 of its CPU). SQLite keeps its transaction (the write gate, db.py).
+        # round trips, most of its CPU: README, "Figures behind choices in the code"). SQLite keeps
+        # its transaction (the write gate, db.py).
         self._reader: Engine = (self._engine.execution_options(isolation_level="AUTOCOMMIT")
                                 if self._engine.dialect.name == "postgresql" else self._engine)
         self._tz = ZoneInfo(tz)
@@ -378,8 +380,8 @@ class SqlRequestStore(RequestStore):
 
     def recent_for(self, sender_key: str, limit: int = 3) -> list[RequestRecord]:
         """The requests of the resident behind conversation ``sender_key``, on any of their channels
-        (one autocommit SELECT, like :meth:`get`: the ORM's two sessions cost the load test's
-        status turns ≈ 3 ms of PostgreSQL CPU each)."""
+        (one autocommit SELECT, like :meth:`get`: the ORM's two sessions were a visible share of the
+        load test's PostgreSQL CPU on status turns; README, "Figures behind choices in the code")."""
         return self._records(_RECENT_FOR, {"key": sender_key, "limit": limit})
 
     def _records(self, stmt: Any, params: dict[str, Any]) -> list[RequestRecord]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from bot.phones import PHONE_IDENTITY, is_phone_channel, normalize_phone
 from crm_store._session import insert_or_find
 from crm_store.models import (
     DELETED_TEXT,
@@ -30,7 +31,6 @@ from crm_store.models import (
     ServiceRequest,
     audit,
 )
-from crm_store.phones import PHONE_IDENTITY, is_phone_channel, normalize_phone
 from crm_store.timeutil import utcnow
 
 #: Tables whose rows follow a resident through a merge.

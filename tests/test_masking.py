@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_store.masking import mask_phone, mask_pii, mask_rrn
+from bot.masking import mask_phone, mask_pii, mask_rrn
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ refused at start with each bad key named, and a missing key means what the code 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from bot import cli
-from bot.municipality import LOW_CONFIDENCE, ConfigError, Municipality, load, parse
+from bot.municipality import LOW_CONFIDENCE, ConfigError, Municipality, Text, load, parse
 from bot.routing import BusinessHours
 from bot.settings import ROOT, Settings
 
@@ -95,6 +96,8 @@ def test_missing_keys_mean_what_the_code_always_assumed() -> None:
     assert (m.console.max_active_per_agent, m.equity.flag_ratio, m.equity.min_group) == (5, 1.25, 5)
     assert (m.remind_days_before, m.deadlines) == (7, {})
     assert (m.duplicates.meters, m.duplicates.days) == (50, 14)
+    assert m.voices == {"ko": "Polly.Seoyeon", "en": "Polly.Joanna"}
+    assert m.municipality.phone is None and m.municipality.name.get("en") == ""
     hours = BusinessHours({})
     assert (hours.open, hours.close, hours.days) == ("09:00", "18:00", {"mon", "tue", "wed", "thu", "fri"})
     assert hours.is_open(datetime(2026, 11, 26, 2, 0, tzinfo=UTC))  # Thursday 11:00 in Seoul
@@ -128,6 +131,42 @@ def test_doctor_lists_a_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         in findings
 
 
+def test_the_voice_line_and_the_rate_limiter_read_the_typed_config() -> None:
+    from bot.ratelimit import InProcessRateLimiter, make_rate_limiter
+
+    m = Municipality.of({"channels": {"twilio_voice": {"voice_en": "Polly.Matthew"}},
+                         "rate_limits": {"per_sender_per_minute": 7}})
+    assert m.voices == {"ko": "Polly.Seoyeon", "en": "Polly.Matthew"}
+    for config in (m, {"rate_limits": {"per_sender_per_minute": 7}}):  # app.py still hands the dict
+        limiter = make_rate_limiter(None, config)
+        assert isinstance(limiter, InProcessRateLimiter)
+        assert (limiter.per_sender_per_minute, limiter.per_channel_per_second) == (7, 0)
+
+
+def test_a_key_given_twice_is_refused_naming_its_path_and_both_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Plain YAML keeps the second silently: a fact defined twice answered with the later address.
+    path = tmp_path / "config.yml"
+    path.write_text("facts:\n  family_center: A\n  kiosk_hours: B\n  family_center: C\n"
+                    "services:\n  - {code: x, code: y}\n", encoding="utf-8")
+    expected = "facts.family_center: given twice (lines 2 and 4)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load(path)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        Settings(pcrm_config=path).municipality()  # the app's start-up path (and config())
+    assert cli.main(["config", "check", str(path)]) == 2
+    assert f"{path}: {expected}" in capsys.readouterr().err
+    path.write_text("services:\n  - {code: x, code: y}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape("services[0].code: given twice (lines 2 and 2)")):
+        load(path)
+
+
+def test_a_yaml_merge_key_may_override_what_it_merges(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("facts:\n  base: &b {ko: 가, en: a}\n  other:\n    <<: *b\n    en: b\n", encoding="utf-8")
+    assert load(path).facts["other"] == Text(ko="가", en="b")
+
+
 def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
     from bot.open311 import keys_path
@@ -137,9 +176,10 @@ def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: p
     monkeypatch.setenv("OPEN311_KEYS_FILE", str(tmp_path / "keys.json"))
     monkeypatch.setenv("OPEN311_API_KEYS", "k1,k2")
     monkeypatch.setenv("PCRM_INBOX_THREADS", "8")
+    monkeypatch.setenv("PCRM_BACKUP_CONFIRMED", "1")
     s = Settings()
     assert (s.pcrm_secret_file, s.open311_keys_file) == (tmp_path / "secret", tmp_path / "keys.json")
-    assert (s.open311_api_keys, s.pcrm_inbox_threads) == ("k1,k2", 8)
+    assert (s.open311_api_keys, s.pcrm_inbox_threads, s.pcrm_backup_confirmed) == ("k1,k2", 8, True)
     assert secret_path(s) == tmp_path / "secret" and keys_path(s) == tmp_path / "keys.json"
     monkeypatch.delenv("PCRM_SECRET_FILE")
     monkeypatch.delenv("OPEN311_KEYS_FILE")
@@ -150,5 +190,6 @@ def test_environment_variables_read_elsewhere_are_settings_fields(monkeypatch: p
 def test_an_empty_path_variable_means_unset_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PCRM_SECRET_FILE", "")
     monkeypatch.setenv("OPEN311_KEYS_FILE", "")
+    monkeypatch.setenv("PCRM_BACKUP_CONFIRMED", "")
     s = Settings()
-    assert (s.pcrm_secret_file, s.open311_keys_file) == (None, None)
+    assert (s.pcrm_secret_file, s.open311_keys_file, s.pcrm_backup_confirmed) == (None, None, None)

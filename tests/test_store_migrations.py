@@ -62,6 +62,23 @@ def test_database_url_env_wins_over_default_and_postgres_gets_psycopg(
     assert resolve_url() == "sqlite:///var/pcrm.db"
 
 
+def test_sqlite_durability_is_a_checked_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    def synchronous(name: str) -> int:
+        with make_engine(f"sqlite:///{tmp_path / name}").connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+
+    assert synchronous("default.db") == 1  # NORMAL
+    monkeypatch.setenv("PCRM_SQLITE_SYNCHRONOUS", "full")
+    assert Settings().pcrm_sqlite_synchronous == "FULL" and synchronous("full.db") == 2
+    monkeypatch.setenv("PCRM_SQLITE_SYNCHRONOUS", "sometimes")  # was silently NORMAL: now named at start
+    with pytest.raises(ValidationError, match="pcrm_sqlite_synchronous"):
+        Settings()
+
+
 def test_schema_option_rejects_sql_and_non_postgres() -> None:
     with pytest.raises(ValueError):
         make_engine("postgresql://u@h/x", schema="x; drop table y")

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crm_store.masking import mask_pii
+from bot.masking import mask_pii
 from crm_store.models import Handoff, Interaction
 
 #: How many recently resolved hand-offs are compared (bounded: this runs on every page view).

@@ -61,7 +61,8 @@ COOKIE_PATH = "/"
 
 _hasher = PasswordHasher()
 #: Checked against when the username is unknown, so that answer takes as long as a wrong password.
-#: A constant, not hashed at import: argon2 costs ≈ 0.26 CPU s, paid by every start before this.
+#: A constant, not hashed at import: every start paid for one argon2 hash before this (README,
+#: "Memory and start-up").
 #: It must carry the hasher's parameters (else it verifies faster or slower than a real hash);
 #: tests/test_console_security.py checks ``check_needs_rehash`` is false for it.
 _DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$gb+pSr9Gks4xoYMpOgSIKA$r6TGJ4lOWuD7zDK8ZvN6yxiVtIOgo2nXxCoUjNSbwLc"
@@ -124,7 +125,7 @@ def authenticate(sessions: sessionmaker[Session], username: str, password: str) 
 
     The hash is checked with no database connection held: argon2 takes tens of milliseconds,
     and holding a pooled connection meanwhile let a flood of logins exhaust the pool, so even
-    ``/healthz`` waited (10.8 s under 48 concurrent Basic-auth requests)."""
+    ``/healthz`` waited."""
     with sessions() as s:
         row = s.scalars(select(Agent).where(Agent.username == username.strip())).first()
         if row is not None:

@@ -5,9 +5,9 @@ Unicode included, nothing truncated), not containing the username (of 4 or more 
 one character repeated, and not on the list of common and breached passwords shipped in
 ``common_passwords.txt`` (compared in lower case). No composition rules and no forced rotation (ASVS 2.1.9, 2.1.10).
 
-Hashing: argon2id costs ~50 ms of one core by design, so a flood of login attempts would starve
-everything else (48 concurrent Basic-auth requests once pushed ``/healthz`` to 10.8 s). Every
-hash and verify takes one of :data:`SLOTS` slots (half the cores, at least one); async callers
+Hashing: argon2id is slow by design (tens of milliseconds of one core), so a flood of login
+attempts would starve everything else, ``/healthz`` included (README, "Figures behind choices in
+the code"). Every hash and verify takes one of :data:`SLOTS` slots (half the cores, at least one); async callers
 wait on :func:`run_bounded`'s own small executor, not in the shared thread pool, and past
 :data:`MAX_QUEUE` waiting attempts the caller gets :class:`HashingBusy` (answered 503) at once.
 """

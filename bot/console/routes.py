@@ -51,15 +51,16 @@ from bot import security_headers, throttle
 from bot.console import assist, auth, passwords
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, api_user_with_csrf, require_user
+from bot.masking import mask_phone, mask_pii
 from bot.messages import Reply
 from bot.municipality import Municipality
+from bot.phones import PHONE_IDENTITY, is_phone_channel
 from bot.ratelimit import RateLimited
 from bot.service_requests import CLOSED_SUB_STATUSES, SUB_STATUSES
 from bot.web import pages
 from crm_store import callbacks as callback_store
 from crm_store import handoffs as handoff_store
 from crm_store import interactions
-from crm_store.masking import mask_phone, mask_pii
 from crm_store.models import (
     NOTE_ACTION,
     PRIORITY_EMERGENCY,
@@ -74,7 +75,6 @@ from crm_store.models import (
     ServiceRequest,
     audit,
 )
-from crm_store.phones import PHONE_IDENTITY, is_phone_channel
 from crm_store.requests import SqlRequestStore
 from crm_store.timeutil import as_utc, utcnow
 

@@ -21,10 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from bot.console import labels as human
 from bot.console.auth import ConsoleUser, require_user
 from bot.console.routes import _departments, _knowledge, _municipality, _render, _sla, _tz, capacity, page_user
+from bot.masking import mask_pii
 from bot.web.pages import PageResponse
 from crm_store import analytics_sql as A
 from crm_store import interactions
-from crm_store.masking import mask_pii
 from crm_store.models import Conversation, Handoff
 from crm_store.timeutil import as_utc
 

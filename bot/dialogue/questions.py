@@ -9,15 +9,15 @@ articles. Who decides:
   (clarify / out-of-scope), except that a plain *question* nobody can answer gets an honest
   "I don't know" with a person.
   A confident ``faq.X`` whose article the KB did not pick with confidence still gets
-  article X: on the catalog's 12 topics the classifier is right 98 % of the time.
+  article X: on the catalog's 12 topics the classifier is nearly always right (README,
+  "Figures behind choices in the code").
 * a confident service request ("윗집 소음 때문에 신고하려고요") stays a request, unless the
   message is a question (not a report, not a request to do something) *and* the KB answers
   it with high confidence ("층간소음 상담은 어디서 받아요?").
 * greetings, thanks, hand-off, status, emergencies: never the KB.
 
-Measured both ways by ``bench/kb_routing.py`` over bench/heldout.jsonl with the city's KB
-(352 articles): 99.4 % of service reports still open their form, 93.7 % of catalog FAQ
-questions are answered from an article, turn labels 95.6 % right.
+Measured both ways by ``bench/kb_routing.py`` (service reports that still open their form, catalog
+FAQ questions answered from an article, turn labels right: README, "Measured").
 
 Turns answered from an article are recorded under its catalog FAQ code (``faq:``) or, for
 articles beyond the catalog, ``kb.<article id>``; the state remembers the article so the
@@ -161,7 +161,7 @@ def answer_question(ctx: TurnContext) -> bool:
         top = result.hits[0].article
         own = next((h for h in result.hits[1:] if h.article.id == faq_article.id), None)
         if top.faq and top.faq != faq_article.faq:
-            # Two catalog topics disagree: on those the classifier is right 98 % of the time.
+            # Two catalog topics disagree: on those the classifier is nearly always right.
             result.hits.insert(0, next(h for h in [*result.hits, _hit(faq_article)] if h.article is faq_article))
         elif own is not None and result.confidence < DIVERT_REQUEST_AT \
                 and own.score >= FAQ_CLOSE_SHARE * result.hits[0].score:

@@ -94,8 +94,9 @@ def _train_char_model(texts: list[str], labels: list[str]) -> Any:
 
     model = make_pipeline(
         TfidfVectorizer(analyzer="char", ngram_range=(1, 4), sublinear_tf=True, min_df=1),
-        # Logistic loss gives calibrated-enough probabilities for the ensemble; SGD trains in
-        # well under a second where LogisticRegression's lbfgs took ~20 s for equal accuracy.
+        # Logistic loss gives calibrated-enough probabilities for the ensemble; SGD trains an
+        # order of magnitude faster than LogisticRegression's lbfgs for equal accuracy (README,
+        # "Figures behind choices in the code").
         SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=50, tol=1e-4, random_state=0),
     )
     model.fit([_char_text(t) for t in texts], labels)
@@ -153,7 +154,8 @@ _NORMS = {None: 0, "l1": 1, "l2": 2}
 
 def _expit(scores: np.ndarray) -> np.ndarray:
     """``scipy.special.expit`` bit for bit (``1 / (1 + exp(-x))`` with the C library's exp, which
-    ``math.exp`` is), without importing SciPy (≈ 0.15 s at start) for 30 numbers a message."""
+    ``math.exp`` is), without importing SciPy at start for 30 numbers a message (README, "Figures
+    behind choices in the code")."""
     out = []
     for x in scores.tolist():
         try:
@@ -167,9 +169,9 @@ class CharScorer:
     """The character model's ``predict_proba`` for one text, without scikit-learn's per-call machinery.
 
     Why: on every message ``Pipeline.predict_proba`` spent far more time validating its input,
-    building a one-row sparse matrix and running ``TfidfTransformer`` than on arithmetic (≈ 0.4 ms of
-    a ≈ 1 ms parse). This does the same arithmetic the fitted pipeline does, with the fitted
-    vectorizer's own analyzer (``build_analyzer``: decoding, lower-casing, whitespace
+    building a one-row sparse matrix and running ``TfidfTransformer`` than on arithmetic (README,
+    "Figures behind choices in the code"). This does the same arithmetic the fitted pipeline does,
+    with the fitted vectorizer's own analyzer (``build_analyzer``: decoding, lower-casing, whitespace
     normalisation, the n-grams): counts of the n-grams in ``vocabulary_`` (1 if ``binary``),
     ``1 + log(tf)`` if ``sublinear_tf``, times ``idf_`` if ``use_idf``, ``norm``-normalised, then
     ``w @ coef_.T[idx] + intercept_``, expit and the one-vs-rest normalisation of
@@ -179,7 +181,8 @@ class CharScorer:
 
     A plain character vectorizer's numbers are also saved alone (:meth:`save`, ``char.npz``) and
     scored by :meth:`load` with the same n-grams computed here: importing scikit-learn (and the
-    SciPy modules it pulls in) only to unpickle the pipeline cost ≈ 1 CPU s of every start.
+    SciPy modules it pulls in) only to unpickle the pipeline was a large part of every start
+    (README, "Memory and start-up").
     """
 
     def __init__(self, pipeline: Any) -> None:
@@ -204,7 +207,8 @@ class CharScorer:
         self._idf = vec.idf_ if vec.use_idf else None
         self._norm: str | None = vec.norm
         # sklearn multiplies the sparse row by ``coef_.T``, a Fortran-ordered view that scipy copied
-        # (7.8 MB) on every call; rows of a C-ordered transpose made once are gathered instead.
+        # whole (every n-gram's weights) on every call; rows of a C-ordered transpose made once
+        # are gathered instead.
         self._coef_t = np.ascontiguousarray(clf.coef_.T, dtype=np.float64)
         self._intercept = np.asarray(clf.intercept_, dtype=np.float64)
         if (vec.analyzer == "char" and vec.preprocessor is None and not vec.strip_accents
@@ -352,9 +356,9 @@ class NLU:
         """What the model makes of ``text``, remembered for short texts.
 
         A parse depends on the text alone, and short messages repeat all day ("예", "네 맞아요",
-        "상담원 연결해 주세요", the widget's buttons, the common questions): each costs ≈ 0.7 ms of
-        CPU (Kiwi, textcat, character model).  The caller gets a copy (the engine rewrites the
-        ranking of an emergency)."""
+        "상담원 연결해 주세요", the widget's buttons, the common questions), and each costs a whole
+        NLU run (Kiwi, textcat, character model; README, "Figures behind choices in the code").
+        The caller gets a copy (the engine rewrites the ranking of an emergency)."""
         if len(text) > PARSE_MEMO_MAX_CHARS:
             return self._parse(text, lang_hint)
         key = (text, lang_hint)

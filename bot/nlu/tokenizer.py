@@ -25,9 +25,9 @@ _kiwi_lock = threading.Lock()
 def kiwi() -> Kiwi:
     """One Kiwi per process (``pcrm serve --workers N``: one for all, loaded before the fork).
 
-    * ``load_multi_dict=False``: Kiwi's multi-word dictionary (WikiData proper names) held
-      ≈ 180 MB and took ≈ 1.7 s to load, and tokenizes every training and held-out message
-      exactly as without it (2,486 of 2,486), so the model and its accuracy are unchanged.
+    * ``load_multi_dict=False``: Kiwi's multi-word dictionary (WikiData proper names) cost much
+      memory and start-up time (README, "Memory and start-up") and tokenizes every training and
+      held-out message exactly as without it, so the model and its accuracy are unchanged.
       ``model_type``: ``kiwipiepy_model`` ships only the CoNg model ('cong', the default; 'knlm'
       and 'sbg' files are not in it), so there is no smaller one to choose.
     * ``num_workers=0``: no thread pool of its own (one call per message needs none), so no

@@ -8,7 +8,7 @@ Who: the console's session (``bot.console.auth.current_user``; its cookie has pa
 supervisor who logged in at ``/console/login`` opens these pages in the browser). HTTP Basic (for
 scripts fetching the CSV) only from the addresses in ``PCRM_SUPERVISOR_BASIC_ALLOW`` (none by
 default), throttled and audited like the console login, on the bounded argon2 pool: before, every
-anonymous request anywhere ran argon2, and 48 concurrent ones pushed ``/healthz`` to 10.8 s.
+anonymous request anywhere ran argon2, and a few dozen at once stalled even ``/healthz``.
 Anonymous → 401 (with ``WWW-Authenticate: Basic``; a browser asking for a page is sent to the
 console login instead), an agent → 403, too many failed logins → 429, no hashing slot → 503.
 """

@@ -16,7 +16,7 @@ Interaction log: the filters of :class:`~bot.supervisor.filters.Filters`, ``q`` 
 case-insensitive ``ILIKE`` (a pg_trgm GIN index serves it on PostgreSQL), newest first
 (``created_at``, then id), 50 a page; ``before_id`` continues after the last row shown (keyset
 pagination: stable while new messages arrive). Message text is shown and exported with phone and
-resident registration numbers masked (``crm_store.masking.mask_pii``).
+resident registration numbers masked (``bot.masking.mask_pii``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.masking import mask_pii
 from bot.municipality import LOW_CONFIDENCE
 from bot.supervisor.filters import Filters
-from crm_store.masking import mask_pii
 from crm_store.models import Feedback, Handoff, Interaction, RequestUpdate
 from crm_store.timeutil import as_utc
 
