@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 load0 = os.getloadavg()[0]
                 if prof is not None:
                     prof.enable()
-                pg0 = inbox.pg.statements if inbox.pg is not None else 0
+                pg0 = inbox.log.statements if inbox.log.pg is not None else 0
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 await drive(inbox, residents, args.n, lat, client)
                 cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
                 # Statements of the PostgreSQL hot path: each is a transaction (autocommit).
-                pg_n = (inbox.pg.statements if inbox.pg is not None else 0) - pg0
+                pg_n = (inbox.log.statements if inbox.log.pg is not None else 0) - pg0
                 counts["stmt"] += pg_n
                 counts["commit"] += pg_n
                 if prof is not None:

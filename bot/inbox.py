@@ -37,11 +37,10 @@ from bot.locks import ConversationLock, InProcessLock
 from bot.messages import Attachment, Message, Reply, Turn
 from bot.redis_gate import Admission, Queued, RedisGate
 from bot.sms import SmsSender
-from crm_store import conversations, handoffs, hot_path, interactions, residents
+from crm_store import handoffs, residents
 from crm_store.masking import mask_pii
+from crm_store.message_log import Clash, ConnectionLost, Duplicate, MessageLog, Stored, writes_all
 from crm_store.models import Feedback, Handoff, audit
-from crm_store.pg_hot_path import HANDLED_EVENTS, ConnectionLost, Found, PgHotPath
-from crm_store.phones import is_phone_channel
 from crm_store.state_store import SqlStateStore
 from crm_store.timeutil import utcnow
 
@@ -72,9 +71,9 @@ class Inbox(InboxPort):
         #: Messages handled at once by this process's threads (more only contend for the GIL).
         self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "4"))
         self._threads: Any = None
-        bind = sessions.kw.get("bind")
-        #: PostgreSQL: each of the two writes of a message in one autocommit statement.
-        self.pg: PgHotPath | None = PgHotPath(bind) if PgHotPath.usable(bind) else None
+        #: Where messages and turns are stored (on PostgreSQL each of the two writes of a message
+        #: in one autocommit statement).
+        self.log = MessageLog(sessions)
         #: Use the gate when Redis serves the lock, de-dup and state cache (off: the modules, one by one).
         self.use_gate = True
         self._gate: tuple[tuple[int, ...], RedisGate | None] = ((), None)
@@ -165,23 +164,23 @@ class Inbox(InboxPort):
         answered = adm.answered if adm is not None else self.dedup.get(dedup_key)
         if answered is not None:  # a retry (maybe answered by another worker): the same answer
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0, replies=answered), []
-        ids: dict[str, Any] | None = None  # stays None for an anonymous sender: nobody to file it under
+        stored: Stored | Duplicate | None = None  # stays None for an anonymous sender: nobody to file it under
         sql_states = self._sql_states()
         state: DialogueState | None = None
         try:
             try:
                 with metrics.timed("store"):
-                    ids, state = (None, None) if message.anonymous else \
+                    stored, state = (None, None) if message.anonymous else \
                         self._store_inbound(message, load_state=sql_states is not None, adm=adm)
             except (DBAPIError, ConnectionLost) as exc:
                 if not getattr(exc, "connection_invalidated", False):
                     raise
                 # A pooled connection died (the database restarted): the pool is invalidated; once more.
-                ids, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
+                stored, state = self._store_inbound(message, load_state=sql_states is not None, adm=adm)
         except Exception:  # noqa: BLE001 - the database may be down; the resident still gets an answer
             log.exception("store unavailable; spooling inbound %s", mask_pii(message.conversation_key))
             self._spool({"kind": "inbound", "message": _message_dict(message)})
-        if ids is not None and ids.get("duplicate"):
+        if isinstance(stored, Duplicate):
             cached = self.dedup.get(dedup_key)
             return Turn(message.conversation_key, message.lang or "ko", "duplicate", 1.0,
                         replies=cached or []), []
@@ -191,33 +190,33 @@ class Inbox(InboxPort):
             with metrics.timed("engine"):
                 turn = self.engine.decide(message, state) if state is not None else self.engine.handle(message)
         except Exception:  # noqa: BLE001 - e.g. the state store is down too: still answer
-            if ids is not None:
+            if stored is not None:
                 raise
             log.exception("engine failed while the store is down")
             lang = message.lang or "ko"
             turn = Turn(message.conversation_key, lang, "error", 0.0,
                         replies=[Reply(self.engine.knowledge.render("utter_error", lang))])
-        if ids is not None and turn.event("show_data"):
-            turn.replies.append(self._my_data_reply(ids["resident_id"], turn.lang))
+        if stored is not None and turn.event("show_data"):
+            turn.replies.append(self._my_data_reply(stored.resident_id, turn.lang))
         if turn.event("otp_request") or turn.event("otp_verify"):
             turn.replies.append(self._phone_link_reply(message, turn))
-        if ids is not None and turn.routing.action == "paused" and not turn.event("emergency_note"):
+        if stored is not None and turn.routing.action == "paused" and not turn.event("emergency_note"):
             try:
-                turn.replies.extend(self._queue_callback(ids["conversation_id"], message, turn.lang))
+                turn.replies.extend(self._queue_callback(stored.conversation_id, message, turn.lang))
             except Exception:  # noqa: BLE001 - a convenience: the message still reaches the agent
                 log.warning("queue call-back check failed", exc_info=True)
-        if ids is not None:
+        if stored is not None:
             self._record_publish_consent(turn)
         if adm is not None:
             adm.dedup = (dedup_key, turn.replies)
         else:
             self.dedup.put(dedup_key, turn.replies)
         live: list[tuple[str, dict[str, Any]]] = []
-        if ids is not None:
+        if stored is not None:
             loaded = state.version if state is not None else 0
             try:
                 with metrics.timed("store"):
-                    live = self._store_turn(message, turn, ids, state, adm)
+                    live = self._store_turn(message, turn, stored, state, adm)
             except Exception:  # noqa: BLE001
                 log.exception("could not store turn of %s; spooling", mask_pii(message.conversation_key))
                 self._spool({"kind": "turn", "message": _message_dict(message),
@@ -241,78 +240,18 @@ class Inbox(InboxPort):
 
     # --- store -------------------------------------------------------------------------------
     def _store_inbound(self, message: Message, load_state: bool = False, adm: Admission | None = None
-                       ) -> tuple[dict[str, Any], DialogueState | None]:
-        """Commit the inbound message (and, with ``load_state``, read the dialogue state in the
-        same transaction). Returns the ids ({"duplicate": True} for a retried delivery)."""
-        contact = message.attachment("contact")
-        if self.pg is not None and load_state and not contact and not is_phone_channel(message.channel):
-            fast = self._store_inbound_pg(self.pg, message, adm)
-            if fast is not None:
-                return fast
-        with self.sessions.begin() as s:
-            conn = s.connection()
-            found = None
-            if not contact and not is_phone_channel(message.channel) and hot_path.supports_insert_ignore(conn):
-                found = hot_path.lookup(conn, message.channel, message.sender_id, message.conversation_key)
-                if found is None:  # first contact: Core inserts; the ORM path below if that raced
-                    found = hot_path.register(conn, message.channel, message.sender_id,
-                                              message.conversation_key, utcnow())
-            if found is not None and found.conversation_id is not None:  # the common case: a known sender
-                hot_path.touch(conn, found, utcnow())
-                if found.conversation_resident_id != found.resident_id:
-                    hot_path.set_conversation_resident(conn, found.conversation_id, found.resident_id)
-                inbound_id = hot_path.insert_inbound(conn, message, found.conversation_id, found.resident_id)
-                if inbound_id is None:
-                    return {"duplicate": True}, None
-                ids = {"resident_id": found.resident_id, "conversation_id": found.conversation_id,
-                       "inbound_id": inbound_id, "channel": message.channel,
-                       "needs_tags": list(found.needs_tags or [])}
-                raw, version = found.state, found.state_version
-            else:
-                phone = message.sender_id if is_phone_channel(message.channel) else None
-                if contact and contact.phone:
-                    resident = residents.link_phone(s, message.channel, message.sender_id, contact.phone)
-                else:
-                    resident = residents.identify(s, message.channel, message.sender_id, phone=phone)
-                conv = conversations.get_or_create(s, message.conversation_key, message.channel, resident)
-                row = interactions.record_inbound(s, message, conv, resident)
-                if row is None:
-                    return {"duplicate": True}, None
-                s.flush()
-                ids = {"resident_id": resident.id, "conversation_id": conv.id, "inbound_id": row.id,
-                       "channel": conv.channel, "needs_tags": list(resident.needs_tags or [])}
-                raw, version = conv.state, conv.state_version
-            if not load_state:
-                return ids, None
-            state = DialogueState.from_json(raw) if raw else DialogueState(key=message.conversation_key)
-            state.version = version or 0
-        return self._with_pending(message, ids, state, adm)
+                       ) -> tuple[Stored | Duplicate, DialogueState | None]:
+        """Commit the inbound message (and, with ``load_state``, read the dialogue state with it):
+        :class:`Stored`, or :class:`Duplicate` for a retried delivery."""
+        stored = self.log.store_inbound(message)
+        if isinstance(stored, Duplicate) or not load_state:
+            return stored, None
+        state = DialogueState.from_json(stored.state) if stored.state else DialogueState(key=message.conversation_key)
+        state.version = stored.state_version
+        return stored, self._with_pending(message, stored, state, adm)
 
-    def _store_inbound_pg(self, pg: PgHotPath, message: Message, adm: Admission | None
-                          ) -> tuple[dict[str, Any], DialogueState | None] | None:
-        """:meth:`_store_inbound` of a non-phone sender on PostgreSQL in one statement (two for
-        a first contact); None when the general path must do it (a race, a resident change)."""
-        now = utcnow()
-        found: Found | None = pg.inbound(message)
-        if found is None:  # an unknown sender
-            found = pg.register(message, now)
-            if found is None:
-                return None
-        elif found.inbound_id is None:
-            if found.conversation_id is not None and found.conversation_resident_id == found.resident_id:
-                return {"duplicate": True}, None
-            return None  # no conversation yet, or it changed hands (a merge): the general path
-        elif hot_path.seen_long_ago(found.last_seen_at, now):
-            pg.touch(found, now)
-        assert found.conversation_id is not None and found.inbound_id is not None
-        ids = {"resident_id": found.resident_id, "conversation_id": found.conversation_id,
-               "inbound_id": found.inbound_id, "channel": message.channel, "needs_tags": found.needs_tags}
-        state = DialogueState.from_json(found.state) if found.state else DialogueState(key=message.conversation_key)
-        state.version = found.state_version or 0
-        return self._with_pending(message, ids, state, adm)
-
-    def _with_pending(self, message: Message, ids: dict[str, Any], state: DialogueState,
-                      adm: Admission | None) -> tuple[dict[str, Any], DialogueState]:
+    def _with_pending(self, message: Message, stored: Stored, state: DialogueState,
+                      adm: Admission | None) -> DialogueState:
         """``state``, unless a state of the conversation kept in Redis during a database outage
         has not been written back yet: that one wins."""
         if adm is not None:
@@ -322,11 +261,11 @@ class Inbox(InboxPort):
             kept = pending(message.conversation_key) if pending is not None else None
         if kept is not None:  # saved in Redis during a database outage, not written back yet: it wins
             kept.version = state.version
-            ids["pending_state"] = True
+            stored.pending_state = True
             state = kept
-        return ids, state
+        return state
 
-    def _store_turn(self, message: Message, turn: Turn, ids: dict[str, Any],
+    def _store_turn(self, message: Message, turn: Turn, stored: Stored,
                     state: DialogueState | None = None, adm: Admission | None = None
                     ) -> list[tuple[str, dict[str, Any]]]:
         """Commit the turn (and ``state``, when the inbox loaded it) in one transaction."""
@@ -336,11 +275,11 @@ class Inbox(InboxPort):
         forget = False
         raw_state: str | None = None
         now = utcnow()
-        cid, rid = ids["conversation_id"], ids["resident_id"]
-        if self.pg is not None and state is not None and _pg_writes_all(turn):
-            fast = self._store_turn_pg(self.pg, turn, ids, state, now)
+        cid, rid = stored.conversation_id, stored.resident_id
+        if self.log.pg is not None and state is not None and writes_all(turn):
+            fast = self._store_turn_pg(turn, stored, state, now)
             if fast is not None:
-                self._cache_state(state, ids, fast[1], adm)
+                self._cache_state(state, stored, fast[1], adm)
                 return fast[0]
         with self.sessions.begin() as s:
             conn = s.connection()
@@ -354,8 +293,8 @@ class Inbox(InboxPort):
                 conn.execute(update(Conversation).where(Conversation.id == cid).values(
                     updated_at=now, **({"handed_off": True, "department": turn.routing.department}
                                        if handoff else {})))
-            hot_path.store_turn(conn, turn, cid, ids["channel"], rid, ids["inbound_id"], now)
-            tags = ids.get("needs_tags") or []
+            self.log.turn_in(conn, stored, turn, now)
+            tags = stored.needs_tags
             for ev in turn.events:
                 if ev.type == "handoff":
                     conv = s.get_one(Conversation, cid)
@@ -409,11 +348,11 @@ class Inbox(InboxPort):
                     forget = True
             new_tags = _new_tags(turn, tags) if rid is not None else []
             if new_tags and not forget:
-                hot_path.add_needs_tags(conn, rid, new_tags)
+                self.log.add_needs_tags(conn, rid, new_tags)
         if forget:  # after the commit: the state store may write to the same database
             self.engine.forget(message.conversation_key)
         elif state is not None:
-            self._cache_state(state, ids, raw_state, adm)
+            self._cache_state(state, stored, raw_state, adm)
         return live
 
     def _queue_callback(self, conversation_id: int, message: Message, lang: str) -> list[Reply]:
@@ -457,37 +396,36 @@ class Inbox(InboxPort):
         minutes = int(sla.get("callback_due_minutes", 60))
         return self.engine.hours.next_open(self.engine.clock()) + timedelta(minutes=minutes)
 
-    def _cache_state(self, state: DialogueState, ids: dict[str, Any], raw_state: str | None,
+    def _cache_state(self, state: DialogueState, stored: Stored, raw_state: str | None,
                      adm: Admission | None) -> None:
         if adm is not None and adm.locked:  # written by the gate on leaving
-            adm.state = (state, raw_state if raw_state is not None else state.to_json(), bool(ids.get("pending_state")))
+            adm.state = (state, raw_state if raw_state is not None else state.to_json(), stored.pending_state)
             return
         saved = getattr(self.engine.states, "saved", None)
         if saved is not None:  # the Redis cache in front of SQL
-            saved(state, was_pending=bool(ids.get("pending_state")), raw=raw_state)
+            saved(state, was_pending=stored.pending_state, raw=raw_state)
 
-    def _store_turn_pg(self, pg: PgHotPath, turn: Turn, ids: dict[str, Any], state: DialogueState,
-                       now: datetime) -> tuple[list[tuple[str, dict[str, Any]]], str] | None:
+    def _store_turn_pg(self, turn: Turn, stored: Stored, state: DialogueState, now: datetime
+                       ) -> tuple[list[tuple[str, dict[str, Any]]], str] | None:
         """:meth:`_store_turn` in one statement; None (nothing written) when the state was saved by
         someone else since it was loaded: the general path applies its rule."""
-        cid, rid = ids["conversation_id"], ids["resident_id"]
         handoff = turn.routing.action == "handoff"
         loaded = state.version
         state.version = loaded + 1
         raw = state.to_json()
-        matched, h = pg.turn(
-            turn, conversation_id=cid, resident_id=rid, channel=ids["channel"], inbound_id=ids["inbound_id"],
-            state_json=raw, loaded=loaded, handed_off=True if handoff else state.handed_off,
+        written = self.log.store_turn(
+            stored, turn, state_json=raw, loaded=loaded, handed_off=True if handoff else state.handed_off,
             department=turn.routing.department if handoff else (
                 state.handoff_department if state.handed_off else None),
-            now=now, new_tags=_new_tags(turn, ids.get("needs_tags") or []))
-        if not matched:
+            now=now, new_tags=_new_tags(turn, stored.needs_tags))
+        if isinstance(written, Clash):
             state.version = loaded
             return None
         live: list[tuple[str, dict[str, Any]]] = []
+        h = written.handoff
         if h is not None:
-            live.append((f"dept:{h['department']}", {"type": "handoff", "handoff_id": h["id"],
-                                                     "department": h["department"], "priority": h["priority"]}))
+            live.append((f"dept:{h.department}", {"type": "handoff", "handoff_id": h.id,
+                                                  "department": h.department, "priority": h.priority}))
         return live, raw
 
     def _phone_link_reply(self, message: Message, turn: Turn) -> Reply:
@@ -621,17 +559,6 @@ class Inbox(InboxPort):
             fh.write("".join(x + "\n" for x in left))
             fh.flush()
         return written
-
-
-#: Turn events that write to the store besides the turn itself.
-_STORE_EVENTS = frozenset({"handoff", "paused", "feedback", "delete_data", "request_opened", "contact_consent",
-                           "callback", "emergency_note", "handoff_withdrawn", "request_subscribed"})
-
-
-def _pg_writes_all(turn: Turn) -> bool:
-    """Whether :meth:`PgHotPath.turn` writes everything this turn needs (else the general path)."""
-    kinds = [e.type for e in turn.events if e.type in _STORE_EVENTS]
-    return set(kinds) <= HANDLED_EVENTS and kinds.count("handoff") <= 1
 
 
 def _new_tags(turn: Turn, tags: list[str]) -> list[str]:

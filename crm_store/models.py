@@ -29,6 +29,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.ext.mutable import MutableList
@@ -58,6 +60,10 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
 
+#: The server default of a JSON list column (the message log's statements leave it to the database).
+_EMPTY_LIST = sql_text("'[]'")
+
+
 def _json_list() -> Any:
     """A JSON list column whose in-place changes (``.append``) are tracked."""
     return MutableList.as_mutable(JSON)
@@ -69,11 +75,11 @@ class Resident(Base):
     __tablename__ = "residents"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    preferred_lang: Mapped[str] = mapped_column(String(8), default="ko")
-    contact_consent: Mapped[bool] = mapped_column(Boolean, default=False)
-    sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    preferred_lang: Mapped[str] = mapped_column(String(8), default="ko", server_default="ko")
+    contact_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     age_band: Mapped[str | None] = mapped_column(String(16))
-    needs_tags: Mapped[list[str]] = mapped_column(_json_list(), default=list)
+    needs_tags: Mapped[list[str]] = mapped_column(_json_list(), default=list, server_default=_EMPTY_LIST)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
@@ -95,7 +101,7 @@ class ChannelIdentity(Base):
     channel: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str] = mapped_column(String(255))
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"), index=True)
-    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -110,10 +116,10 @@ class Conversation(Base):
     channel: Mapped[str] = mapped_column(String(32))
     resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
     state: Mapped[str | None] = mapped_column(Text)
-    state_version: Mapped[int] = mapped_column(Integer, default=0)
-    handed_off: Mapped[bool] = mapped_column(Boolean, default=False)
+    state_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    handed_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     department: Mapped[str | None] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -149,13 +155,13 @@ class Interaction(Base):
     resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
     channel: Mapped[str] = mapped_column(String(32))
     direction: Mapped[str] = mapped_column(String(3))
-    text: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="", server_default="")
     label: Mapped[str | None] = mapped_column(String(64))
     confidence: Mapped[float | None] = mapped_column(Float)
     lang: Mapped[str | None] = mapped_column(String(8))
-    entities: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    entities: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default=_EMPTY_LIST)
     latency_ms: Mapped[float | None] = mapped_column(Float)
-    handled_by: Mapped[str] = mapped_column(String(64), default="bot")
+    handled_by: Mapped[str] = mapped_column(String(64), default="bot", server_default="bot")
     message_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -280,10 +286,10 @@ class Handoff(Base):
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
     resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
     department: Mapped[str] = mapped_column(String(32))
-    priority: Mapped[int] = mapped_column(Integer, default=0)
-    reason: Mapped[str] = mapped_column(String(255), default="")
-    summary: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(8), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reason: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    summary: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[str] = mapped_column(String(8), default="queued", server_default="queued")
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]

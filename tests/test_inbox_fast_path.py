@@ -54,7 +54,7 @@ def inbox(tmp_path: Any) -> Iterator[Inbox]:
     app = create_app(settings)
     box: Inbox = app.state.inbox
     box.limiter = None
-    assert box.pg is not None and box.gate is not None, "the fast paths are on for PostgreSQL + Redis"
+    assert box.log.pg is not None and box.gate is not None, "the fast paths are on for PostgreSQL + Redis"
     try:
         yield box
     finally:
@@ -102,7 +102,7 @@ def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> 
     # The first visit's pothole is fixed: the second visit, at the same address, is not offered it.
     with inbox.sessions.begin() as s:
         s.execute(text("UPDATE service_requests SET status = 'closed', sub_status = 'resolved'"))
-    inbox.pg, inbox.use_gate = None, False  # the general path, one Redis module at a time
+    inbox.log.pg, inbox.use_gate = None, False  # separate statements in one transaction, one Redis module at a time
     slow = _talk(inbox, "slow", VISIT)
     assert [_blank(a) for a in fast] == [_blank(a) for a in slow]
     a, b = _snapshot(inbox, "fast"), _snapshot(inbox, "slow")
@@ -219,7 +219,7 @@ def test_sqlite_without_redis_takes_the_general_path(tmp_path: Any) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", redis_url=None,
                         pcrm_model_dir=ROOT / "var" / "model", pcrm_config=always_open_config(tmp_path))
     box = create_app(settings).state.inbox
-    assert box.pg is None and box.gate is None
+    assert box.log.pg is None and box.gate is None
     assert _talk(box, "lite", ["쓰레기 언제 버려요?"])[0]
 
 
