@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from bot.messages import Message
 from bot.phones import PHONE_IDENTITY, is_phone_channel, normalize_phone
 from bot.ports import CallStatus, ChannelEvent, ContactKeyword, DeliveryStatus, Reachability
-from crm_store import conversations, interactions, residents
+from crm_store import conversations, message_log, residents
 from crm_store.models import AuditLog, ChannelIdentity, Conversation, Interaction, Resident, audit
 
 
@@ -55,13 +55,9 @@ def _keyword(session: Session, event: ContactKeyword) -> None:
     msg = event.message
     resident = residents.identify(session, msg.channel, msg.sender_id)
     conv = conversations.get_or_create(session, msg.conversation_key, msg.channel, resident)
-    row = interactions.record_inbound(session, msg, conv, resident)
-    if row is None:
-        return  # a retried delivery: done the first time
     label = f"sms.{event.keyword}"
-    row.label = label
-    row.lang = msg.lang
-    row.handled_by = "system"
+    if message_log.insert_inbound(session, msg, conv.id, resident.id, label=label, handled_by="system") is None:
+        return  # a retried delivery: done the first time
     if event.keyword in ("stop", "start"):
         resident.sms_opt_out = event.keyword == "stop"
         session.add(audit("resident", "sms.opt_out" if event.keyword == "stop" else "sms.opt_in",
@@ -101,10 +97,7 @@ def _call_status(session: Session, event: CallStatus) -> None:
                   message_id=f"{event.call_id}:status:{event.status}"[:128])
     resident = residents.identify(session, event.channel, event.sender_id)
     conv = conversations.get_or_create(session, msg.conversation_key, event.channel, resident)
-    row = interactions.record_inbound(session, msg, conv, resident)
-    if row is not None:
-        row.label = "call.status"
-        row.handled_by = "system"
+    message_log.insert_inbound(session, msg, conv.id, resident.id, label="call.status", handled_by="system")
 
 
 def may_contact(session: Session, channel: str, recipient_id: str) -> bool:

@@ -147,10 +147,42 @@ def _inbound_from(conversation_id: Any, resident_id: Any) -> list[Any]:
             _MSG["message_id"], _MSG["created_at"]]
 
 
-def _inbound_insert(dialect: str) -> Any:
-    return (postgresql.insert(_I) if dialect == "postgresql" else sqlite.insert(_I))
+#: The inbound row for a resolved sender, per dialect (the parameters name the columns).
+_INSERT_IN = {name: d.insert(_I).on_conflict_do_nothing().returning(_I.c.id)
+              for name, d in (("postgresql", postgresql), ("sqlite", sqlite))}
 
 
+def _insert_inbound(conn: Connection, params: dict[str, Any], conversation_id: int, resident_id: int | None,
+                    **values: Any) -> int | None:
+    """The inbound row; None if this delivery was stored already (the unique (channel, direction,
+    message_id) makes a retried delivery insert nothing, also when two race: no SAVEPOINT)."""
+    return conn.execute(_INSERT_IN[conn.dialect.name], {
+        "conversation_id": conversation_id, "resident_id": resident_id, "direction": "in",
+        **{k: params[k] for k in ("channel", "text", "lang", "message_id", "created_at")}, **values,
+    }).scalar()
+
+
+def _message_params(message: Message, now: datetime) -> dict[str, Any]:
+    return {"key": message.conversation_key, "channel": message.channel, "text": message.text,
+            "lang": message.lang, "message_id": message.message_id,
+            "created_at": datetime.fromtimestamp(message.received_at, UTC), "now": now}
+
+
+def insert_inbound(session: Session, message: Message, conversation_id: int, resident_id: int | None,
+                   **values: Any) -> int | None:
+    """Store ``message`` of a sender the caller resolved, in its transaction (channel events: an SMS
+    keyword, a call's status); ``values`` sets other columns (``label``, ``handled_by``). Its id, or
+    None for a retried delivery."""
+    session.flush()
+    return _insert_inbound(session.connection(), _message_params(message, utcnow()), conversation_id,
+                           resident_id, **values)
+
+
+#: A first contact's resident, identity and conversation (the parameters name the columns).
+_NEW_RESIDENT = insert(_R).returning(_R.c.id)
+_NEW = {name: (d.insert(_CI).on_conflict_do_nothing().returning(_CI.c.id),
+               d.insert(_C).on_conflict_do_nothing().returning(_C.c.id))
+        for name, d in (("postgresql", postgresql), ("sqlite", sqlite))}
 _TOUCH_IDENTITY = update(_CI).where(_CI.c.id == _p("iid", _CI.c.id)).values(last_seen_at=_p("now", _CI.c.last_seen_at))
 _TOUCH_RESIDENT = update(_R).where(_R.c.id == _p("rid", _R.c.id)).values(last_seen_at=_p("now", _R.c.last_seen_at))
 _NLU = {c: _p(c, _I.c[c]) for c in ("label", "confidence", "lang", "latency_ms")}
@@ -337,9 +369,8 @@ class MessageLog:
         return self._store(_SqlRun(session), message, now or utcnow())
 
     def _store(self, run: _Run, message: Message, now: datetime) -> Stored | Duplicate:
-        params = {"key": message.conversation_key, "channel": message.channel, "external_id": _external_id(message),
-                  "text": message.text, "lang": message.lang, "message_id": message.message_id,
-                  "created_at": datetime.fromtimestamp(message.received_at, UTC), "now": now}
+        params = _message_params(message, now)
+        params["external_id"] = _external_id(message)
         resolved = bool(message.attachment("contact")) or is_phone_channel(message.channel)
         if resolved:  # a number: identify through it, link and merge
             run.resolve(message)
@@ -530,26 +561,21 @@ class _SqlRun(_Run):
             return None
         found = _Found(*row)
         if found.belongs:
-            found.inbound_id = self.conn.execute(
-                _inbound_insert(self.dialect).values(dict(zip(_IN_COLUMNS, [
-                    found.conversation_id, found.resident_id, params["channel"], "in", params["text"],
-                    params["lang"], params["message_id"], params["created_at"]], strict=True)))
-                .on_conflict_do_nothing().returning(_I.c.id)).scalar()
+            assert found.conversation_id is not None
+            found.inbound_id = _insert_inbound(self.conn, params, found.conversation_id, found.resident_id)
         return found
 
     def register(self, params: dict[str, Any]) -> _Found | None:
         conn, now = self.conn, params["now"]
-        rid = conn.execute(insert(_R).values(created_at=now, last_seen_at=now).returning(_R.c.id)).scalar_one()
-        ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        iid = conn.execute(ins(_CI).values(
-            channel=params["channel"], external_id=params["external_id"], resident_id=rid, created_at=now,
-            last_seen_at=now).on_conflict_do_nothing().returning(_CI.c.id)).scalar()
+        rid = conn.execute(_NEW_RESIDENT, {"created_at": now, "last_seen_at": now}).scalar_one()
+        new_identity, new_conversation = _NEW[self.dialect]
+        iid = conn.execute(new_identity, {"channel": params["channel"], "external_id": params["external_id"],
+                                          "resident_id": rid, "created_at": now, "last_seen_at": now}).scalar()
         if iid is None:
             conn.execute(_DROP_RESIDENT, {"rid": rid})
             return None
-        cid = conn.execute(ins(_C).values(
-            key=params["key"], channel=params["channel"], resident_id=rid, created_at=now, updated_at=now)
-            .on_conflict_do_nothing().returning(_C.c.id)).scalar()
+        cid = conn.execute(new_conversation, {"key": params["key"], "channel": params["channel"], "resident_id": rid,
+                                              "created_at": now, "updated_at": now}).scalar()
         if cid is None:
             return None
         return self.inbound(params)

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import Message, Reply, Turn
 from bot.service_requests import RequestDraft
-from crm_store import conversations, handoffs, interactions, otp, residents
+from crm_store import conversations, handoffs, message_log, otp, residents
+from crm_store.message_log import MessageLog, Stored
 from crm_store.models import (
     AuditLog,
     ChannelIdentity,
@@ -22,6 +23,7 @@ from crm_store.models import (
 )
 from crm_store.requests import SqlRequestStore
 from crm_store.state_store import SqlStateStore
+from crm_store.timeutil import utcnow
 
 PHONE = "+821098765432"
 
@@ -32,7 +34,8 @@ def _seed(factory: sessionmaker[Session]) -> int:
         r = residents.identify(s, msg.channel, msg.sender_id)
         r.needs_tags = ["hearing"]
         conv = conversations.get_or_create(s, msg.conversation_key, msg.channel, r)
-        inbound = interactions.record_inbound(s, msg, conv, r)
+        inbound = message_log.insert_inbound(s, msg, conv.id, r.id)
+        assert inbound is not None
         turn = Turn(
             msg.conversation_key,
             "ko",
@@ -41,7 +44,7 @@ def _seed(factory: sessionmaker[Session]) -> int:
             replies=[Reply("접수할게요.")],
             entities=[{"entity": "location", "value": "한빛로 5"}],
         )
-        interactions.record_turn(s, turn, conv, r, inbound)
+        MessageLog.turn_in(s.connection(), Stored(r.id, conv.id, inbound, msg.channel), turn, utcnow())
         handoffs.open_handoff(s, conv, r, "roads", 0, "asked_for_person", "가로등, 한빛로 5, 010-9876-5432")
         otp.issue(s, "telegram:1", PHONE)
         resident_id = r.id

@@ -6,8 +6,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import Message, Turn
-from crm_store import conversations, handoffs, interactions, residents
+from crm_store import conversations, handoffs, interactions, message_log, residents
+from crm_store.message_log import MessageLog, Stored
 from crm_store.models import ChannelIdentity, Feedback, Resident
+from crm_store.timeutil import utcnow
 
 
 def test_phone_spellings_are_one_resident(session_factory: sessionmaker[Session]) -> None:
@@ -38,9 +40,10 @@ def test_other_channels_are_new_residents_until_a_phone_links_them(
 def _chat(s: Session, channel: str, sender: str, text: str, resident: Resident) -> None:
     msg = Message(channel=channel, sender_id=sender, text=text)
     conv = conversations.get_or_create(s, msg.conversation_key, channel, resident)
-    inbound = interactions.record_inbound(s, msg, conv, resident)
+    inbound = message_log.insert_inbound(s, msg, conv.id, resident.id)
+    assert inbound is not None
     turn = Turn(conversation_key=msg.conversation_key, lang="ko", label="faq.office_hours", confidence=0.9)
-    interactions.record_turn(s, turn, conv, resident, inbound)
+    MessageLog.turn_in(s.connection(), Stored(resident.id, conv.id, inbound, channel), turn, utcnow())
 
 
 def test_link_phone_merges_into_older_resident_and_keeps_history(

@@ -6,6 +6,10 @@ does not name (a new resident's language and consents, ``needs_tags``, a message
 ``entities`` and ``handled_by``, a hand-off's ``status`` ...) take the database's defaults,
 which used to be restated by hand in each statement. Existing rows are unchanged.
 
+PostgreSQL only: there the statements are sent as compiled text, past SQLAlchemy's Python-side
+defaults. On SQLite they run through SQLAlchemy, which fills the same defaults in, and altering a
+column there means copying the table, which its foreign keys refuse while rows point at it.
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06 23:00:00
@@ -38,6 +42,8 @@ DEFAULTS: dict[str, list[tuple[str, sa.types.TypeEngine[object], object]]] = {
 
 
 def _set(defaults: bool) -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
     for table, columns in DEFAULTS.items():
         with op.batch_alter_table(table) as batch:
             for name, type_, default in columns:
