@@ -313,10 +313,6 @@ def writes_all(turn: Turn) -> bool:
     return set(kinds) <= HANDLED_EVENTS and kinds.count("handoff") <= 1
 
 
-def _external_id(message: Message) -> str:
-    return normalize_phone(message.sender_id) if is_phone_channel(message.channel) else message.sender_id
-
-
 @dataclass(slots=True)
 class _Found:
     """The sender as the lookup returns it, plus the inbound row's id (None: not inserted)."""
@@ -353,13 +349,15 @@ class MessageLog:
                 self.engine.dialect.name, _PgStatements(self.engine.dialect))
         #: Statements sent through psycopg (bench/hot_path.py counts them; SQLAlchemy's events do not).
         self.statements = 0
+        self._pg_run = _PgRun(self) if self.pg is not None else None
 
     # --- inbound ---------------------------------------------------------------------------
     def store_inbound(self, message: Message, now: datetime | None = None) -> Stored | Duplicate:
         """Commit ``message``; its ids and the conversation's dialogue state, or :data:`DUPLICATE`."""
         now = now or utcnow()
         if self.pg is not None:
-            return self._store(_PgRun(self), message, now)
+            assert self._pg_run is not None
+            return self._store(self._pg_run, message, now)
         with self.sessions.begin() as s:
             return self._store(_SqlRun(s), message, now)
 
@@ -369,9 +367,14 @@ class MessageLog:
         return self._store(_SqlRun(session), message, now or utcnow())
 
     def _store(self, run: _Run, message: Message, now: datetime) -> Stored | Duplicate:
-        params = _message_params(message, now)
-        params["external_id"] = _external_id(message)
-        resolved = bool(message.attachment("contact")) or is_phone_channel(message.channel)
+        channel = message.channel
+        params = {"key": message.conversation_key, "channel": channel, "text": message.text, "lang": message.lang,
+                  "message_id": message.message_id, "created_at": datetime.fromtimestamp(message.received_at, UTC),
+                  "now": now, "external_id": message.sender_id}
+        phone = is_phone_channel(channel)
+        if phone:
+            params["external_id"] = normalize_phone(message.sender_id)
+        resolved = phone or bool(message.attachment("contact"))
         if resolved:  # a number: identify through it, link and merge
             run.resolve(message)
         found = run.inbound(params)
@@ -405,7 +408,8 @@ class MessageLog:
         callback = bool(hd.get("after_hours"))
         reason = str(hd.get("reason", ""))
         # JSON written as SQLAlchemy's JSON type writes it (json.dumps defaults), so rows match.
-        row = _PgRun(self).one(self.pg.turn, {
+        assert self._pg_run is not None
+        row = self._pg_run.one(self.pg.turn, {
             "cid": stored.conversation_id, "rid": stored.resident_id, "channel": stored.channel,
             "iid": stored.inbound_id, "now": now, "state": state_json, "version": loaded + 1, "loaded": loaded,
             "handed_off": handed_off, "department": department, **self._nlu(turn),

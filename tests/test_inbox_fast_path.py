@@ -1,11 +1,12 @@
 """The inbox's fast paths on PostgreSQL + Redis write what the general path writes.
 
-``crm_store/pg_hot_path.py`` (each of a message's two writes in one autocommit statement)
-and ``bot/redis_gate.py`` (the Redis work of a message in two round trips) replace, for the
-common case, the general path of ``bot/inbox.py``. These tests run the same visits through
-both and compare the store row by row, and prove the cases where the fast path must give up:
-a retried delivery, a state saved by someone else in between, a rate limit, a lock held by a
-message that took the general path.
+The message log (``crm_store/message_log.py``) runs each of a message's two writes as one
+autocommit statement on PostgreSQL, and as separate statements in one transaction elsewhere
+(SQLite, or PostgreSQL with ``log.pg`` off); ``bot/redis_gate.py`` does the Redis work of a
+message in two round trips instead of the modules' one by one. These tests run the same visits
+through each and compare the store row by row, and prove the cases where the fast path must
+give up: a retried delivery, a state saved by someone else in between, a rate limit, a lock
+held by a message that took the general path.
 """
 
 from __future__ import annotations
@@ -77,21 +78,30 @@ def _talk(inbox: Inbox, sender: str, texts: list[str]) -> list[str]:
 
 
 def _snapshot(inbox: Inbox, sender: str) -> dict[str, Any]:
-    """What the store holds for ``sender``'s conversation (ticket numbers and times blanked)."""
+    """What the store holds for ``sender``'s conversation (ticket numbers and times blanked),
+    read the same way from PostgreSQL and SQLite."""
     engine = inbox.sessions.kw["bind"]
     key = f"rest:{sender}"
     with engine.connect() as c:
         conv = c.execute(text("SELECT id, resident_id, state_version, handed_off, department FROM conversations "
                               "WHERE key = :k"), {"k": key}).one()
-        rows = c.execute(text("SELECT direction, text, label, lang, handled_by, entities::text AS e FROM interactions "
+        rows = c.execute(text("SELECT direction, text, label, lang, handled_by, CAST(entities AS TEXT) AS e, "
+                              "message_id IS NOT NULL AS has_id, resident_id FROM interactions "
                               "WHERE conversation_id = :c ORDER BY id"), {"c": conv.id}).all()
         handoffs = c.execute(text("SELECT department, priority, reason, status FROM handoffs "
                                   "WHERE conversation_id = :c"), {"c": conv.id}).all()
-        tags = c.execute(text("SELECT needs_tags::text FROM residents WHERE id = :r"), {"r": conv.resident_id}).scalar()
+        tags = c.execute(text("SELECT CAST(needs_tags AS TEXT) FROM residents WHERE id = :r"),
+                         {"r": conv.resident_id}).scalar()
+        resident = c.execute(text("SELECT preferred_lang, contact_consent, sms_opt_out FROM residents WHERE id = :r"),
+                             {"r": conv.resident_id}).one()
+        identity = c.execute(text("SELECT reachable, resident_id FROM channel_identities WHERE channel = 'rest' "
+                                  "AND external_id = :s"), {"s": sender}).one()
     return {
         "conversation": (conv.state_version, conv.handed_off, conv.department),
         "interactions": [(r.direction, _blank(r.text), r.label, r.lang, r.handled_by,
-                          json.loads(_blank(r.e))) for r in rows],
+                          json.loads(_blank(r.e)), bool(r.has_id), r.resident_id == conv.resident_id) for r in rows],
+        "resident": (resident.preferred_lang, bool(resident.contact_consent), bool(resident.sms_opt_out)),
+        "identity": (bool(identity.reachable), identity.resident_id == conv.resident_id),
         "handoffs": [tuple(h) for h in handoffs],
         "needs_tags": json.loads(tags),
     }
@@ -215,12 +225,21 @@ def test_a_gate_message_waits_for_a_lock_held_through_the_modules(inbox: Inbox) 
     assert done.is_set()
 
 
-def test_sqlite_without_redis_takes_the_general_path(tmp_path: Any) -> None:
+def test_sqlite_stores_what_postgresql_stores(inbox: Inbox, tmp_path: Any) -> None:
+    """The same visit through the message log's one-statement writes on PostgreSQL and its
+    separate statements on SQLite (no Redis): the same answers, the same rows."""
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", redis_url=None,
                         pcrm_model_dir=ROOT / "var" / "model", pcrm_config=always_open_config(tmp_path))
     box = create_app(settings).state.inbox
     assert box.log.pg is None and box.gate is None
-    assert _talk(box, "lite", ["쓰레기 언제 버려요?"])[0]
+    fast = _talk(inbox, "pg", VISIT)
+    lite = _talk(box, "lite", VISIT)
+    assert [_blank(a) for a in fast] == [_blank(a) for a in lite]
+    a, b = _snapshot(inbox, "pg"), _snapshot(box, "lite")
+    assert a == b
+    assert [r[0] for r in a["interactions"]].count("in") == len(VISIT) and a["handoffs"]
+    # Every inbound row carries its delivery id (retries are recognised); replies none.
+    assert {(r[0], r[6]) for r in a["interactions"]} == {("in", True), ("out", False)}
 
 
 def test_a_message_waiting_for_its_conversation_holds_no_thread(inbox: Inbox) -> None:
