@@ -163,6 +163,7 @@ def _insert_inbound(conn: Connection, params: dict[str, Any], conversation_id: i
 
 
 def _message_params(message: Message, now: datetime) -> dict[str, Any]:
+    """The message's columns as the statements' parameters."""
     return {"key": message.conversation_key, "channel": message.channel, "text": message.text,
             "lang": message.lang, "message_id": message.message_id,
             "created_at": datetime.fromtimestamp(message.received_at, UTC), "now": now}
@@ -367,13 +368,9 @@ class MessageLog:
         return self._store(_SqlRun(session), message, now or utcnow())
 
     def _store(self, run: _Run, message: Message, now: datetime) -> Stored | Duplicate:
-        channel = message.channel
-        params = {"key": message.conversation_key, "channel": channel, "text": message.text, "lang": message.lang,
-                  "message_id": message.message_id, "created_at": datetime.fromtimestamp(message.received_at, UTC),
-                  "now": now, "external_id": message.sender_id}
-        phone = is_phone_channel(channel)
-        if phone:
-            params["external_id"] = normalize_phone(message.sender_id)
+        params = _message_params(message, now)
+        phone = is_phone_channel(message.channel)
+        params["external_id"] = normalize_phone(message.sender_id) if phone else message.sender_id
         resolved = phone or bool(message.attachment("contact"))
         if resolved:  # a number: identify through it, link and merge
             run.resolve(message)
