@@ -248,11 +248,12 @@ def _pg_turn() -> Any:
     x = (func.jsonb_array_elements(bindparam("tags", type_=JSONB))
          .table_valued("value", with_ordinality="n").render_derived(name="x"))
     current = cast(_R.c.needs_tags, JSONB)
-    added = (select(func.coalesce(func.jsonb_agg(aggregate_order_by(x.c.value, x.c.n)), cast("[]", JSONB)))
+    added = (select(func.coalesce(func.jsonb_agg(aggregate_order_by(x.c.value, x.c.n)), literal_column("'[]'::jsonb")))
              .where(~current.contains(func.jsonb_build_array(x.c.value))).scalar_subquery())
     tags = (update(_R).where(_R.c.id == rid, _p("has_tags", type_=Boolean()), saved)
             .values(needs_tags=cast(current.op("||")(added), JSON)).cte("tags"))
-    handoff, open_ = _p("handoff", type_=Boolean()), (_H.c.conversation_id == cid) & (_H.c.status != "closed")
+    handoff = _p("handoff", type_=Boolean())
+    open_ = (_H.c.conversation_id == cid) & (_H.c.status != literal_column("'closed'"))
     priority, reason = _p("h_priority", _H.c.priority), _p("h_reason", _H.c.reason)
     hu = (update(_H).where(open_, handoff, saved)
           .values(priority=func.greatest(_H.c.priority, priority),
@@ -265,36 +266,29 @@ def _pg_turn() -> Any:
         include_defaults=False).returning(_H.c.id, _H.c.department, _H.c.priority).cte("hi"))
     h = union_all(select(hi.c.id, hi.c.department, hi.c.priority),
                   select(hu.c.id, hu.c.department, hu.c.priority)).cte("h")
-    return (select(saved, *(select(c).limit(1).scalar_subquery() for c in h.c))
+    return (select(saved, *(select(c).limit(literal_column("1")).scalar_subquery() for c in h.c))
             .add_cte(nlu).add_cte(out).add_cte(tags))
 
 
-@dataclass(frozen=True, slots=True)
-class _Sql:
-    """A statement as PostgreSQL text for psycopg (``%(name)s`` placeholders) and the values of
-    the constants SQLAlchemy made parameters of (``!= 'closed'``, ``LIMIT 1``)."""
-
-    text: str
-    constants: dict[str, Any]
-
-    @classmethod
-    def of(cls, stmt: Any, dialect: Any) -> _Sql:
-        compiled = stmt.compile(dialect=dialect)
-        return cls(str(compiled), {k: v for k, v in compiled.params.items() if v is not None})
-
-    def params(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {**self.constants, **values} if self.constants else values
+def _text(stmt: Any, dialect: Any) -> str:
+    """``stmt`` as PostgreSQL text for psycopg (``%(name)s`` placeholders); constants are written
+    as literals, so every parameter is one the caller passes."""
+    compiled = stmt.compile(dialect=dialect)
+    constants = [k for k, v in compiled.params.items() if v is not None]
+    if constants:
+        raise ValueError(f"write constants as literal_column(), not parameters: {constants}")
+    return str(compiled)
 
 
 class _PgStatements:
     """The statements above, compiled once."""
 
     def __init__(self, dialect: Any) -> None:
-        self.inbound = _Sql.of(_pg_inbound(), dialect)
-        self.register = _Sql.of(_pg_register(), dialect)
-        self.touch = _Sql.of(_pg_touch(), dialect)
-        self.turn = _Sql.of(_pg_turn(), dialect)
-        self.drop_resident = _Sql.of(_DROP_RESIDENT, dialect)
+        self.inbound = _text(_pg_inbound(), dialect)
+        self.register = _text(_pg_register(), dialect)
+        self.touch = _text(_pg_touch(), dialect)
+        self.turn = _text(_pg_turn(), dialect)
+        self.drop_resident = _text(_DROP_RESIDENT, dialect)
 
 
 _PG: dict[str, _PgStatements] = {}
@@ -514,10 +508,10 @@ class _PgRun(_Run):
         assert log.pg is not None
         self.log, self.sql = log, log.pg
 
-    def one(self, sql: _Sql, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         with self.log._raw() as conn:  # noqa: SLF001 - the runner is the log's
             self.log.statements += 1
-            return conn.execute(sql.text, sql.params(params)).fetchone()
+            return conn.execute(sql, params).fetchone()
 
     def resolve(self, message: Message) -> None:
         with self.log.sessions.begin() as s:

@@ -17,15 +17,11 @@ Create Date: 2026-12-06 23:00:00
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
 down_revision: str | None = "0009"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 _LIST = sa.text("'[]'")
 #: table -> (column, type, server default)
