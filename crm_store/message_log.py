@@ -187,6 +187,17 @@ _NEW = {name: (d.insert(_CI).on_conflict_do_nothing().returning(_CI.c.id),
 _TOUCH_IDENTITY = update(_CI).where(_CI.c.id == _p("iid", _CI.c.id)).values(last_seen_at=_p("now", _CI.c.last_seen_at))
 _TOUCH_RESIDENT = update(_R).where(_R.c.id == _p("rid", _R.c.id)).values(last_seen_at=_p("now", _R.c.last_seen_at))
 _NLU = {c: _p(c, _I.c[c]) for c in ("label", "confidence", "lang", "latency_ms")}
+
+
+def _nlu_update(*where: Any) -> Any:
+    """The NLU results on the inbound row."""
+    return (update(_I).where(_I.c.id == _p("iid", _I.c.id), *where)
+            .values(**_NLU, entities=_p("entities", _I.c.entities),
+                    handled_by=_p("inbound_handled_by", _I.c.handled_by)))
+
+
+_TURN_INBOUND = _nlu_update()
+_OUTBOUND = insert(_I)
 _TAGS = select(_R.c.needs_tags).where(_R.c.id == _p("rid", _R.c.id)).with_for_update()
 _SET_TAGS = update(_R).where(_R.c.id == _p("rid", _R.c.id)).values(needs_tags=_p("tags", _R.c.needs_tags))
 _DROP_RESIDENT = _R.delete().where(_R.c.id == _p("rid", _R.c.id))
@@ -235,9 +246,7 @@ def _pg_turn() -> Any:
                   updated_at=now)
           .returning(_C.c.id).cte("st"))
     saved = exists(select(st.c.id))
-    nlu = (update(_I).where(_I.c.id == _p("iid", _I.c.id), saved)
-           .values(**_NLU, entities=_p("entities", _I.c.entities),
-                   handled_by=_p("inbound_handled_by", _I.c.handled_by)).cte("nlu"))
+    nlu = _nlu_update(saved).cte("nlu")
     replies = (func.unnest(bindparam("replies", type_=ARRAY(Text)))
                .table_valued("text", with_ordinality="n").render_derived(name="t"))
     out = (insert(_I).from_select(
@@ -426,11 +435,9 @@ class MessageLog:
     def turn_in(conn: Connection, stored: Stored, turn: Turn, now: datetime, handled_by: str = "bot") -> None:
         """The turn's messages in the caller's transaction (after its state save): the NLU results on
         the inbound row, the replies in one multi-row ``INSERT``."""
-        nlu = MessageLog._nlu(turn, raw=False)
-        conn.execute(update(_I).where(_I.c.id == stored.inbound_id).values(
-            **{k: nlu[k] for k in _NLU}, entities=nlu["entities"], handled_by=nlu["inbound_handled_by"]))
+        conn.execute(_TURN_INBOUND, {"iid": stored.inbound_id, **MessageLog._nlu(turn, raw=False)})
         if turn.replies:
-            conn.execute(insert(_I), [
+            conn.execute(_OUTBOUND, [
                 {"conversation_id": stored.conversation_id, "resident_id": stored.resident_id,
                  "channel": stored.channel, "direction": "out", "text": reply.text, "lang": turn.lang,
                  "handled_by": handled_by, "created_at": now}
