@@ -52,9 +52,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import Message, Turn
+from bot.phones import is_phone_channel, normalize_phone
 from crm_store import conversations, residents
 from crm_store.models import ChannelIdentity, Conversation, Handoff, Interaction, Resident
-from crm_store.phones import is_phone_channel, normalize_phone
 from crm_store.timeutil import utcnow
 
 #: ``last_seen_at`` of an identity and its resident is written at most this often.
