@@ -1,11 +1,11 @@
 """The inbox's fast paths on PostgreSQL + Redis write what the general path writes.
 
 ``crm_store/pg_hot_path.py`` (each of a message's two writes in one autocommit statement)
-and ``bot/redis_gate.py`` (the Redis work of a message in two round trips) replace, for the
-common case, the general path of ``bot/inbox.py``. These tests run the same visits through
-both and compare the store row by row, and prove the cases where the fast path must give up:
-a retried delivery, a state saved by someone else in between, a rate limit, a lock held by a
-message that took the general path.
+and ``bot/admission.py``'s Redis gate (the Redis work of a message in two round trips) replace,
+for the common case, the general path of ``bot/inbox.py`` (its in-process gate: the database
+lock, answers and counters in the process, the state cache's own calls). These tests run the
+same visits through both and compare the store row by row, and prove the cases where the fast
+path must give up: a retried delivery, a state saved by someone else in between, a rate limit.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from bot.admission import LocalGate, RedisGate
 from bot.app import create_app
 from bot.inbox import Inbox
 from bot.messages import Message
@@ -54,7 +54,7 @@ def inbox(tmp_path: Any) -> Iterator[Inbox]:
     app = create_app(settings)
     box: Inbox = app.state.inbox
     box.limiter = None
-    assert box.pg is not None and box.gate is not None, "the fast paths are on for PostgreSQL + Redis"
+    assert box.pg is not None and isinstance(box.gate, RedisGate), "the fast paths are on for PostgreSQL + Redis"
     try:
         yield box
     finally:
@@ -102,7 +102,8 @@ def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> 
     # The first visit's pothole is fixed: the second visit, at the same address, is not offered it.
     with inbox.sessions.begin() as s:
         s.execute(text("UPDATE service_requests SET status = 'closed', sub_status = 'resolved'"))
-    inbox.pg, inbox.use_gate = None, False  # the general path, one Redis module at a time
+    assert isinstance(inbox.gate, RedisGate)
+    inbox.pg, inbox.gate = None, inbox.gate.fallback  # the general path: the in-process gate
     slow = _talk(inbox, "slow", VISIT)
     assert [_blank(a) for a in fast] == [_blank(a) for a in slow]
     a, b = _snapshot(inbox, "fast"), _snapshot(inbox, "slow")
@@ -117,7 +118,7 @@ def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> 
 def test_the_state_cache_holds_what_sql_holds(inbox: Inbox) -> None:
     _talk(inbox, "cache", VISIT[:4])
     states = inbox.engine.states
-    cached = states._redis.get(states.prefix + "rest:cache")
+    cached = states.client.get(states.keys.state("rest:cache"))
     with inbox.sessions.kw["bind"].connect() as c:
         sql = c.execute(text("SELECT state FROM conversations WHERE key = 'rest:cache'")).scalar()
     assert cached is not None and cached.decode() == sql
@@ -129,8 +130,9 @@ def test_a_retried_delivery_is_stored_once_and_answered_the_same(inbox: Inbox) -
     first, _ = inbox._receive_sync(msg)
     again, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
     assert again.text == first.text and again.label == "duplicate"
-    inbox.dedup.local._data.clear()  # the answer forgotten everywhere but the database
-    inbox.dedup._redis.flushdb()
+    assert isinstance(inbox.gate, RedisGate)
+    inbox.gate.fallback.dedup.clear()  # the answer forgotten everywhere but the database
+    inbox.gate.client.flushdb()
     third, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
     assert third.label == "duplicate"
     with inbox.sessions.kw["bind"].connect() as c:
@@ -186,8 +188,6 @@ def test_a_message_costs_two_redis_round_trips(inbox: Inbox) -> None:
     inbox.limiter = RedisRateLimiter(f"{REDIS_URL.rstrip('/')}/13", 100, 100, prefix="rt:")
     _talk(inbox, "rt", ["쓰레기 언제 버려요?"])
     assert _round_trips(inbox, "rt", "여권 발급 얼마나 걸려요?") == 2
-    inbox.use_gate = False
-    assert _round_trips(inbox, "rt", "전입신고 어떻게 해요?") >= 6  # limits, lock in/out, de-dup in/out, state
 
 
 def test_the_gate_counts_rate_limits_before_storing_anything(inbox: Inbox) -> None:
@@ -202,24 +202,11 @@ def test_the_gate_counts_rate_limits_before_storing_anything(inbox: Inbox) -> No
     assert n == 2
 
 
-def test_a_gate_message_waits_for_a_lock_held_through_the_modules(inbox: Inbox) -> None:
-    """The gate queues on the same Redis FIFO lock as bot/locks.py: one conversation, one at a time."""
-    _talk(inbox, "order", ["쓰레기 언제 버려요?"])
-    done = threading.Event()
-    with inbox.lock.hold("rest:order"):
-        worker = threading.Thread(target=lambda: (_talk(inbox, "order", ["여권 발급 얼마나 걸려요?"]), done.set()))
-        worker.start()
-        time.sleep(0.4)
-        assert not done.is_set()
-    worker.join(10)
-    assert done.is_set()
-
-
 def test_sqlite_without_redis_takes_the_general_path(tmp_path: Any) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", redis_url=None,
                         pcrm_model_dir=ROOT / "var" / "model", pcrm_config=always_open_config(tmp_path))
     box = create_app(settings).state.inbox
-    assert box.pg is None and box.gate is None
+    assert box.pg is None and isinstance(box.gate, LocalGate)
     assert _talk(box, "lite", ["쓰레기 언제 버려요?"])[0]
 
 
@@ -233,7 +220,7 @@ def test_a_message_waiting_for_its_conversation_holds_no_thread(inbox: Inbox) ->
     held, release = threading.Event(), threading.Event()
 
     def hold_a() -> None:
-        with inbox.lock.hold("rest:wait-a"):
+        with inbox.gate.hold("rest:wait-a"):
             held.set()
             release.wait(10)
 
