@@ -96,20 +96,13 @@ class Gate(ABC):
     #: Where a message goes when this gate cannot admit it (None: it always can).
     fallback: Gate | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, dedup: DedupStore | None = None, limiter: RateLimiter | None = None) -> None:
+        #: This process's memory of first answers (what a retry gets while a shared one is out).
+        self.dedup = dedup or InProcessDedup()
+        #: The message limits (None: unlimited), counted by this gate (its fallback counts nothing).
+        self.limiter = limiter
         #: How many admissions each way served ("redis", "fallback", "local").
         self.stats: Counter[str] = Counter()
-
-    # --- the interface -----------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def limiter(self) -> RateLimiter | None:
-        """The message limits (None: unlimited); settable."""
-
-    @property
-    @abstractmethod
-    def dedup(self) -> DedupStore:
-        """This process's memory of first answers (what a retry gets while the shared one is out)."""
 
     def admit(self, channel: str, sender_id: str, key: str, dedup_key: str, *, wait: bool = True,
               queued: Queued | None = None, count: bool = True, lookup: bool = True,
@@ -159,9 +152,16 @@ class Gate(ABC):
         finally:
             self.leave(adm)
 
+    def count_here(self, q: Queued) -> None:
+        """Count ``q`` against :attr:`limiter` in this process, unless it was counted already."""
+        if q.count and self.limiter is not None:
+            self.limiter.check(q.channel, q.sender_id, q.now)
+        q.count = False
+
     def go_around(self, q: Queued) -> Admission:
-        """Admit ``q`` through :attr:`fallback` (counted there too, if not counted yet)."""
+        """Admit ``q`` through :attr:`fallback` (counted here first, if it was not yet)."""
         assert self.fallback is not None
+        self.count_here(q)
         self.stats["fallback"] += 1
         adm = self.fallback.admit(q.channel, q.sender_id, q.key, q.dedup_key, queued=q)
         assert isinstance(adm, Admission)
@@ -174,34 +174,19 @@ class LocalGate(Gate):
 
     def __init__(self, lock: ConversationLock | None = None, dedup: DedupStore | None = None,
                  limiter: RateLimiter | None = None, states: StateStore | None = None) -> None:
-        super().__init__()
+        super().__init__(dedup, limiter)
         self.lock = lock or InProcessLock()
-        self._dedup = dedup or InProcessDedup()
-        self._limiter = limiter
         self.states = states
 
-    @property
-    def limiter(self) -> RateLimiter | None:
-        return self._limiter
-
-    @limiter.setter
-    def limiter(self, value: RateLimiter | None) -> None:
-        self._limiter = value
-
-    @property
-    def dedup(self) -> DedupStore:
-        return self._dedup
-
     def step(self, q: Queued) -> Admission:
-        if q.count and self._limiter is not None:
-            self._limiter.check(q.channel, q.sender_id, q.now)
+        self.count_here(q)
         held = ExitStack()
         held.enter_context(self.lock.hold(q.key))
         self.stats["local"] += 1
         adm = Admission(q.key, q.token, held=held)
         if q.lookup:
             try:
-                adm.answered = self._dedup.get(q.dedup_key)
+                adm.answered = self.dedup.get(q.dedup_key)
                 pending = getattr(self.states, "pending", None)
                 adm.pending = pending(q.key) if pending is not None else None
             except BaseException:
@@ -216,7 +201,7 @@ class LocalGate(Gate):
         assert adm.held is not None
         with adm.held:
             if adm.dedup is not None:
-                self._dedup.put(*adm.dedup)
+                self.dedup.put(*adm.dedup)
             saved = getattr(self.states, "saved", None)
             if adm.state is not None and saved is not None:  # the Redis cache in front of SQL
                 state, raw, was_pending = adm.state
@@ -277,9 +262,9 @@ class RedisGate(Gate):
     """:data:`ENTER` and :data:`LEAVE` on one Redis server; ``fallback`` while it cannot serve."""
 
     def __init__(self, client: Any, fallback: LocalGate, keys: RedisKeys,
-                 states: RedisCachedStateStore | None = None, *, lock_ttl_s: float = 10.0,
-                 answer_ttl_s: int = 24 * 3600, wait_s: float = 15.0) -> None:
-        super().__init__()
+                 states: RedisCachedStateStore | None = None, limiter: RateLimiter | None = None, *,
+                 lock_ttl_s: float = 10.0, answer_ttl_s: int = 24 * 3600, wait_s: float = 15.0) -> None:
+        super().__init__(fallback.dedup, limiter)
         self.client = client
         self.fallback: LocalGate = fallback
         self.keys = keys
@@ -291,19 +276,6 @@ class RedisGate(Gate):
         self.breaker = Breaker("conversation locks, de-duplication and message rate limits")
         self._enter = client.register_script(ENTER)
         self._leave = client.register_script(LEAVE)
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        """The fallback's limiter: its limits are counted in Redis here, in-process there."""
-        return self.fallback.limiter
-
-    @limiter.setter
-    def limiter(self, value: RateLimiter | None) -> None:
-        self.fallback.limiter = value
-
-    @property
-    def dedup(self) -> DedupStore:
-        return self.fallback.dedup
 
     def step(self, q: Queued) -> Admission | None:
         if not self.breaker.closed or (self.states is not None and self.states.stale and not self.states.heal()):
@@ -374,9 +346,8 @@ class RedisGate(Gate):
 def make_gate(redis_url: str | None, database_url: str, limiter: RateLimiter | None = None,
               states: StateStore | None = None, prefix: str = "pcrm:") -> Gate:
     """Redis (falling back to the database lock) when ``REDIS_URL`` is set, else the database lock."""
-    local = LocalGate(DbLock(database_url), InProcessDedup(), limiter, states)
     if not redis_url:
-        return local
+        return LocalGate(DbLock(database_url), InProcessDedup(), limiter, states)
     cache = states if isinstance(states, RedisCachedStateStore) else None
     client = cache.client if cache is not None else sync_client(redis_url)
-    return RedisGate(client, local, RedisKeys(prefix), cache)
+    return RedisGate(client, LocalGate(DbLock(database_url), states=states), RedisKeys(prefix), cache, limiter)
