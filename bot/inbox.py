@@ -99,11 +99,11 @@ class Inbox(InboxPort):
 
     async def _receive(self, message: Message) -> Turn:
         started = time.perf_counter()
-        if self._threads is None:  # created on the event loop
+        if self._threads is None or self._threads.total_tokens != self.max_threads:  # made on the event loop
             self._threads = CapacityLimiter(self.max_threads)
         queued: Queued | None = None
         while True:
-            result = await to_thread.run_sync(self._receive_sync, message, queued, False, limiter=self._threads)
+            result = await to_thread.run_sync(self.receive_sync, message, queued, False, limiter=self._threads)
             if not isinstance(result, Queued):
                 break
             # An earlier message of this conversation is still being handled (here or by another
@@ -124,7 +124,7 @@ class Inbox(InboxPort):
                 log.warning("live event to %s not published", channel, exc_info=True)
         return turn
 
-    def _receive_sync(self, message: Message, queued: Queued | None = None, wait: bool = True
+    def receive_sync(self, message: Message, queued: Queued | None = None, wait: bool = True
                       ) -> tuple[Turn, list[tuple[str, dict[str, Any]]]] | Queued:
         """The message in a worker thread. ``wait=False`` (:meth:`receive`): a message that must
         wait for an earlier one of its conversation comes back as :class:`Queued`, to be passed

@@ -69,7 +69,7 @@ def _talk(inbox: Inbox, sender: str, texts: list[str]) -> list[str]:
     ticket, answers = "", []
     for t in texts:
         msg = Message(channel="rest", sender_id=sender, text=ticket if t == "<ticket>" else t)
-        turn, _live = inbox._receive_sync(msg)
+        turn, _live = inbox.receive_sync(msg)
         answers.append(turn.text)
         m = TICKET.search(turn.text)
         ticket = m.group(0) if m else ticket
@@ -127,13 +127,13 @@ def test_the_state_cache_holds_what_sql_holds(inbox: Inbox) -> None:
 def test_a_retried_delivery_is_stored_once_and_answered_the_same(inbox: Inbox) -> None:
     _talk(inbox, "retry", ["쓰레기 언제 버려요?"])
     msg = Message(channel="rest", sender_id="retry", text="여권 발급 얼마나 걸려요?", message_id="delivery-1")
-    first, _ = inbox._receive_sync(msg)
-    again, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
+    first, _ = inbox.receive_sync(msg)
+    again, _ = inbox.receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
     assert again.text == first.text and again.label == "duplicate"
     assert isinstance(inbox.gate, RedisGate)
     inbox.gate.fallback.dedup.clear()  # the answer forgotten everywhere but the database
     inbox.gate.client.flushdb()
-    third, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
+    third, _ = inbox.receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
     assert third.label == "duplicate"
     with inbox.sessions.kw["bind"].connect() as c:
         n = c.execute(text("SELECT count(*) FROM interactions WHERE message_id = 'delivery-1'")).scalar()
@@ -155,7 +155,7 @@ def test_a_state_saved_in_between_makes_the_fast_turn_write_nothing(inbox: Inbox
 
     inbox.engine.decide = decide_then_clash  # type: ignore[method-assign]
     try:
-        turn, _ = inbox._receive_sync(Message(channel="rest", sender_id="clash", text="한빛구 중앙로 12 앞"))
+        turn, _ = inbox.receive_sync(Message(channel="rest", sender_id="clash", text="한빛구 중앙로 12 앞"))
     finally:
         inbox.engine.decide = decide  # type: ignore[method-assign]
     with engine.connect() as c:
@@ -178,7 +178,7 @@ def _round_trips(inbox: Inbox, sender: str, text_: str) -> int:
 
     redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
     try:
-        inbox._receive_sync(Message(channel="rest", sender_id=sender, text=text_))
+        inbox.receive_sync(Message(channel="rest", sender_id=sender, text=text_))
     finally:
         redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
     return counted[0]
@@ -195,7 +195,7 @@ def test_the_gate_counts_rate_limits_before_storing_anything(inbox: Inbox) -> No
                                      per_channel_per_second=1000, prefix=f"rl-{uuid.uuid4().hex[:6]}:")
     _talk(inbox, "flood", ["쓰레기 언제 버려요?", "여권 발급 얼마나 걸려요?"])
     with pytest.raises(RateLimited) as err:
-        inbox._receive_sync(Message(channel="rest", sender_id="flood", text="전입신고 어떻게 해요?"))
+        inbox.receive_sync(Message(channel="rest", sender_id="flood", text="전입신고 어떻게 해요?"))
     assert err.value.scope == "sender"
     with inbox.sessions.kw["bind"].connect() as c:
         n = c.execute(text("SELECT count(*) FROM interactions WHERE direction = 'in'")).scalar()
@@ -215,7 +215,7 @@ def test_a_message_waiting_for_its_conversation_holds_no_thread(inbox: Inbox) ->
     loop and B (another conversation) is answered meanwhile; A follows once the lock is free."""
     import asyncio
 
-    inbox.max_threads, inbox._threads = 1, None
+    inbox.max_threads = 1
     _talk(inbox, "wait-a", ["쓰레기 언제 버려요?"])
     held, release = threading.Event(), threading.Event()
 
