@@ -228,7 +228,6 @@ def test_a_wait_over_the_limit_goes_ahead_under_the_fallback(prefix: str) -> Non
 def test_redis_down_every_message_goes_around(prefix: str) -> None:
     gate = _redis_gate(prefix, url="redis://127.0.0.1:1/0")
     gate.limiter = InProcessRateLimiter(per_sender_per_minute=2)
-    started = time.monotonic()
     for i in range(2):
         adm = _admitted(gate.admit("rest", "d", "rest:d", f"rest:d{i}", now=1000.0))
         adm.dedup = (f"rest:d{i}", [Reply(f"answer {i}")])
@@ -240,5 +239,4 @@ def test_redis_down_every_message_goes_around(prefix: str) -> None:
     assert [r.text for r in retry.answered or []] == ["answer 1"]  # answered from the process's memory
     with gate.hold("rest:d"):
         pass
-    assert time.monotonic() - started < 2  # one failed connection, then the breaker
     assert gate.stats["fallback"] == 4 and gate.stats["redis"] == 0  # the refused message admitted nowhere
