@@ -19,16 +19,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.admission import make_gate
 from bot.console.kb_routes import router as kb_console_router
 from bot.console.routes import router as console_router
 from bot.console.supervisor_routes import router as console_supervisor_router
-from bot.dedup import make_dedup
 from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.engine import Engine
 from bot.inbox import Inbox
 from bot.kb.sync import KbSync, engine_target
 from bot.live import make_live_events
-from bot.locks import make_conversation_lock
 from bot.logging_setup import install_pii_filter
 from bot.metrics import ErrorCounter
 from bot.metrics_http import router as metrics_router
@@ -182,9 +181,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     live = make_live_events(redis_url, prefix)
     inbox = Inbox(engine, sessions, live,
                   spool_path=settings.pcrm_spool_path or settings.pcrm_model_dir.parent / "spool.jsonl",
-                  lock=make_conversation_lock(redis_url, url, prefix),
-                  dedup=make_dedup(redis_url, prefix),
-                  limiter=make_rate_limiter(redis_url, settings.config(), prefix))
+                  gate=make_gate(redis_url, url, make_rate_limiter(redis_url, settings.config(), prefix),
+                                 engine.states, prefix))
     # The published knowledge base: seeded from nlu_data/knowledge when the store is empty, then
     # reloaded whenever an editor publishes (bot/kb/sync.py).
     kb_sync = KbSync(sessions, engine_target(engine),

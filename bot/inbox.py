@@ -27,24 +27,23 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics, telemetry
-from bot.dedup import DedupStore, InProcessDedup
-from bot.dialogue.redis_state import RedisCachedStateStore
+from bot.admission import Admission, Gate, LocalGate, Queued
+from bot.dedup import DedupStore
 from bot.dialogue.state import DialogueState
 from bot.engine import Engine
 from bot.inbox_port import InboxPort
 from bot.live import LiveEvents
-from bot.locks import ConversationLock, InProcessLock
+from bot.masking import mask_pii
 from bot.messages import Attachment, Message, Reply, Turn
-from bot.redis_gate import Admission, Queued, RedisGate
 from bot.sms import SmsSender
 from crm_store import handoffs, residents
-from crm_store.masking import mask_pii
 from crm_store.message_log import Clash, ConnectionLost, Duplicate, MessageLog, Stored, writes_all
 from crm_store.models import Feedback, Handoff, audit
 from crm_store.state_store import SqlStateStore
 from crm_store.timeutil import utcnow
 
 if TYPE_CHECKING:
+    from bot.locks import ConversationLock
     from bot.ratelimit import RateLimiter
 
 log = logging.getLogger("pcrm.inbox")
@@ -55,28 +54,38 @@ class Inbox(InboxPort):
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session], live: LiveEvents,
                  spool_path: Path | None = None, lock: ConversationLock | None = None,
-                 dedup: DedupStore | None = None, limiter: RateLimiter | None = None) -> None:
+                 dedup: DedupStore | None = None, limiter: RateLimiter | None = None,
+                 gate: Gate | None = None) -> None:
         self.engine = engine
         self.sessions = sessions
         self.live = live
         self.spool_path = spool_path or Path("var/spool.jsonl")
         #: The send-SMS interface for one-time codes; create_app sets it once channels exist.
         self.sms_sender: SmsSender | None = None
-        #: One conversation at a time (in-process, or across workers: Redis, the database).
-        self.lock = lock or InProcessLock()
-        #: The first answer of each delivery id (answers a retried webhook the same).
-        self.dedup = dedup or InProcessDedup()
-        #: Per-sender and per-channel limits (None: unlimited).
-        self.limiter = limiter
+        #: Admission (bot/admission.py): rate limits, one conversation at a time (in-process, or
+        #: across workers: Redis, the database), a retry's first answer, a pending state. Without
+        #: ``gate``: the in-process pieces given (``lock``, ``dedup``, ``limiter``) or defaults.
+        self.gate: Gate = gate or LocalGate(lock, dedup, limiter, engine.states)
         #: Messages handled at once by this process's threads (more only contend for the GIL).
         self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "4"))
         self._threads: Any = None
         #: Where messages and turns are stored (on PostgreSQL each of the two writes of a message
         #: in one autocommit statement).
         self.log = MessageLog(sessions)
-        #: Use the gate when Redis serves the lock, de-dup and state cache (off: the modules, one by one).
-        self.use_gate = True
-        self._gate: tuple[tuple[int, ...], RedisGate | None] = ((), None)
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        """Per-sender and per-channel limits (None: unlimited); the gate's, settable."""
+        return self.gate.limiter
+
+    @limiter.setter
+    def limiter(self, value: RateLimiter | None) -> None:
+        self.gate.limiter = value
+
+    @property
+    def dedup(self) -> DedupStore:
+        """The first answers this process gave (the gate's memory of them)."""
+        return self.gate.dedup
 
     async def receive(self, message: Message) -> Turn:
         """Store, decide, store. Messages of one conversation are handled strictly in order.
@@ -89,11 +98,11 @@ class Inbox(InboxPort):
 
     async def _receive(self, message: Message) -> Turn:
         started = time.perf_counter()
-        if self._threads is None:  # created on the event loop
+        if self._threads is None or self._threads.total_tokens != self.max_threads:  # made on the event loop
             self._threads = CapacityLimiter(self.max_threads)
         queued: Queued | None = None
         while True:
-            result = await to_thread.run_sync(self._receive_sync, message, queued, False, limiter=self._threads)
+            result = await to_thread.run_sync(self.receive_sync, message, queued, False, limiter=self._threads)
             if not isinstance(result, Queued):
                 break
             # An earlier message of this conversation is still being handled (here or by another
@@ -103,9 +112,7 @@ class Inbox(InboxPort):
             try:
                 await anyio.sleep(queued.wait_s)
             except BaseException:
-                gate = self.gate
-                if gate is not None:
-                    gate.abandon(queued)
+                self.gate.abandon(queued)
                 raise
         turn, live_events = result
         metrics.turn_done(message.channel, turn, time.perf_counter() - started)
@@ -116,50 +123,27 @@ class Inbox(InboxPort):
                 log.warning("live event to %s not published", channel, exc_info=True)
         return turn
 
-    @property
-    def gate(self) -> RedisGate | None:
-        """With Redis: the Redis work of a message in two round trips (bot/redis_gate.py); built
-        for the current lock, de-dup and state stores (tests and tools may swap them)."""
-        if not self.use_gate:
-            return None
-        parts = (self.lock, self.dedup, self.engine.states)
-        ident = tuple(id(p) for p in parts)
-        if self._gate[0] != ident:
-            states = parts[2] if isinstance(parts[2], RedisCachedStateStore) else None
-            self._gate = (ident, RedisGate(self.lock, self.dedup, states) if RedisGate.usable(*parts) else None)
-        return self._gate[1]
-
-    def _receive_sync(self, message: Message, queued: Queued | None = None, wait: bool = True
+    def receive_sync(self, message: Message, queued: Queued | None = None, wait: bool = True
                       ) -> tuple[Turn, list[tuple[str, dict[str, Any]]]] | Queued:
         """The message in a worker thread. ``wait=False`` (:meth:`receive`): a message that must
         wait for an earlier one of its conversation comes back as :class:`Queued`, to be passed
         in again later; ``wait=True`` (tools, tests): the wait happens here, in the thread."""
-        key = message.conversation_key
         gate = self.gate
-        if gate is not None and (queued is not None or gate.ready):  # limits, lock, retry answer, pending state
+        with metrics.timed("redis"):  # limits, lock, retry answer, pending state: one round trip with Redis
+            adm = gate.admit(message.channel, message.sender_id, message.conversation_key, _dedup_key(message),
+                             wait=wait, queued=queued)
+        if isinstance(adm, Queued):
+            return adm
+        try:
+            return self._receive_locked(message, adm)
+        finally:
             with metrics.timed("redis"):
-                adm = gate.admit(message.channel, message.sender_id, key, _dedup_key(message), self.limiter,
-                                 wait=wait, queued=queued)
-            if isinstance(adm, Queued):
-                return adm
-            if adm is not None and adm.locked:
-                try:
-                    return self._receive_locked(message, adm)
-                finally:
-                    with metrics.timed("redis"):
-                        gate.leave(adm)  # the answer for retries, the state cache, the release: one more
-            if adm is not None:  # the Redis lock wait timed out: its fallback, as RedisLock does
-                with (getattr(self.lock, "fallback", None) or InProcessLock()).hold(key):
-                    return self._receive_locked(message)
-        if self.limiter is not None:
-            self.limiter.check(message.channel, message.sender_id)
-        with self.lock.hold(key):
-            return self._receive_locked(message)
+                gate.leave(adm)  # the answer for retries, the state cache, the release: one more
 
     def _receive_locked(self, message: Message, adm: Admission | None = None
                         ) -> tuple[Turn, list[tuple[str, dict[str, Any]]]]:
-        """The message under its conversation's lock; ``adm`` holds what the gate read from
-        Redis and collects what it writes on leaving (None: the modules do both)."""
+        """The message under its conversation's lock; ``adm`` holds what the gate read and
+        collects what it writes on leaving."""
         dedup_key = _dedup_key(message)
         answered = adm.answered if adm is not None else self.dedup.get(dedup_key)
         if answered is not None:  # a retry (maybe answered by another worker): the same answer
@@ -436,9 +420,9 @@ class Inbox(InboxPort):
         """
         from anyio import from_thread
 
+        from bot.masking import mask_phone
+        from bot.phones import normalize_phone
         from crm_store import otp
-        from crm_store.masking import mask_phone
-        from crm_store.phones import normalize_phone
 
         k, lang = self.engine.knowledge, turn.lang
         secret = self.engine.settings.pcrm_secret_key
@@ -534,7 +518,7 @@ class Inbox(InboxPort):
         flush_dirty = getattr(self.engine.states, "flush_dirty", None)
         if flush_dirty is not None:
             try:
-                flush_dirty(self.lock.hold)
+                flush_dirty(self.gate.hold)
             except Exception:  # noqa: BLE001 - still down: next time
                 log.warning("dialogue states kept in Redis not written back yet", exc_info=True)
         if not self.spool_path.exists():

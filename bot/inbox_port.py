@@ -26,10 +26,10 @@ from crm_store import channel_events
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from bot.admission import Gate
     from bot.dialogue.state import DialogueState
     from bot.engine import Engine
     from bot.live import LiveEvents
-    from bot.locks import ConversationLock
 
 R = TypeVar("R")
 
@@ -37,11 +37,11 @@ R = TypeVar("R")
 class InboxPort:
     """The channel-port methods of :class:`bot.inbox.Inbox` other than ``receive``, and the web
     app's hooks on a conversation's state (:meth:`take_over`, :meth:`amend`). A mixin: it uses the
-    inbox's ``engine``, ``sessions``, ``lock`` and ``live``."""
+    inbox's ``engine``, ``sessions``, ``gate`` and ``live``."""
 
     engine: Engine
     sessions: sessionmaker[Session]
-    lock: ConversationLock
+    gate: Gate
     live: LiveEvents
 
     # --- channel events ----------------------------------------------------------------------
@@ -66,7 +66,7 @@ class InboxPort:
         await to_thread.run_sync(self.reset_sync, conversation_key, lang)
 
     def reset_sync(self, conversation_key: str, lang: Lang = "ko") -> None:
-        with self.lock.hold(conversation_key):
+        with self.gate.hold(conversation_key):
             self.engine.restart(conversation_key, lang)
 
     async def release(self, conversation_key: str, ask_rating: bool = True) -> list[Reply]:
@@ -74,7 +74,7 @@ class InboxPort:
 
     def release_sync(self, conversation_key: str, ask_rating: bool = True) -> list[Reply]:
         """An agent closed the hand-off: the bot resumes (asking for a rating first)."""
-        with self.lock.hold(conversation_key):
+        with self.gate.hold(conversation_key):
             return self.engine.release(conversation_key, ask_rating)
 
     async def take_over(self, conversation_key: str, department: str) -> None:
@@ -82,7 +82,7 @@ class InboxPort:
         await to_thread.run_sync(self.take_over_sync, conversation_key, department)
 
     def take_over_sync(self, conversation_key: str, department: str) -> None:
-        with self.lock.hold(conversation_key):
+        with self.gate.hold(conversation_key):
             self.engine.take_over(conversation_key, department)
 
     async def amend(self, conversation_key: str, change: Callable[[DialogueState], R]) -> R:
@@ -92,7 +92,7 @@ class InboxPort:
         return await to_thread.run_sync(self.amend_sync, conversation_key, change)
 
     def amend_sync(self, conversation_key: str, change: Callable[[DialogueState], R]) -> R:
-        with self.lock.hold(conversation_key):
+        with self.gate.hold(conversation_key):
             state = self.engine.states.load(conversation_key)
             before = state.to_json()
             result = change(state)

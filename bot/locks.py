@@ -1,20 +1,15 @@
 """Per-conversation locks: one conversation's messages are handled one at a time, in order.
 
-``with lock.hold(conversation_key): ...`` — three backends behind one interface:
+``with lock.hold(conversation_key): ...`` — two backends behind one interface (with Redis,
+the lock is a FIFO queue in Redis kept by the admission scripts, :class:`bot.admission.RedisGate`,
+which falls back to :class:`DbLock` while Redis is down):
 
 * :class:`InProcessLock` — FIFO locks in this process (one worker, or as the first
   stage of the others: waiters of one process queue here, not on the network).
 * :class:`DbLock` — PostgreSQL ``pg_advisory_xact_lock`` on a 64-bit hash of the key,
   in a transaction of its own (ended with the turn, or by the server if the process
   dies).  On SQLite there is one process per database file, so the process lock is
-  enough.  Used alone without Redis, and as :class:`RedisLock`'s fallback.
-* :class:`RedisLock` — a FIFO queue in Redis (a list per conversation; the head holds
-  the lock; every entry has a liveness key with a TTL so a killed worker's entry is
-  dropped after ``timeout`` seconds).  A plain Redis mutex (redis-py's ``Lock``)
-  lets waiters race on every poll, so a later message could overtake an earlier
-  one; the queue keeps arrival order across workers.  When Redis is unreachable it
-  falls back to :class:`DbLock` (residents still get answers) and returns to Redis
-  after a short cool-down, once Redis answers again.
+  enough.  Used alone without Redis, and as the Redis lock's fallback.
 
 If even the fallback fails (database down too), the turn runs under the process
 lock alone: answering the resident beats strict ordering across workers.
@@ -25,15 +20,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
-import uuid
 from abc import ABC
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
-
-from bot.redisconn import REDIS_DOWN, Breaker, sync_client
 
 log = logging.getLogger("pcrm.locks")
 
@@ -165,103 +156,3 @@ class DbLock(ConversationLock):
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-
-
-# KEYS[1] queue; ARGV: token, ttl ms, liveness prefix, enqueue (1/0).
-# Returns 1 = we hold it (head of the queue), 0 = wait, -1 = our entry is gone (re-enqueue).
-_ACQUIRE = """
-local q, me, ttl, pfx = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
-redis.call('SET', pfx .. me, '1', 'PX', ttl)
-if ARGV[4] == '1' then redis.call('RPUSH', q, me) end
-redis.call('PEXPIRE', q, ttl * 2)
-while true do
-  local head = redis.call('LINDEX', q, 0)
-  if not head then return -1 end
-  if head == me then return 1 end
-  if redis.call('EXISTS', pfx .. head) == 1 then
-    if redis.call('LPOS', q, me) then return 0 end
-    return -1
-  end
-  redis.call('LPOP', q)
-end
-"""
-# KEYS[1] queue; ARGV: token, liveness prefix.
-_RELEASE = """
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1])
-else redis.call('LREM', KEYS[1], 1, ARGV[1]) end
-redis.call('DEL', ARGV[2] .. ARGV[1])
-return 1
-"""
-
-
-class RedisLock(ConversationLock):
-    """A FIFO lock per conversation in Redis, falling back to ``fallback`` while Redis is down."""
-
-    def __init__(self, url: str, fallback: ConversationLock | None = None, prefix: str = "pcrm:",
-                 timeout: float = 10.0, blocking_timeout: float = 15.0, client: Any = None) -> None:
-        super().__init__()
-        self._redis = client or sync_client(url)
-        self.fallback = fallback
-        self.prefix = prefix + "lock:"
-        self.timeout_ms = int(timeout * 1000)
-        self.blocking_timeout = blocking_timeout
-        self.breaker = Breaker("conversation locks")
-        self._acquire_script = self._redis.register_script(_ACQUIRE)
-        self._release_script = self._redis.register_script(_RELEASE)
-
-    @property
-    def client(self) -> Any:
-        """The Redis client (the admission gate runs its scripts on the same server)."""
-        return self._redis
-
-    @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        """Queue in Redis straight away (no process lock first: that would let a later
-        message of another worker overtake an earlier one waiting here)."""
-        token: str | None = None
-        if self.breaker.closed:
-            try:
-                token = self._acquire(key)
-                self.breaker.succeeded()
-            except REDIS_DOWN as exc:
-                self.breaker.failed(exc)
-        if token is None:
-            fallback = self.fallback or InProcessLock()
-            self.stats["fallback"] += 1
-            with fallback.hold(key):
-                yield
-            return
-        self.stats["redis"] += 1
-        try:
-            yield
-        finally:
-            try:
-                self._release_script(keys=[self.prefix + key], args=[token, self.prefix + "alive:"])
-            except REDIS_DOWN as exc:  # the entry expires by itself
-                self.breaker.failed(exc)
-
-    def _acquire(self, key: str) -> str | None:
-        """Queue up and wait to be the head; the token, or None after ``blocking_timeout``."""
-        token = uuid.uuid4().hex
-        qkey, alive = self.prefix + key, self.prefix + "alive:"
-        deadline = time.monotonic() + self.blocking_timeout
-        enqueue, pause = "1", 0.001
-        while True:
-            got = self._acquire_script(keys=[qkey], args=[token, self.timeout_ms, alive, enqueue])
-            if got == 1:
-                return token
-            enqueue = "1" if got == -1 else "0"
-            if time.monotonic() > deadline:
-                log.warning("conversation lock wait over %.0fs; going ahead", self.blocking_timeout)
-                self._release_script(keys=[qkey], args=[token, alive])
-                return None
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.01)
-
-
-def make_conversation_lock(redis_url: str | None, database_url: str, prefix: str = "pcrm:") -> ConversationLock:
-    """Redis (with the database as fallback) when ``REDIS_URL`` is set, else the database lock."""
-    db = DbLock(database_url)
-    if redis_url:
-        return RedisLock(redis_url, fallback=db, prefix=prefix)
-    return db

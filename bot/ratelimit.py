@@ -2,9 +2,11 @@
 
 Fixed windows: at most ``per_sender_per_minute`` messages of one conversation
 (channel + sender) per minute and ``per_channel_per_second`` messages of one channel
-per second.  :class:`RedisRateLimiter` counts across workers (``INCR`` + ``EXPIRE``
-of a key per window); :class:`InProcessRateLimiter` counts in this process and is
-the fallback while Redis is down.  Limits come from ``config.yml``::
+per second.  :class:`InProcessRateLimiter` counts in this process; :class:`RedisRateLimiter`
+counts across workers (``INCR`` + ``EXPIRE`` of a key per window, falling back to its own
+in-process counters while Redis is down).  With Redis, a message's two counters are counted
+by the admission script (:class:`bot.admission.RedisGate`), on the limits and buckets named
+here (:meth:`RateLimiter.limits`).  Limits come from ``config.yml``::
 
     rate_limits: {per_sender_per_minute: 300, per_channel_per_second: 1000}
 
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.municipality import Municipality
-from bot.redisconn import REDIS_DOWN, Breaker, sync_client
+from bot.redisconn import REDIS_DOWN, Breaker, RedisKeys, sync_client
 
 
 class RateLimited(Exception):
@@ -33,6 +35,11 @@ class RateLimited(Exception):
         super().__init__(f"rate limit exceeded ({scope}); retry after {retry_after}s")
         self.scope = scope
         self.retry_after = retry_after
+
+    @classmethod
+    def until_window_end(cls, scope: str, window_s: int, now: float) -> RateLimited:
+        """Over the limit of a fixed window of ``window_s`` seconds: retry when it ends."""
+        return cls(scope, max(1, math.ceil(window_s - now % window_s)))
 
 
 class RateLimiter(ABC):
@@ -55,24 +62,28 @@ class RateLimiter(ABC):
         window of ``window_s`` seconds (used for one-time codes and console logins as well)."""
         now = time.time() if now is None else now
         if limit and self.count(f"x:{bucket}", window_s, now) > limit:
-            raise RateLimited(bucket.split(":", 1)[0], max(1, math.ceil(window_s - now % window_s)))
+            raise RateLimited.until_window_end(bucket.split(":", 1)[0], window_s, now)
 
     def blocked(self, bucket: str, limit: int, window_s: int, now: float | None = None) -> None:
         """:class:`RateLimited` if ``bucket`` already reached ``limit`` in this window (not counting
         this call): a lockout that failures feed through :meth:`hit` and successes never touch."""
         now = time.time() if now is None else now
         if limit and self.peek(f"x:{bucket}", window_s, now) >= limit:
-            raise RateLimited(bucket.split(":", 1)[0], max(1, math.ceil(window_s - now % window_s)))
+            raise RateLimited.until_window_end(bucket.split(":", 1)[0], window_s, now)
+
+    def limits(self, channel: str, sender_id: str) -> list[tuple[str, str, int, int]]:
+        """A message's limits that are set, in the order they are counted (the sender is not
+        counted once the channel is over): ``(scope, bucket, limit, window_s)``."""
+        return [(scope, bucket, limit, window) for scope, bucket, limit, window in (
+            ("channel", f"c:{channel}", self.per_channel_per_second, 1),
+            ("sender", f"s:{channel}:{sender_id}", self.per_sender_per_minute, 60)) if limit]
 
     def check(self, channel: str, sender_id: str, now: float | None = None) -> None:
         """Count one message; raise :class:`RateLimited` if it is over a limit."""
         now = time.time() if now is None else now
-        if self.per_channel_per_second and \
-                self.count(f"c:{channel}", 1, now) > self.per_channel_per_second:
-            raise RateLimited("channel", 1)
-        if self.per_sender_per_minute and \
-                self.count(f"s:{channel}:{sender_id}", 60, now) > self.per_sender_per_minute:
-            raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
+        for scope, bucket, limit, window in self.limits(channel, sender_id):
+            if self.count(bucket, window, now) > limit:
+                raise RateLimited.until_window_end(scope, window, now)
 
 
 class InProcessRateLimiter(RateLimiter):
@@ -101,19 +112,6 @@ class InProcessRateLimiter(RateLimiter):
         return n if seen_start == start else 0
 
 
-# KEYS: channel counter, sender counter; ARGV: channel limit, its TTL, sender limit, its TTL.
-# Returns {0, 0} within both limits, {1, n} over the channel's, {2, n} over the sender's.
-_BOTH = """
-local c = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if c > tonumber(ARGV[1]) then return {1, c} end
-local s = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-if s > tonumber(ARGV[3]) then return {2, s} end
-return {0, 0}
-"""
-
-
 class RedisRateLimiter(RateLimiter):
     """Counters in Redis, shared by every worker."""
 
@@ -121,39 +119,13 @@ class RedisRateLimiter(RateLimiter):
                  prefix: str = "pcrm:", client: Any = None) -> None:
         super().__init__(per_sender_per_minute, per_channel_per_second)
         self._redis = client or sync_client(url)
-        self.prefix = prefix + "rl:"
+        self.keys = RedisKeys(prefix)
         self.local = InProcessRateLimiter(per_sender_per_minute, per_channel_per_second)
         self.breaker = Breaker("rate limits")
-        self._both = self._redis.register_script(_BOTH)
-
-    def check(self, channel: str, sender_id: str, now: float | None = None) -> None:
-        """Both counters in one round trip (a script: the sender is counted only if the
-        channel is within its limit, as in :meth:`RateLimiter.check`)."""
-        now = time.time() if now is None else now
-        if not (self.per_channel_per_second and self.per_sender_per_minute) or not self.breaker.closed:
-            super().check(channel, sender_id, now)
-            return
-        keys = self.window_keys(channel, sender_id, now)
-        try:
-            which, _n = self._both(keys=keys, args=[self.per_channel_per_second, 2, self.per_sender_per_minute, 61])
-            self.breaker.succeeded()
-        except REDIS_DOWN as exc:
-            self.breaker.failed(exc)
-            super().check(channel, sender_id, now)
-            return
-        if int(which) == 1:
-            raise RateLimited("channel", 1)
-        if int(which) == 2:
-            raise RateLimited("sender", max(1, math.ceil(60 - now % 60)))
-
-    def window_keys(self, channel: str, sender_id: str, now: float) -> list[str]:
-        """The counters of this second for ``channel`` and of this minute for the sender
-        (also counted by bot/redis_gate.py's script, so both must name them alike)."""
-        return [f"{self.prefix}c:{channel}:1:{int(now)}", f"{self.prefix}s:{channel}:{sender_id}:60:{int(now // 60)}"]
 
     def count(self, bucket: str, window_s: int, now: float) -> int:
         if self.breaker.closed:
-            key = f"{self.prefix}{bucket}:{window_s}:{int(now // window_s)}"
+            key = self.keys.counter(bucket, window_s, now)
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 pipe.incr(key)
@@ -168,7 +140,7 @@ class RedisRateLimiter(RateLimiter):
     def peek(self, bucket: str, window_s: int, now: float) -> int:
         if self.breaker.closed:
             try:
-                raw = self._redis.get(f"{self.prefix}{bucket}:{window_s}:{int(now // window_s)}")
+                raw = self._redis.get(self.keys.counter(bucket, window_s, now))
                 self.breaker.succeeded()
                 return int(raw or 0)
             except REDIS_DOWN as exc:

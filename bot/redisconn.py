@@ -81,3 +81,34 @@ class Breaker:
             self._was_down = False
         log.warning("redis is back for %s", self.name)
         return True
+
+
+class RedisKeys:
+    """Every key the runtime keeps in Redis, named in this one place (under the deployment's
+    ``PCRM_REDIS_PREFIX``): the admission scripts (:mod:`bot.admission`), the state cache
+    (:mod:`bot.dialogue.redis_state`) and the rate limits (:mod:`bot.ratelimit`) name them alike."""
+
+    __slots__ = ("prefix", "alive", "dirty")
+
+    def __init__(self, prefix: str = "pcrm:") -> None:
+        self.prefix = prefix
+        #: Prefix of a lock queue entry's liveness key (``alive`` + token, with a TTL).
+        self.alive = prefix + "lock:alive:"
+        #: The set of conversation keys whose state was kept in Redis during a database outage.
+        self.dirty = prefix + "state-dirty"
+
+    def lock(self, key: str) -> str:
+        """The FIFO queue (a list of tokens) of conversation ``key``; its head holds the lock."""
+        return f"{self.prefix}lock:{key}"
+
+    def answer(self, dedup_key: str) -> str:
+        """The first answer (replies JSON) to delivery ``dedup_key``."""
+        return f"{self.prefix}dedup:{dedup_key}"
+
+    def state(self, key: str) -> str:
+        """The cached dialogue state (JSON) of conversation ``key``."""
+        return f"{self.prefix}state:{key}"
+
+    def counter(self, bucket: str, window_s: int, now: float) -> str:
+        """The counter of ``bucket`` in the window of ``window_s`` seconds around ``now``."""
+        return f"{self.prefix}rl:{bucket}:{window_s}:{int(now // window_s)}"

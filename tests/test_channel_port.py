@@ -145,7 +145,7 @@ def test_reset_and_release_run_under_the_conversations_lock(inbox: Inbox) -> Non
     key = f"twilio_voice:{PHONE}"
     engine: FakeEngine = inbox.engine  # type: ignore[assignment]
     engine.states.save(DialogueState(key=key, active_form="streetlight", handed_off=True, lang="en"))
-    lock: RecordingLock = inbox.lock  # type: ignore[assignment]
+    lock: RecordingLock = inbox.gate.lock  # type: ignore[attr-defined]
     anyio.run(inbox.reset, key)
     state = engine.states.load(key)
     assert not state.active_form and not state.handed_off and state.lang == "ko"
@@ -199,7 +199,7 @@ def test_an_anonymous_caller_is_limited_de_duplicated_and_not_stored(inbox: Inbo
         say(3, "도로")
     assert engine.turns == 2
     # Each admitted delivery took the conversation's lock (the retry too: its answer is read under it).
-    assert inbox.lock.held.count(f"twilio_voice:{anon}") == 3  # type: ignore[attr-defined]
+    assert inbox.gate.lock.held.count(f"twilio_voice:{anon}") == 3  # type: ignore[attr-defined]
     with inbox.sessions() as s:
         assert s.scalars(select(Interaction)).all() == []
         assert s.scalars(select(ChannelIdentity)).all() == []

@@ -2,11 +2,11 @@
 
 The message log (``crm_store/message_log.py``) runs each of a message's two writes as one
 autocommit statement on PostgreSQL, and as separate statements in one transaction elsewhere
-(SQLite, or PostgreSQL with ``log.pg`` off); ``bot/redis_gate.py`` does the Redis work of a
-message in two round trips instead of the modules' one by one. These tests run the same visits
+(SQLite, or PostgreSQL with ``log.pg`` off); ``bot/admission.py``'s Redis gate does the Redis
+work of a message in two round trips instead of its in-process gate's (the database lock, answers
+and counters in the process, the state cache's own calls). These tests run the same visits
 through each and compare the store row by row, and prove the cases where the fast path must
-give up: a retried delivery, a state saved by someone else in between, a rate limit, a lock
-held by a message that took the general path.
+give up: a retried delivery, a state saved by someone else in between, a rate limit.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from bot.admission import LocalGate, RedisGate
 from bot.app import create_app
 from bot.inbox import Inbox
 from bot.messages import Message
@@ -55,7 +56,7 @@ def inbox(tmp_path: Any) -> Iterator[Inbox]:
     app = create_app(settings)
     box: Inbox = app.state.inbox
     box.limiter = None
-    assert box.log.pg is not None and box.gate is not None, "the fast paths are on for PostgreSQL + Redis"
+    assert box.log.pg is not None and isinstance(box.gate, RedisGate), "the fast paths are on for PostgreSQL + Redis"
     try:
         yield box
     finally:
@@ -70,7 +71,7 @@ def _talk(inbox: Inbox, sender: str, texts: list[str]) -> list[str]:
     ticket, answers = "", []
     for t in texts:
         msg = Message(channel="rest", sender_id=sender, text=ticket if t == "<ticket>" else t)
-        turn, _live = inbox._receive_sync(msg)
+        turn, _live = inbox.receive_sync(msg)
         answers.append(turn.text)
         m = TICKET.search(turn.text)
         ticket = m.group(0) if m else ticket
@@ -112,7 +113,8 @@ def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> 
     # The first visit's pothole is fixed: the second visit, at the same address, is not offered it.
     with inbox.sessions.begin() as s:
         s.execute(text("UPDATE service_requests SET status = 'closed', sub_status = 'resolved'"))
-    inbox.log.pg, inbox.use_gate = None, False  # separate statements in one transaction, one Redis module at a time
+    assert isinstance(inbox.gate, RedisGate)
+    inbox.log.pg, inbox.gate = None, inbox.gate.fallback  # separate statements in one transaction, the in-process gate
     slow = _talk(inbox, "slow", VISIT)
     assert [_blank(a) for a in fast] == [_blank(a) for a in slow]
     a, b = _snapshot(inbox, "fast"), _snapshot(inbox, "slow")
@@ -127,7 +129,7 @@ def test_a_whole_visit_is_stored_as_the_general_path_stores_it(inbox: Inbox) -> 
 def test_the_state_cache_holds_what_sql_holds(inbox: Inbox) -> None:
     _talk(inbox, "cache", VISIT[:4])
     states = inbox.engine.states
-    cached = states._redis.get(states.prefix + "rest:cache")
+    cached = states.client.get(states.keys.state("rest:cache"))
     with inbox.sessions.kw["bind"].connect() as c:
         sql = c.execute(text("SELECT state FROM conversations WHERE key = 'rest:cache'")).scalar()
     assert cached is not None and cached.decode() == sql
@@ -136,12 +138,13 @@ def test_the_state_cache_holds_what_sql_holds(inbox: Inbox) -> None:
 def test_a_retried_delivery_is_stored_once_and_answered_the_same(inbox: Inbox) -> None:
     _talk(inbox, "retry", ["쓰레기 언제 버려요?"])
     msg = Message(channel="rest", sender_id="retry", text="여권 발급 얼마나 걸려요?", message_id="delivery-1")
-    first, _ = inbox._receive_sync(msg)
-    again, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
+    first, _ = inbox.receive_sync(msg)
+    again, _ = inbox.receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
     assert again.text == first.text and again.label == "duplicate"
-    inbox.dedup.local._data.clear()  # the answer forgotten everywhere but the database
-    inbox.dedup._redis.flushdb()
-    third, _ = inbox._receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
+    assert isinstance(inbox.gate, RedisGate)
+    inbox.gate.fallback.dedup.clear()  # the answer forgotten everywhere but the database
+    inbox.gate.client.flushdb()
+    third, _ = inbox.receive_sync(Message(channel="rest", sender_id="retry", text=msg.text, message_id="delivery-1"))
     assert third.label == "duplicate"
     with inbox.sessions.kw["bind"].connect() as c:
         n = c.execute(text("SELECT count(*) FROM interactions WHERE message_id = 'delivery-1'")).scalar()
@@ -163,7 +166,7 @@ def test_a_state_saved_in_between_makes_the_fast_turn_write_nothing(inbox: Inbox
 
     inbox.engine.decide = decide_then_clash  # type: ignore[method-assign]
     try:
-        turn, _ = inbox._receive_sync(Message(channel="rest", sender_id="clash", text="한빛구 중앙로 12 앞"))
+        turn, _ = inbox.receive_sync(Message(channel="rest", sender_id="clash", text="한빛구 중앙로 12 앞"))
     finally:
         inbox.engine.decide = decide  # type: ignore[method-assign]
     with engine.connect() as c:
@@ -186,7 +189,7 @@ def _round_trips(inbox: Inbox, sender: str, text_: str) -> int:
 
     redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
     try:
-        inbox._receive_sync(Message(channel="rest", sender_id=sender, text=text_))
+        inbox.receive_sync(Message(channel="rest", sender_id=sender, text=text_))
     finally:
         redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
     return counted[0]
@@ -196,42 +199,29 @@ def test_a_message_costs_two_redis_round_trips(inbox: Inbox) -> None:
     inbox.limiter = RedisRateLimiter(f"{REDIS_URL.rstrip('/')}/13", 100, 100, prefix="rt:")
     _talk(inbox, "rt", ["쓰레기 언제 버려요?"])
     assert _round_trips(inbox, "rt", "여권 발급 얼마나 걸려요?") == 2
-    inbox.use_gate = False
-    assert _round_trips(inbox, "rt", "전입신고 어떻게 해요?") >= 6  # limits, lock in/out, de-dup in/out, state
 
 
 def test_the_gate_counts_rate_limits_before_storing_anything(inbox: Inbox) -> None:
     inbox.limiter = RedisRateLimiter(f"{REDIS_URL.rstrip('/')}/13", per_sender_per_minute=2,
                                      per_channel_per_second=1000, prefix=f"rl-{uuid.uuid4().hex[:6]}:")
+    if time.time() % 60 > 40:  # the limits are fixed one-minute windows: three messages in one of them
+        time.sleep(61 - time.time() % 60)
     _talk(inbox, "flood", ["쓰레기 언제 버려요?", "여권 발급 얼마나 걸려요?"])
     with pytest.raises(RateLimited) as err:
-        inbox._receive_sync(Message(channel="rest", sender_id="flood", text="전입신고 어떻게 해요?"))
+        inbox.receive_sync(Message(channel="rest", sender_id="flood", text="전입신고 어떻게 해요?"))
     assert err.value.scope == "sender"
     with inbox.sessions.kw["bind"].connect() as c:
         n = c.execute(text("SELECT count(*) FROM interactions WHERE direction = 'in'")).scalar()
     assert n == 2
 
 
-def test_a_gate_message_waits_for_a_lock_held_through_the_modules(inbox: Inbox) -> None:
-    """The gate queues on the same Redis FIFO lock as bot/locks.py: one conversation, one at a time."""
-    _talk(inbox, "order", ["쓰레기 언제 버려요?"])
-    done = threading.Event()
-    with inbox.lock.hold("rest:order"):
-        worker = threading.Thread(target=lambda: (_talk(inbox, "order", ["여권 발급 얼마나 걸려요?"]), done.set()))
-        worker.start()
-        time.sleep(0.4)
-        assert not done.is_set()
-    worker.join(10)
-    assert done.is_set()
-
-
 def test_sqlite_stores_what_postgresql_stores(inbox: Inbox, tmp_path: Any) -> None:
     """The same visit through the message log's one-statement writes on PostgreSQL and its
-    separate statements on SQLite (no Redis): the same answers, the same rows."""
+    separate statements on SQLite (no Redis: the in-process gate): the same answers, the same rows."""
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", redis_url=None,
                         pcrm_model_dir=ROOT / "var" / "model", pcrm_config=always_open_config(tmp_path))
     box = create_app(settings).state.inbox
-    assert box.log.pg is None and box.gate is None
+    assert box.log.pg is None and isinstance(box.gate, LocalGate)
     fast = _talk(inbox, "pg", VISIT)
     lite = _talk(box, "lite", VISIT)
     assert [_blank(a) for a in fast] == [_blank(a) for a in lite]
@@ -247,12 +237,12 @@ def test_a_message_waiting_for_its_conversation_holds_no_thread(inbox: Inbox) ->
     loop and B (another conversation) is answered meanwhile; A follows once the lock is free."""
     import asyncio
 
-    inbox.max_threads, inbox._threads = 1, None
+    inbox.max_threads = 1
     _talk(inbox, "wait-a", ["쓰레기 언제 버려요?"])
     held, release = threading.Event(), threading.Event()
 
     def hold_a() -> None:
-        with inbox.lock.hold("rest:wait-a"):
+        with inbox.gate.hold("rest:wait-a"):
             held.set()
             release.wait(10)
 

@@ -3,12 +3,12 @@
 * One flooding sender gets 429 + Retry-After on a webhook (a polite "잠시 후 다시" on the
   web chat socket) while another sender is still answered.
 * Two :class:`RedisRateLimiter` (two workers) share their counts; without Redis they count
-  alone.  Two :class:`RedisLock` (two workers) hand one conversation over in arrival order.
+  alone.  (The message limits with Redis are counted by the admission script:
+  tests/test_admission.py.)
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.locks import InProcessLock, RedisLock
 from bot.ratelimit import InProcessRateLimiter, RateLimited, RedisRateLimiter
 from bot.settings import ROOT, Settings
 from bot.webchat_keys import new_key, protocols_for
@@ -111,8 +110,8 @@ def test_two_workers_share_their_counts_in_redis(redis_db: tuple[str, str]) -> N
         down.check("rest", "y", now)
 
 
-def test_both_limits_in_one_round_trip_are_shared_and_ordered(redis_db: tuple[str, str]) -> None:
-    """With both limits set, one script counts the channel, then (only within it) the sender."""
+def test_both_limits_are_shared_and_ordered(redis_db: tuple[str, str]) -> None:
+    """With both limits set, the channel is counted, then (only within it) the sender."""
     url, prefix = redis_db
     a = RedisRateLimiter(url, per_sender_per_minute=3, per_channel_per_second=4, prefix=prefix)
     b = RedisRateLimiter(url, per_sender_per_minute=3, per_channel_per_second=4, prefix=prefix)
@@ -137,47 +136,3 @@ def test_both_limits_in_one_round_trip_are_shared_and_ordered(redis_db: tuple[st
     down.check("rest", "z", now)  # Redis unreachable: counted in-process, still limited
     with pytest.raises(RateLimited):
         down.check("rest", "z", now)
-
-
-def test_redis_lock_hands_a_conversation_over_in_arrival_order_across_workers(redis_db: tuple[str, str]) -> None:
-    url, prefix = redis_db
-    workers = [RedisLock(url, fallback=InProcessLock(), prefix=prefix) for _ in range(2)]
-    for w in workers:
-        with w.hold("warm-up"):
-            pass
-    order: list[int] = []
-    inside = threading.Lock()
-    overlaps: list[int] = []
-
-    def message(i: int) -> None:
-        with workers[i % 2].hold("rest:someone"):
-            if not inside.acquire(blocking=False):
-                overlaps.append(i)
-                return
-            order.append(i)
-            time.sleep(0.03)
-            inside.release()
-
-    threads: list[threading.Thread] = []
-    for i in range(8):
-        t = threading.Thread(target=message, args=(i,))
-        t.start()
-        threads.append(t)
-        time.sleep(0.015)  # arrival order 0, 1, 2, ... alternating between the two "workers"
-    for t in threads:
-        t.join(10)
-    assert not overlaps
-    assert order == list(range(8))
-    assert workers[0].stats["redis"] >= 4 and workers[1].stats["redis"] >= 4
-
-
-def test_redis_lock_falls_back_when_redis_is_down() -> None:
-    fallback = InProcessLock()
-    lock = RedisLock("redis://127.0.0.1:1/0", fallback=fallback)
-    started = time.monotonic()
-    for _ in range(3):
-        with lock.hold("k"):
-            pass
-    assert time.monotonic() - started < 2
-    assert lock.stats["fallback"] == 3 and fallback.stats["process"] == 3
-

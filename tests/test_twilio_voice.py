@@ -330,17 +330,17 @@ def test_a_new_call_resets_the_dialogue_under_the_conversations_lock(server: Twi
     assert server.engine.states.load(key).active_form
     inbox = server.app.state.inbox
     held: list[str] = []
-    hold = inbox.lock.hold
+    hold = inbox.gate.hold
 
     def recording(k: str) -> object:
         held.append(k)
         return hold(k)
 
-    inbox.lock.hold = recording
+    inbox.gate.hold = recording
     try:
         Call(server, number).start()
     finally:
-        del inbox.lock.hold
+        del inbox.gate.hold
     assert held == [key]
     state = server.engine.states.load(key)
     assert not state.active_form and state.lang == "ko"

@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from bot.dialogue.state import DialogueState, StateStore
-from bot.redisconn import REDIS_DOWN, Breaker, sync_client
+from bot.redisconn import REDIS_DOWN, Breaker, RedisKeys, sync_client
 
 log = logging.getLogger("pcrm.state.redis")
 
@@ -38,8 +38,7 @@ class RedisCachedStateStore(StateStore):
                  client: Any = None) -> None:
         self.backing = backing
         self._redis = client or sync_client(url)
-        self.prefix = prefix + "state:"
-        self.dirty_key = prefix + "state-dirty"
+        self.keys = RedisKeys(prefix)
         self.ttl_s = ttl_s
         self.breaker = Breaker("dialogue state cache")
         self._stale: set[str] = set()
@@ -66,20 +65,26 @@ class RedisCachedStateStore(StateStore):
         with self._stale_lock:
             keys = list(self._stale)
         if keys:
-            self._redis.delete(*[self.prefix + k for k in keys])
+            self._redis.delete(*[self.keys.state(k) for k in keys])
             with self._stale_lock:
                 self._stale.difference_update(keys)
             log.warning("dropped %d possibly stale state cache entr(ies)", len(keys))
 
     @property
     def client(self) -> Any:
-        """The Redis client (the admission gate runs its scripts on the same server)."""
+        """The Redis client (the admission scripts run on the same server: bot/admission.py)."""
         return self._redis
 
     @property
     def stale(self) -> bool:
         """Whether some cached states may be stale (an update failed while Redis was down)."""
         return bool(self._stale)
+
+    def heal(self) -> bool:
+        """Drop the entries that may be stale now (before a caller reads the cache itself);
+        False while Redis is down."""
+        ok, _ = self._redis_call(lambda: None)
+        return ok
 
     def mark_stale(self, key: str) -> None:
         """Drop ``key``'s cached state as soon as Redis answers again (its update failed)."""
@@ -88,14 +93,14 @@ class RedisCachedStateStore(StateStore):
 
     # --- StateStore ------------------------------------------------------------------------
     def load(self, key: str) -> DialogueState:
-        ok, raw = self._redis_call(lambda: self._redis.get(self.prefix + key))
+        ok, raw = self._redis_call(lambda: self._redis.get(self.keys.state(key)))
         if ok and raw is not None:
             self.hits += 1
             return DialogueState.from_json(raw)
         self.misses += 1
         state = self.backing.load(key)
         if ok:
-            self._redis_call(lambda: self._redis.set(self.prefix + key, state.to_json(), ex=self.ttl_s, nx=True))
+            self._redis_call(lambda: self._redis.set(self.keys.state(key), state.to_json(), ex=self.ttl_s, nx=True))
         return state
 
     def save(self, state: DialogueState) -> None:
@@ -108,8 +113,8 @@ class RedisCachedStateStore(StateStore):
 
             def keep() -> None:
                 pipe = self._redis.pipeline(transaction=True)
-                pipe.set(self.prefix + state.key, raw)  # no TTL until written back
-                pipe.sadd(self.dirty_key, state.key)
+                pipe.set(self.keys.state(state.key), raw)  # no TTL until written back
+                pipe.sadd(self.keys.dirty, state.key)
                 pipe.execute()
 
             ok, _ = self._redis_call(keep)
@@ -120,7 +125,7 @@ class RedisCachedStateStore(StateStore):
                         type(exc).__name__)
             return
         raw = state.to_json()
-        ok, _ = self._redis_call(lambda: self._redis.set(self.prefix + state.key, raw, ex=self.ttl_s))
+        ok, _ = self._redis_call(lambda: self._redis.set(self.keys.state(state.key), raw, ex=self.ttl_s))
         if not ok:
             self.mark_stale(state.key)
 
@@ -129,8 +134,8 @@ class RedisCachedStateStore(StateStore):
 
         def drop() -> None:
             pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(self.prefix + key)
-            pipe.srem(self.dirty_key, key)
+            pipe.delete(self.keys.state(key))
+            pipe.srem(self.keys.dirty, key)
             pipe.execute()
 
         ok, _ = self._redis_call(drop)
@@ -141,10 +146,10 @@ class RedisCachedStateStore(StateStore):
     def pending(self, key: str) -> DialogueState | None:
         """The state of ``key`` kept in Redis during a database outage and not written back yet."""
 
-        ok, dirty = self._redis_call(lambda: self._redis.sismember(self.dirty_key, key))
+        ok, dirty = self._redis_call(lambda: self._redis.sismember(self.keys.dirty, key))
         if not ok or not dirty:
             return None
-        ok, raw = self._redis_call(lambda: self._redis.get(self.prefix + key))
+        ok, raw = self._redis_call(lambda: self._redis.get(self.keys.state(key)))
         return DialogueState.from_json(raw) if ok and raw is not None else None
 
     def saved(self, state: DialogueState, was_pending: bool = False, raw: str | None = None) -> None:
@@ -153,34 +158,34 @@ class RedisCachedStateStore(StateStore):
 
         def put() -> None:
             pipe = self._redis.pipeline(transaction=True)
-            pipe.set(self.prefix + state.key, raw, ex=self.ttl_s)
-            pipe.srem(self.dirty_key, state.key)
+            pipe.set(self.keys.state(state.key), raw, ex=self.ttl_s)
+            pipe.srem(self.keys.dirty, state.key)
             pipe.execute()
 
         ok, _ = self._redis_call(put if was_pending else
-                                 lambda: self._redis.set(self.prefix + state.key, raw, ex=self.ttl_s))
+                                 lambda: self._redis.set(self.keys.state(state.key), raw, ex=self.ttl_s))
         if not ok:
             self.mark_stale(state.key)
 
     # --- write-back ------------------------------------------------------------------------
     def flush_dirty(self, lock: Callable[[str], AbstractContextManager[Any]] | None = None) -> int:
         """Write states kept in Redis during a database outage to SQL; returns how many."""
-        ok, keys = self._redis_call(lambda: self._redis.smembers(self.dirty_key))
+        ok, keys = self._redis_call(lambda: self._redis.smembers(self.keys.dirty))
         if not ok or not keys:
             return 0
         written = 0
         for raw_key in keys:
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             with (lock or (lambda _k: nullcontext()))(key):
-                ok, raw = self._redis_call(lambda k=key: self._redis.get(self.prefix + k))
+                ok, raw = self._redis_call(lambda k=key: self._redis.get(self.keys.state(k)))
                 if not ok:
                     return written
                 if raw is not None:
                     state = DialogueState.from_json(raw)
                     state.version = self.backing.load(key).version  # SQL's version; this save wins
                     self.backing.save(state)  # raises while the database is still down
-                    self._redis_call(lambda s=state: self._redis.set(self.prefix + s.key, s.to_json(),
+                    self._redis_call(lambda s=state: self._redis.set(self.keys.state(s.key), s.to_json(),
                                                                      ex=self.ttl_s))
-                self._redis_call(lambda k=key: self._redis.srem(self.dirty_key, k))
+                self._redis_call(lambda k=key: self._redis.srem(self.keys.dirty, k))
                 written += 1
         return written
