@@ -164,12 +164,12 @@ def test_a_word_vectorizer_is_not_saved_alone() -> None:
     assert CharScorer(pipe).by_hand and not CharScorer(pipe).savable
 
 
-def test_loading_the_model_imports_neither_scikit_learn_nor_scipy(nlu: NLU) -> None:
-    """Importing scikit-learn (and the SciPy it pulls in) cost ≈ 1 CPU s of every start, for nothing
-    a message needs once the numbers are saved alone."""
+def test_loading_the_model_imports_neither_scikit_learn_nor_scipy_nor_spacy(nlu: NLU) -> None:
+    """Importing scikit-learn (and the SciPy it pulls in) cost ≈ 1 CPU s of every start, spaCy (and
+    thinc) ≈ 1 CPU s more, for nothing a message needs once the numbers are saved alone."""
     code = ("import sys; from pathlib import Path; from bot.nlu.model import NLU; "
             f"n = NLU(Path({str(nlu.model_dir)!r})); n.parse('쓰레기 언제 버려요'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'spacy', 'thinc')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[]", out.stdout
@@ -235,3 +235,70 @@ def test_a_repeated_short_message_is_parsed_once_and_each_caller_gets_its_own_co
     long_text = "도로에 " + "아주 " * 40 + "큰 구멍이 있어요"
     nlu.parse(long_text)
     assert all(key[0] != long_text for key in nlu._memo)  # long, one-off texts are not kept
+
+
+def test_lean_spacy_scores_as_spacy_bit_for_bit(nlu: NLU, training_texts: list[str]) -> None:
+    """``spacy.npz`` scored without spaCy (bot/nlu/lean.py) gives the textcat's float32 numbers exactly
+    and the entity ruler's spans, on every held-out and training message."""
+    from bot.nlu.tokenizer import morphemes
+
+    assert nlu.lean is not None, "the trained pipeline is not scored without spaCy: every start imports it"
+    textcat = nlu.nlp.get_pipe("textcat")
+    texts = [normalize(t) for t in HELDOUT] + training_texts + ["", "ㅠㅠ", "X NOUN ORTH 가로등", "한빛동 한빛 동 앞"]
+    for text in texts:
+        doc = nlu.nlp(text)
+        words, spaces, _ = morphemes(text)
+        assert words == [t.text for t in doc], text
+        ref = np.asarray(textcat.predict([nlu.nlp.make_doc(text)])[0], dtype=np.float32)
+        assert np.array_equal(nlu.lean.textcat(words), ref), text
+        ents = [(e.label_, e.text, e.start_char, e.end_char) for e in doc.ents]
+        assert nlu.lean.entities(words, spaces) == ents, text
+
+
+def test_lean_spacy_follows_the_pipeline_it_was_taken_from(tmp_path: Path) -> None:
+    """Another table length, trigrams and overlapping phrases: the numbers are read, not assumed."""
+    import spacy
+    from spacy.training import Example
+
+    from bot.nlu.lean import LeanSpacy
+
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("textcat", config={"model": {
+        "@architectures": "spacy.TextCatBOW.v3", "exclusive_classes": True, "ngram_size": 3,
+        "no_output_layer": False, "length": 5000}})
+    for label in ("light", "road", "water"):
+        textcat.add_label(label)
+    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "ORTH"})
+    data = [("street light out", "light"), ("the lamp is dark", "light"), ("pothole on main road", "road"),
+            ("road is broken", "road"), ("water leak here", "water"), ("pipe burst water", "water")]
+    examples = [Example.from_dict(nlp.make_doc(t), {"cats": {k: float(k == y) for k in ("light", "road", "water")}})
+                for t, y in data]
+    optimizer = nlp.initialize(lambda: examples)
+    ruler.add_patterns([{"label": "place", "pattern": "main road"}, {"label": "street", "pattern": "main"},
+                        {"label": "thing", "pattern": "road is"}, {"label": "place", "pattern": "X"}])
+    for _ in range(5):
+        nlp.update(examples, sgd=optimizer)
+    lean = LeanSpacy.from_pipeline(nlp)
+    assert lean is not None and lean.ngram_size == 3 and lean.length == 8192
+    lean.save(tmp_path / "spacy.npz")
+    lean = LeanSpacy.load(tmp_path / "spacy.npz")
+    for text in [t for t, _ in data] + ["main road is X", "the main road is broken on main", "X", "", "ORTH LOC NOUN"]:
+        doc = nlp(text)
+        words, spaces = [t.text for t in doc], [bool(t.whitespace_) for t in doc]
+        if words:
+            assert np.array_equal(lean.textcat(words), textcat.predict([nlp.make_doc(text)])[0]), text
+        assert lean.entities(words, spaces) == [(e.label_, e.text, e.start_char, e.end_char) for e in doc.ents], text
+    ruler.add_patterns([{"label": "other", "pattern": "main"}])  # one phrase, two labels: spaCy's set decides
+    assert LeanSpacy.from_pipeline(nlp) is None
+
+
+def test_a_model_without_its_lean_file_writes_it_and_parses_the_same(nlu: NLU, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(nlu.model_dir, copy, ignore=shutil.ignore_patterns("spacy.npz"))
+    fresh = NLU(copy)
+    assert (copy / "spacy.npz").exists() and fresh.lean is not None
+    again = NLU(copy)
+    for text in HELDOUT[:60]:
+        assert fresh.parse(text).to_dict() == nlu.parse(text).to_dict() == again.parse(text).to_dict(), text

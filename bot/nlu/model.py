@@ -23,18 +23,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import spacy
-from spacy.tokens import Doc
-from spacy.training import Example
 
 from bot.nlu import data as nlu_data
 from bot.nlu import entities as ent
-from bot.nlu import tokenizer as _tokenizer  # noqa: F401 - registers pcrm.KiwiTokenizer.v1
+from bot.nlu import lean as _lean
+from bot.nlu import tokenizer as _tokenizer
 from bot.nlu.language import detect
 from bot.nlu.normalize import normalize
+
+if TYPE_CHECKING:
+    import spacy
+    from spacy.tokens import Doc
 
 MODEL_VERSION = "6"  # 6: compatibility jamo (ㅇㅇ, ㄱㅅ) kept as typed by normalize.clean
 SPACY_WEIGHT = 0.45  # share of the spaCy vote in the ensemble (measured on bench/heldout.jsonl)
@@ -68,6 +70,9 @@ def _char_text(text: str) -> str:
 
 
 def _build_spacy(labels: list[str], td: nlu_data.TrainingData) -> spacy.Language:
+    import spacy
+
+    _tokenizer.register()
     nlp = spacy.blank("ko", config={"nlp": {"tokenizer": {"@tokenizers": "pcrm.KiwiTokenizer.v1"}}})
     textcat = nlp.add_pipe("textcat", config={"model": {
         "@architectures": "spacy.TextCatBOW.v3", "exclusive_classes": True,
@@ -105,6 +110,9 @@ def _train_char_model(texts: list[str], labels: list[str]) -> Any:
 
 def train(nlu_dir: Path, out_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
     """Train both classifiers on ``nlu_dir`` and save them to ``out_dir``."""
+    import spacy
+    from spacy.training import Example
+
     say = progress or (lambda _msg: None)
     td = nlu_data.load(nlu_dir)
     if not td.examples:
@@ -142,6 +150,9 @@ def train(nlu_dir: Path, out_dir: Path, progress: Callable[[str], None] | None =
     scorer = CharScorer(char_model)
     if scorer.savable:
         scorer.save(out_dir / LEAN_CHAR_FILE, td.synonyms)
+    lean = _lean.LeanSpacy.from_pipeline(_load_spacy(out_dir / "spacy"))  # as a start loads it
+    if lean is not None:
+        lean.save(out_dir / _lean.FILE)
     (out_dir / "READY").write_text(MODEL_VERSION)
     return out_dir
 
@@ -302,12 +313,32 @@ class CharScorer:
         return probs / total
 
 
+def _load_spacy(path: Path) -> spacy.Language:
+    import spacy
+
+    _tokenizer.register()
+    return spacy.load(path)
+
+
 class NLU:
-    """A loaded model. ``parse`` is thread-safe and takes a few hundred microseconds of CPU."""
+    """A loaded model. ``parse`` is thread-safe and takes a few hundred microseconds of CPU.
+
+    The spaCy half is scored by :mod:`bot.nlu.lean` from ``spacy.npz`` (spaCy is not imported);
+    a model without that file loads spaCy once, writes it, and goes on with it.
+    """
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
-        self.nlp = spacy.load(model_dir / "spacy")
+        self._nlp: spacy.Language | None = None
+        try:
+            self.lean: _lean.LeanSpacy | None = _lean.LeanSpacy.load(model_dir / _lean.FILE)
+        except (OSError, KeyError, ValueError):  # trained before spacy.npz existed (or a torn copy)
+            self.lean = _lean.LeanSpacy.from_pipeline(self.nlp)
+            if self.lean is not None:  # the next start loads without spaCy
+                try:
+                    self.lean.save(model_dir / _lean.FILE)
+                except OSError:  # a read-only model directory
+                    pass
         self._char_model: Any = None
         lean = model_dir / LEAN_CHAR_FILE
         try:
@@ -325,12 +356,18 @@ class NLU:
         # textcat writing 30 ``doc.cats`` entries only to be read back: ``TextCategorizer.predict``
         # gives the scores, mapped here once to the character model's label order (a label the
         # textcat lacks reads the appended 0.0, as ``doc.cats.get(label, 0.0)`` did).
-        self._textcat = self.nlp.get_pipe("textcat")
-        tc_labels = list(self._textcat.labels)
+        tc_labels = self.lean.labels if self.lean is not None else list(self.nlp.get_pipe("textcat").labels)
         self._textcat_index = np.array([tc_labels.index(lab) if lab in tc_labels else len(tc_labels)
                                         for lab in self.labels], dtype=np.intp)
-        self._other_pipes = [proc for name, proc in self.nlp.pipeline if name != "textcat"]
         self._memo: dict[tuple[str, str | None], Parse] = {}
+
+    @property
+    def nlp(self) -> spacy.Language:
+        """The spaCy pipeline itself (tests compare with it; a turn needs it only without ``spacy.npz``),
+        loaded on first use: it imports spaCy."""
+        if self._nlp is None:
+            self._nlp = _load_spacy(self.model_dir / "spacy")
+        return self._nlp
 
     def _pickled(self) -> dict[str, Any]:
         with open(self.model_dir / "char.pkl", "rb") as fh:
@@ -344,13 +381,22 @@ class NLU:
             self._char_model = self._pickled()["model"]
         return self._char_model
 
-    def _spacy(self, norm: str) -> tuple[np.ndarray, Doc]:
-        """textcat probabilities in ``self.labels`` order, and the Doc after the other pipes (entity ruler)."""
-        doc = self.nlp.make_doc(norm)
-        row = np.asarray(self._textcat.predict([doc])[0], dtype=np.float64)  # float32 -> float64 as float() did
-        for proc in self._other_pipes:
-            doc = proc(doc)
-        return np.append(row, 0.0)[self._textcat_index], doc
+    def _spacy(self, norm: str) -> tuple[np.ndarray, list[tuple[str, str, int, int]]]:
+        """textcat probabilities in ``self.labels`` order, and the ruler's entities
+        ``(label, text, start_char, end_char)``."""
+        if self.lean is not None:
+            words, spaces, _tags = _tokenizer.morphemes(norm)
+            row = np.asarray(self.lean.textcat(words), dtype=np.float64)
+            found = self.lean.entities(words, spaces)
+        else:
+            doc: Doc = self.nlp.make_doc(norm)
+            textcat = self.nlp.get_pipe("textcat")
+            row = np.asarray(textcat.predict([doc])[0], dtype=np.float64)  # float32 -> float64 as float() did
+            for name, proc in self.nlp.pipeline:
+                if name != "textcat":
+                    doc = proc(doc)
+            found = [(e.label_, e.text, e.start_char, e.end_char) for e in doc.ents]
+        return np.append(row, 0.0)[self._textcat_index], found
 
     def parse(self, text: str, lang_hint: str | None = None) -> Parse:
         """What the model makes of ``text``, remembered for short texts.
@@ -375,16 +421,16 @@ class NLU:
         lang = detect(norm, default=lang_hint or "ko")
         if not norm:
             return Parse(text, norm, lang, "conv.out_of_scope", 0.0)
-        spacy_probs, doc = self._spacy(norm)
+        spacy_probs, found = self._spacy(norm)
         char_probs = self.char_scorer.predict_proba(_char_text(norm))
         # Element-wise the same float64 operations as the former per-label loop, hence the same numbers;
         # a stable argsort of the negated scores keeps ties in label order like ``sorted(reverse=True)``.
         scores = (1 - SPACY_WEIGHT) * char_probs + SPACY_WEIGHT * spacy_probs
         ranking = [(self.labels[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:5]]
         label, conf = ranking[0]
-        ruler_entities = [{"entity": e.label_, "value": self.synonyms.get(e.text, e.text),
-                           "start": e.start_char, "end": e.end_char, "extractor": "entity_ruler"}
-                          for e in doc.ents]
+        ruler_entities = [{"entity": label, "value": self.synonyms.get(text, text),
+                           "start": start, "end": end, "extractor": "entity_ruler"}
+                          for label, text, start, end in found]
         entities = ent.merge(ent.extract_patterns(norm), ruler_entities)
         return Parse(text, norm, lang, label, conf, ranking, entities)
 

@@ -4,7 +4,10 @@ Korean glues particles and endings to words ("가로등이", "나갔어요") and
 drop spaces ("쓰레기언제버려요"); whitespace tokenisation sees neither. Kiwi
 splits text into morphemes, which is what the classifier and the entity
 patterns need. Each token's text is the morpheme form, its ``tag_`` the Sejong
-tag. Registered under ``pcrm.KiwiTokenizer.v1`` so a saved pipeline loads.
+tag. Registered under ``pcrm.KiwiTokenizer.v1`` (:func:`register`) so a saved pipeline loads.
+
+Serving does not import spaCy (:mod:`bot.nlu.lean`): :func:`morphemes` gives the words and
+spaces a Doc would hold, and spaCy is imported only to train or to load a pipeline.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import threading
 import warnings
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-import spacy
 from kiwipiepy import Kiwi
-from spacy.tokens import Doc
-from spacy.vocab import Vocab
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
+    from spacy.vocab import Vocab
 
 _kiwi_lock = threading.Lock()
 
@@ -38,6 +43,25 @@ def kiwi() -> Kiwi:
         return Kiwi(num_workers=0, load_multi_dict=False)
 
 
+def morphemes(text: str) -> tuple[list[str], list[bool], list[str]]:
+    """The morphemes of ``text`` as a Doc holds them: forms, whether a space follows, Sejong tags."""
+    with _kiwi_lock:  # Kiwi objects are not documented as thread-safe
+        tokens = kiwi().tokenize(text)
+    words: list[str] = []
+    spaces: list[bool] = []
+    tags: list[str] = []
+    for i, tok in enumerate(tokens):
+        form = tok.form.strip()
+        if not form:
+            continue
+        words.append(form)
+        tags.append(tok.tag)
+        end = tok.start + tok.len
+        nxt = tokens[i + 1].start if i + 1 < len(tokens) else end
+        spaces.append(nxt > end)
+    return words, spaces, tags
+
+
 class KiwiTokenizer:
     """Callable spaCy tokenizer: text in, a Doc of morphemes out."""
 
@@ -45,20 +69,9 @@ class KiwiTokenizer:
         self.vocab = vocab
 
     def __call__(self, text: str) -> Doc:
-        with _kiwi_lock:  # Kiwi objects are not documented as thread-safe
-            tokens = kiwi().tokenize(text)
-        words: list[str] = []
-        spaces: list[bool] = []
-        tags: list[str] = []
-        for i, tok in enumerate(tokens):
-            form = tok.form.strip()
-            if not form:
-                continue
-            words.append(form)
-            tags.append(tok.tag)
-            end = tok.start + tok.len
-            nxt = tokens[i + 1].start if i + 1 < len(tokens) else end
-            spaces.append(nxt > end)
+        from spacy.tokens import Doc
+
+        words, spaces, tags = morphemes(text)
         doc = Doc(self.vocab, words=words, spaces=spaces)
         for token, tag in zip(doc, tags, strict=True):
             token.tag_ = tag
@@ -78,11 +91,18 @@ class KiwiTokenizer:
         return self
 
 
-@spacy.registry.tokenizers("pcrm.KiwiTokenizer.v1")
 def create_kiwi_tokenizer():  # noqa: ANN201 - spaCy's factory protocol
     """Factory spaCy resolves from ``[nlp.tokenizer] @tokenizers = "pcrm.KiwiTokenizer.v1"``."""
 
-    def make(nlp: spacy.Language) -> KiwiTokenizer:
+    def make(nlp: Any) -> KiwiTokenizer:
         return KiwiTokenizer(nlp.vocab)
 
     return make
+
+
+@lru_cache(maxsize=1)
+def register() -> None:
+    """Register the tokenizer with spaCy (imports spaCy: call it before building or loading a pipeline)."""
+    import spacy
+
+    spacy.registry.tokenizers("pcrm.KiwiTokenizer.v1", func=create_kiwi_tokenizer)
