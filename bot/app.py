@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -149,6 +150,18 @@ def _settle_heap(engine: Engine) -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _report_worker_start() -> None:
+    """A forked worker's own start (fork → ready to serve), logged and in ``PCRM_STARTUP_REPORT``."""
+    from bot import serve
+
+    if serve.FORKED_AT is None:
+        return
+    t0, c0 = serve.FORKED_AT
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    log.info("worker %d ready %.2f s after its fork (%.2f CPU s)", os.getpid(), wall, cpu)
+    serve.write_startup_report({"role": "worker", "pid": os.getpid(), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3)})
+
+
 def _fill_pool(bind: Any, n: int) -> None:
     """Open ``n`` database connections before the first message, so the first seconds of
     traffic do not wait for connection set-up (a PostgreSQL backend each) on every thread."""
@@ -199,6 +212,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             log.exception("knowledge base not loaded from the store at start")
         _settle_heap(engine)
         _fill_pool(sessions.kw["bind"], inbox.max_threads + 2)
+        _report_worker_start()
         flusher = asyncio.create_task(_flush_spool_forever(inbox, settings.pcrm_spool_flush_s))
         kb_poller = asyncio.create_task(kb_sync.run())
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,23 +54,73 @@ _MIGRATED: set[str] = set()
 STARTUP_FAILURE = 3
 #: Seconds a stopping worker gets to finish its requests before SIGKILL.
 GRACEFUL_S = 25.0
+#: ``(perf_counter, process_time)`` when this worker was forked (None in the supervisor).
+FORKED_AT: tuple[float, float] | None = None
 
 
-def warm(engine: Engine) -> None:
+def process_age_s() -> float:
+    """Seconds since this process started (``/proc``; the interpreter's own start included)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):  # not Linux
+        return 0.0
+
+
+class StartupPhases:
+    """Wall and CPU seconds of each phase of the supervisor's start, logged (INFO) when done and
+    appended as a JSON line to ``PCRM_STARTUP_REPORT`` when set (``bench/startup.py`` reads it)."""
+
+    def __init__(self) -> None:
+        # the interpreter, the CLI and whatever it imported before serve() began
+        self.rows: list[tuple[str, float, float]] = [("interpreter and CLI", process_age_s(), time.process_time())]
+        self._t, self._c = time.perf_counter(), time.process_time()
+
+    def mark(self, name: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        self.rows.append((name, t - self._t, c - self._c))
+        self._t, self._c = t, c
+
+    def report(self, role: str = "supervisor") -> None:
+        wall, cpu = sum(r[1] for r in self.rows), sum(r[2] for r in self.rows)
+        log.info("%s %d started in %.2f s (%.2f CPU s): %s", role, os.getpid(), wall, cpu,
+                 ", ".join(f"{n} {w:.2f} s/{c:.2f} CPU" for n, w, c in self.rows))
+        write_startup_report({"role": role, "pid": os.getpid(), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                              "phases": [[n, round(w, 3), round(c, 3)] for n, w, c in self.rows]})
+
+
+def write_startup_report(row: dict[str, Any]) -> None:
+    path = os.environ.get("PCRM_STARTUP_REPORT")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+    except OSError:  # a measurement aid only
+        log.warning("start-up report not written to %s", path, exc_info=True)
+
+
+def warm(engine: Engine, mark: Callable[[str], None] = lambda _name: None) -> None:
     """Load and exercise everything a turn uses, so it is in memory before the fork."""
     _ = engine.nlu
+    mark("NLU model loaded")
     engine.parse("쓰레기 언제 버려요? warm-up")
+    mark("first parse (Kiwi builds its analyser)")
     _ = engine.executor
     engine._rasa_sdk()
+    mark("actions")
     if hasattr(type(engine), "kb"):  # the knowledge base and its embedding model (loaded on first use)
         _ = engine.kb
+        mark("knowledge base")
     for hook in ("warm_up", "warm"):  # an engine that loads more at start names it so
         fn = getattr(engine, hook, None)
         if callable(fn):
             fn()
+            mark(hook)
 
 
-def preload(settings: Settings) -> Engine:
+def preload(settings: Settings, mark: Callable[[str], None] = lambda _name: None) -> Engine:
     """Build and warm the engine (with in-memory stores: each worker puts its own in) and import
     the web app's modules, in the supervisor."""
     global _PRELOADED
@@ -81,8 +133,10 @@ def preload(settings: Settings) -> Engine:
             __import__(name)
         except ImportError:  # pragma: no cover - an optional channel's package is missing
             pass
+    mark("web app imported")
     engine = Engine(settings=settings)
-    warm(engine)
+    mark("engine built")
+    warm(engine, mark)
     _PRELOADED = engine
     return engine
 
@@ -164,19 +218,23 @@ def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = 
 
     metrics_dir, ours = _metrics_dir()
     try:
+        phases = StartupPhases()
         config = uvicorn.Config("bot.app:create_app", factory=True, host=host, port=port, workers=workers, **kw)
         settings = get_settings()
-        t0 = time.perf_counter()
         from crm_store.db import resolve_url
 
         url = resolve_url(settings.database_url)
+        phases.mark("settings")
         migrate(url)
+        phases.mark("migrations")
         seed_knowledge(settings, url)
-        preload(settings)
+        phases.mark("knowledge-base seed")
+        preload(settings, phases.mark)
         gc.collect()
         gc.freeze()  # everything alive now is never scanned again: its pages stay shared
-        log.info("supervisor %d: engine loaded and frozen in %.1f s; forking %d workers",
-                 os.getpid(), time.perf_counter() - t0, workers)
+        phases.mark("gc.freeze")
+        phases.report()
+        log.info("supervisor %d: forking %d workers", os.getpid(), workers)
         sock = config.bind_socket()
         return Supervisor(config, sock, workers).run()
     finally:
@@ -198,6 +256,8 @@ class Supervisor:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code
+            global FORKED_AT
+            FORKED_AT = (time.perf_counter(), time.process_time())
             code, server = STARTUP_FAILURE, None
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
