@@ -42,12 +42,14 @@ from memory import REST, first_answer, process_tree, start, stop  # noqa: E402
 
 
 def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of ``pids``, with their children already waited for (the supervisor's store
+    preparation, a child that has exited by the first answer)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
         except (OSError, IndexError):
             pass
     return total / tick

@@ -183,6 +183,53 @@ def seed_knowledge(settings: Settings, url: str) -> None:
         sessions.kw["bind"].dispose()
 
 
+class StorePrep:
+    """The store's preparation (:func:`migrate`, :func:`seed_knowledge`) in a forked child process,
+    while the supervisor imports the web app and loads the models.
+
+    Neither needs the other: the first message waits for the models (≈ 5 CPU s), the migrations
+    of a fresh database and the knowledge-base seed (≈ 2 CPU s: 300-odd articles parsed and
+    written) only have to be done before a worker opens the store. On a machine with two cores
+    they now cost no wall time. The child is forked before any thread exists and leaves with
+    ``os._exit`` (none of the supervisor's clean-ups run twice). :meth:`wait` is called before
+    the fork of the workers; a failed child is redone here, so its error stops the start as it
+    did in-process.
+    """
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.settings, self.url = settings, url
+        self.pid: int | None = None
+        if url in _MIGRATED:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child (its work is checked by the parent's wait)
+            code = 1
+            try:
+                migrate(url)
+                seed_knowledge(settings, url)
+                code = 0
+            except BaseException:  # noqa: BLE001 - redone in the parent, which reports it
+                log.warning("store preparation failed in the child; the supervisor retries", exc_info=True)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+
+    def wait(self) -> None:
+        """Block until the store is ready (redoing the work here if the child failed)."""
+        if self.pid is not None:
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = None
+            if os.waitstatus_to_exitcode(status) == 0:
+                _MIGRATED.add(self.url)
+                return
+        migrate(self.url)  # raises what went wrong
+        seed_knowledge(self.settings, self.url)
+
+
 def _metrics_dir() -> tuple[Path, bool]:
     """prometheus-client's multiprocess directory, set in the environment before it is imported:
     the operator's (wiped), else a new temporary one (removed at exit). ``(path, ours)``."""
@@ -225,11 +272,11 @@ def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = 
 
         url = resolve_url(settings.database_url)
         phases.mark("settings")
-        migrate(url)
-        phases.mark("migrations")
-        seed_knowledge(settings, url)
-        phases.mark("knowledge-base seed")
+        store = StorePrep(settings, url)  # migrations and the KB seed, in a child, beside the loading
+        phases.mark("store preparation forked")
         preload(settings, phases.mark)
+        store.wait()
+        phases.mark("waiting for the migrations and the knowledge-base seed")
         gc.collect()
         gc.freeze()  # everything alive now is never scanned again: its pages stay shared
         phases.mark("gc.freeze")
