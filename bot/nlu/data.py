@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from bot.settings import safe_load_yaml
 
 _EXAMPLE_MARKUP = re.compile(r"\[([^\]]+)\]\([^)]+\)|\[([^\]]+)\]\{[^}]+\}")
 
@@ -49,7 +49,7 @@ def load(nlu_dir: Path) -> TrainingData:
     """Parse every ``nlu:`` file under ``nlu_dir``."""
     data = TrainingData()
     for path in nlu_files(nlu_dir):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = safe_load_yaml(path.read_text(encoding="utf-8")) or {}
         for item in doc.get("nlu", []) or []:
             if "intent" in item:
                 data.examples += [(t, item["intent"]) for t in _items(item.get("examples"))]
