@@ -111,8 +111,14 @@ def warm(engine: Engine, mark: Callable[[str], None] = lambda _name: None) -> No
     engine._rasa_sdk()
     mark("actions")
     if hasattr(type(engine), "kb"):  # the knowledge base and its embedding model (loaded on first use)
-        _ = engine.kb
+        kb = engine.kb
         mark("knowledge base")
+        # e5 and its vector memo (≈ 0.1 CPU s) here, shared, not in each worker on its first
+        # question (≈ 35-50 MB of private memory each)
+        embedder = getattr(kb, "embedder", None)
+        if embedder is not None and hasattr(embedder, "embed_query"):
+            embedder.embed_query("쓰레기 언제 버려요")
+            mark("knowledge base: embedding model")
     for hook in ("warm_up", "warm"):  # an engine that loads more at start names it so
         fn = getattr(engine, hook, None)
         if callable(fn):
