@@ -278,6 +278,12 @@ def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = 
 
         url = resolve_url(settings.database_url)
         phases.mark("settings")
+        # what both the store's preparation and the web app import, imported once before the fork
+        import bot.kb.sync  # noqa: F401
+        import crm_store.kb  # noqa: F401
+        import crm_store.models  # noqa: F401
+
+        phases.mark("store modules imported")
         store = StorePrep(settings, url)  # migrations and the KB seed, in a child, beside the loading
         phases.mark("store preparation forked")
         preload(settings, phases.mark)
