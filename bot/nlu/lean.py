@@ -26,6 +26,8 @@ way (another architecture, token patterns, a phrase with two labels), which then
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -139,7 +141,7 @@ class LeanSpacy:
         """Write the numbers (atomically: a reader sees all or nothing)."""
         meta = {"format": FORMAT, "labels": self.labels, "ngram_size": self.ngram_size, "length": self.length,
                 "symbols": self.symbols, "phrases": [[list(p), label] for p, label in self.phrases.items()]}
-        tmp = path.with_name(f".{path.name}.{id(self)}.npz")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.npz")
         np.savez(tmp, W=self.W, b=self.b, meta=np.array(json.dumps(meta, ensure_ascii=False)))
         tmp.replace(path)
 
