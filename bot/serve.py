@@ -3,7 +3,8 @@
 Why not uvicorn's own ``--workers``: its supervisor *spawns* each worker as a fresh
 interpreter, and each one loaded the NLU model, spaCy and the Kiwi analyser again (≈ 750 MB
 each, ≈ 500 MB of it Kiwi's dictionaries). Here the supervisor process loads and warms the
-engine (:func:`preload`), runs the migrations once, freezes the garbage collector's view of
+engine (:func:`preload`) while a child it forked first runs the migrations and the knowledge
+base's seed once (:class:`StorePrep`, on the other core), freezes the garbage collector's view of
 that heap (``gc.freeze``: a collection in a worker never writes to those objects' headers,
 so their pages stay shared) and then ``fork``\\ s N workers. Each worker builds its own app
 (:func:`bot.app.create_app`) with its own database pool, Redis clients and threads — all made
@@ -20,6 +21,9 @@ prometheus-client's multiprocess mode (:mod:`bot.metrics`): a temporary one unle
 Hook for whatever else the engine loads at start (a knowledge base, an embedding model):
 load it in ``Engine`` (constructor or a property) and touch it in :func:`warm`, and it is
 loaded once here and shared by every worker.
+
+The start's phases (wall and CPU seconds) are logged at INFO and, with ``PCRM_STARTUP_REPORT``
+set, appended to that file as JSON lines, with each worker's own start (``bench/startup.py``).
 """
 
 from __future__ import annotations
@@ -224,6 +228,16 @@ class StorePrep:
                 os._exit(code)
         self.pid = pid
 
+    def abandon(self) -> None:
+        """Stop the child (the start failed elsewhere) and reap it."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.pid = None
+
     def wait(self) -> None:
         """Block until the store is ready (redoing the work here if the child failed)."""
         if self.pid is not None:
@@ -286,7 +300,11 @@ def serve(host: str, port: int, workers: int, log_level: str, log_config: Any = 
         phases.mark("store modules imported")
         store = StorePrep(settings, url)  # migrations and the KB seed, in a child, beside the loading
         phases.mark("store preparation forked")
-        preload(settings, phases.mark)
+        try:
+            preload(settings, phases.mark)
+        except BaseException:
+            store.abandon()
+            raise
         store.wait()
         phases.mark("waiting for the migrations and the knowledge-base seed")
         gc.collect()

@@ -70,3 +70,14 @@ def test_the_phases_are_reported_where_asked(tmp_path: Path, monkeypatch: pytest
     assert [p[0] for p in row["phases"]] == ["interpreter and CLI", "work"]
     assert row["phases"][0][1] > 0  # this process has been running for a while
     assert row["wall_s"] >= row["phases"][1][1] >= 0 and row["cpu_s"] >= 0
+
+
+def test_an_abandoned_store_preparation_leaves_no_child(fresh_url: str) -> None:
+    """A start that fails while the child works (a broken model, a bad config) stops the child too."""
+    prep = serve.StorePrep(get_settings(), fresh_url)
+    pid = prep.pid
+    assert pid is not None
+    prep.abandon()
+    assert prep.pid is None
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
+        os.waitpid(pid, os.WNOHANG)
