@@ -302,3 +302,15 @@ def test_a_model_without_its_lean_file_writes_it_and_parses_the_same(nlu: NLU, t
     again = NLU(copy)
     for text in HELDOUT[:60]:
         assert fresh.parse(text).to_dict() == nlu.parse(text).to_dict() == again.parse(text).to_dict(), text
+
+
+def test_a_torn_lean_file_is_rewritten_from_the_pipeline(nlu: NLU, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(nlu.model_dir, copy)
+    lean = copy / "spacy.npz"
+    lean.write_bytes(lean.read_bytes()[:1000])  # a copy cut short
+    fresh = NLU(copy)
+    assert fresh.lean is not None and lean.stat().st_size > 1000
+    assert [fresh.parse(t).to_dict() for t in HELDOUT[:20]] == [nlu.parse(t).to_dict() for t in HELDOUT[:20]]

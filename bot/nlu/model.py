@@ -19,6 +19,7 @@ import pickle
 import random
 import re
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -157,6 +158,8 @@ def train(nlu_dir: Path, out_dir: Path, progress: Callable[[str], None] | None =
     return out_dir
 
 
+#: What reading a missing, torn or foreign ``.npz`` raises (then the full model is loaded instead).
+_UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
 #: The character model's numbers alone (no scikit-learn objects), written beside ``char.pkl``.
 LEAN_CHAR_FILE = "char.npz"
 _WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's ``_VectorizerMixin._white_spaces``
@@ -332,7 +335,7 @@ class NLU:
         self._nlp: spacy.Language | None = None
         try:
             self.lean: _lean.LeanSpacy | None = _lean.LeanSpacy.load(model_dir / _lean.FILE)
-        except (OSError, KeyError, ValueError):  # trained before spacy.npz existed (or a torn copy)
+        except _UNREADABLE:  # trained before spacy.npz existed (or a torn copy)
             self.lean = _lean.LeanSpacy.from_pipeline(self.nlp)
             if self.lean is not None:  # the next start loads without spaCy
                 try:
@@ -343,7 +346,7 @@ class NLU:
         lean = model_dir / LEAN_CHAR_FILE
         try:
             self.char_scorer, self.synonyms = CharScorer.load(lean)
-        except (OSError, KeyError, ValueError):  # a model trained before char.npz existed (or a torn copy)
+        except _UNREADABLE:  # a model trained before char.npz existed (or a torn copy)
             self.char_scorer = CharScorer(self.char_model)
             self.synonyms = self._pickled().get("synonyms", {})
             if self.char_scorer.savable:  # the next start loads without scikit-learn
