@@ -143,6 +143,12 @@ def preload(settings: Settings, mark: Callable[[str], None] = lambda _name: None
             __import__(name)
         except ImportError:  # pragma: no cover - an optional channel's package is missing
             pass
+    if settings.telegram_bot_token:  # its library is imported on use: here, once, shared by the workers
+        try:
+            import telegram.error  # noqa: F401
+            import telegram.request  # noqa: F401
+        except ImportError:  # pragma: no cover - python-telegram-bot not installed
+            pass
     mark("web app imported")
     engine = Engine(settings=settings)
     mark("engine built")

@@ -12,6 +12,9 @@ replies are not sent twice. Sending respects ``429 retry_after`` (bounded) and a
 
 ``pcrm telegram set-webhook`` registers the webhook; ``pcrm telegram poll``
 feeds ``getUpdates`` through the same path for development without a public URL.
+
+python-telegram-bot (≈ 0.2 CPU s to import) is imported where it is used, so a deployment
+without Telegram never loads it; ``pcrm serve`` imports it before forking when a token is set.
 """
 
 from __future__ import annotations
@@ -32,23 +35,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from telegram import (
-    Bot,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    KeyboardButton,
-    ReplyKeyboardMarkup,
-    Update,
-)
-from telegram.error import Forbidden, RetryAfter, TelegramError
-from telegram.request import HTTPXRequest
-from telegram.warnings import PTBDeprecationWarning
 
 from bot.messages import Attachment, Message, Reply, Turn
 from bot.ports import ChannelPort, Reachability
 from channels.base import ChannelAdapter
 
 if TYPE_CHECKING:
+    from telegram import Bot, Update
+    from telegram.error import RetryAfter
+
     from bot.settings import Settings
 
 log = logging.getLogger("pcrm.channels.telegram")
@@ -91,6 +86,8 @@ def _lang(code: str | None) -> str | None:
 
 def _retry_seconds(exc: RetryAfter) -> float:
     """``RetryAfter.retry_after`` in seconds (an int today, a timedelta with PTB_TIMEDELTA=true)."""
+    from telegram.warnings import PTBDeprecationWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = exc.retry_after
@@ -123,6 +120,9 @@ class TelegramChannel(ChannelAdapter):
         token = self.settings.telegram_bot_token
         if not token:
             raise RuntimeError("TELEGRAM_BOT_TOKEN is not set")
+        from telegram import Bot
+        from telegram.request import HTTPXRequest
+
         base = self.settings.telegram_api_base_url.rstrip("/")
         return Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
                    request=HTTPXRequest(connection_pool_size=32, read_timeout=15.0, connect_timeout=5.0))
@@ -158,6 +158,8 @@ class TelegramChannel(ChannelAdapter):
             if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
                 return JSONResponse({"ok": False, "detail": "not a Telegram Update: no integer update_id"},
                                     status_code=400)
+            from telegram import Update
+
             try:
                 upd = Update.de_json(data, await self.bot())
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -178,6 +180,8 @@ class TelegramChannel(ChannelAdapter):
                 raise HTTPException(allowed, "login required" if allowed == 401 else "another department's file")
             if not self.settings.telegram_bot_token:
                 raise HTTPException(404, "Telegram channel not configured (TELEGRAM_BOT_TOKEN)")
+            from telegram.error import TelegramError
+
             try:
                 tg_file = await (await self.bot()).get_file(file_id)
                 content = bytes(await tg_file.download_as_bytearray())
@@ -190,6 +194,8 @@ class TelegramChannel(ChannelAdapter):
 
     async def process_update(self, upd: Update) -> None:
         """One update: to a message, through the inbox, replies out. Used by webhook and polling."""
+        from telegram.error import TelegramError
+
         bot = await self.bot()
         cq = upd.callback_query
         if cq is not None:
@@ -301,6 +307,8 @@ class TelegramChannel(ChannelAdapter):
 
     async def _call(self, chat_id: str, kwargs: dict[str, Any]) -> bool:
         """One ``sendMessage``, retrying after 429 as Telegram asks (bounded)."""
+        from telegram.error import Forbidden, RetryAfter, TelegramError
+
         bot = await self.bot()
         for attempt in range(self.max_retries + 1):
             try:
@@ -323,6 +331,8 @@ class TelegramChannel(ChannelAdapter):
 
     def render(self, reply: Reply, lang: str) -> list[dict[str, Any]]:
         """``sendMessage`` arguments for one reply (several when the text is over 4096 chars)."""
+        from telegram import InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, ReplyKeyboardMarkup
+
         text = reply.text or " "
         if reply.hints.get("emergency"):
             text = "🚨 " + text
@@ -376,6 +386,8 @@ async def set_webhook(settings: Settings) -> str:
 
 async def poll(adapter: TelegramChannel, stop: asyncio.Event | None = None, timeout: int = 30) -> None:
     """Long polling (``getUpdates``) through the same parse → inbox → send path as the webhook."""
+    from telegram.error import RetryAfter, TelegramError
+
     bot = await adapter.bot()
     await bot.delete_webhook()
     offset: int | None = None
