@@ -133,3 +133,23 @@ def test_an_answered_message_costs_the_e5_model_once_at_most(tmp_path):
         assert counting.queries - before <= 1, text
     sure = kb.search("여권 발급 수수료가 얼마예요?", "ko")
     assert sure.decision == "answer" and sure.article is not None and sure.article.id == "civil.passport"
+
+
+def test_loading_a_stored_index_imports_neither_scikit_learn_nor_bm25s(tmp_path):
+    """The calibration is stored as numbers and the BM25 postings as arrays: a worker loading the
+    index skips scikit-learn, bm25s and the SciPy both pull in (≈ 1 CPU s of every start)."""
+    import os
+    import subprocess
+    import sys
+
+    make_kb(tmp_path)  # built (and fitted with scikit-learn) here
+    code = ("import sys; from datetime import date; from pathlib import Path; "
+            "from bot.kb.articles import load_dir; from bot.kb.retrieval import KnowledgeBase; "
+            "from bot.settings import load_config, ROOT; c = load_config(ROOT / 'config.yml'); "
+            f"kb = KnowledgeBase(load_dir(ROOT / 'tests' / 'data' / 'kb', c), c, cache_dir=Path({str(tmp_path)!r}), "
+            "embedder=None, today=lambda: date(2026, 12, 6)); assert kb.loaded_from_disk; "
+            "r = kb.answer('여권 새로 만들려면 어디로 가야 돼요?', 'ko'); assert r.decision == 'answer'; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'bm25s'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -134,13 +134,18 @@ def test_a_repeated_question_is_retrieved_once_per_index_and_callers_get_copies(
 
 
 def test_fast_bm25_scoring_adds_up_to_what_bm25s_computes(kb):
+    import bm25s
     import numpy as np
 
-    from bot.kb.retrieval import bm25_scores
+    from bot.kb.retrieval import Postings, bm25_scores
 
-    ix = kb._index  # noqa: SLF001 - the index's own BM25 model is what is compared
+    lines = [a.title.get("ko", "") + " " + " ".join(a.questions.get("ko", [])) for a in kb.articles]
+    model = bm25s.BM25()
+    model.index([lexical_tokens(t) or ["∅"] for t in lines], show_progress=False)
+    stored = Postings.of(model)  # what an index keeps of it
+    assert isinstance(kb._index.bm25, Postings)  # noqa: SLF001 - no bm25s object is pickled
     for text in ("여권 새로 만들려면 어디로 가야 돼요?", "쓰레기 쓰레기 언제 버려요", "passport fee", "없는말", "여"):
         tokens = lexical_tokens(text)
-        expected = ix.bm25.get_scores(tokens) if any(t in ix.bm25.vocab_dict for t in tokens) \
-            else np.zeros(ix.n_units)
-        assert np.allclose(bm25_scores(ix.bm25, tokens), expected, atol=1e-5)
+        expected = model.get_scores(tokens) if any(t in model.vocab_dict for t in tokens) \
+            else np.zeros(len(lines))
+        assert np.allclose(bm25_scores(stored, tokens), expected, atol=1e-5)

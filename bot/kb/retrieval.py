@@ -292,6 +292,42 @@ _EXTRA_NEGATIVES = [
 # --- the index ---------------------------------------------------------------------------------
 
 @dataclass
+class Postings:
+    """What lexical scoring needs of a built ``bm25s.BM25``: its vocabulary and its precomputed
+    per-token score columns (CSC: ``indptr``, ``indices``, ``data``, ``num_docs``).
+
+    Stored instead of the bm25s object, so loading an index imports neither bm25s nor the SciPy
+    it imports (bm25s is needed only to build).
+    """
+
+    vocab_dict: dict[str, int]
+    scores: dict[str, Any]
+
+    @classmethod
+    def of(cls, model: Any) -> Postings:
+        keep = ("indptr", "indices", "data", "num_docs")
+        return cls(dict(model.vocab_dict), {k: model.scores[k] for k in keep})
+
+
+@dataclass
+class Logistic:
+    """A fitted logistic model as plain numbers: P = 1 / (1 + exp(-(x · coef + intercept))).
+
+    Fitted with scikit-learn at build time; stored and applied without it, so loading an index
+    (a worker's start) never imports scikit-learn and the SciPy it pulls in (≈ 1 CPU s).
+    """
+
+    coef: np.ndarray
+    intercept: float
+
+    def prob(self, feats: np.ndarray) -> float:
+        z = float(feats @ self.coef + self.intercept)
+        if z < -50.0:
+            return 0.0
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass
 class Hit:
     article: Article
     score: float          # fused retrieval score (for ordering; not a probability)
@@ -320,14 +356,14 @@ class _Index:
     articles: list[Article]
     rendered: dict[tuple[str, str, str], str]       # (id, field, lang) -> text
     unit_article: np.ndarray                         # unit -> article index
-    bm25: Any
-    answers_bm25: Any
+    bm25: Postings
+    answers_bm25: Postings
     unit_vecs: np.ndarray | None
     answer_vecs: np.ndarray | None                   # (langs × articles, dim): "title answer" passages
     answer_article: np.ndarray | None
     n_units: int
-    calib_full: Any = None
-    calib_lex: Any = None
+    calib_full: Logistic | None = None
+    calib_lex: Logistic | None = None
     #: Content morphemes of each article (questions, titles, tags, answers) and of the whole KB,
     #: with counts (a left-out question's own words are subtracted in calibration).
     article_words: list[Counter[str]] = field(default_factory=list)
@@ -487,7 +523,8 @@ class KnowledgeBase:
                         for i, a in enumerate(articles) for lang in a.answer]
             answer_vecs = self.embedder.embed_many([t for _, t in passages], passage=True)
             answer_article = np.array([i for i, _ in passages], dtype=np.int32)
-        index = _Index(articles, rendered, np.array(unit_article, dtype=np.int32), bm25, answers, vecs,
+        index = _Index(articles, rendered, np.array(unit_article, dtype=np.int32), Postings.of(bm25),
+                       Postings.of(answers), vecs,
                        answer_vecs, answer_article, len(unit_texts))
         for i, a in enumerate(articles):
             words: Counter[str] = Counter()
@@ -618,7 +655,8 @@ class KnowledgeBase:
         return [in_kb / k, in_top / k]
 
     # --- calibration -------------------------------------------------------------------------
-    def _calibrate(self, ix: _Index, unit_texts: list[str], dense_mask: list[bool]) -> tuple[Any, Any]:
+    def _calibrate(self, ix: _Index, unit_texts: list[str],
+                   dense_mask: list[bool]) -> tuple[Logistic | None, Logistic | None]:
         """Logistic models P(top hit right | features), with and without the dense side, fitted
         on this KB's own questions asked leave-one-out and on off-topic negatives."""
         from sklearn.linear_model import LogisticRegression
@@ -654,14 +692,14 @@ class KnowledgeBase:
             rows_lex.append(fl)
             y_full.append(int(order[0] == art))
             y_lex.append(int(lorder[0] == art))
-        models: list[Any] = []
+        models: list[Logistic | None] = []
         for x, yy in ((rows_full, y_full), (rows_lex, y_lex)):
             if len(set(yy)) < 2:
                 models.append(None)
                 continue
             m = LogisticRegression(C=1.0, max_iter=500)
             m.fit(np.array(x), np.array(yy))
-            models.append(m)
+            models.append(Logistic(np.array(m.coef_[0], dtype=np.float64), float(m.intercept_[0])))
         return models[0] if self.embedder is not None else None, models[1]
 
     # --- lookup ------------------------------------------------------------------------------
@@ -780,12 +818,10 @@ class KnowledgeBase:
         return out
 
     @staticmethod
-    def _prob(model: Any, feats: np.ndarray) -> float:
+    def _prob(model: Logistic | None, feats: np.ndarray) -> float:
         if model is None:
             return float(min(1.0, max(0.0, feats[0])))
-        # predict_proba's input validation costs more than this dot product.
-        z = float(feats @ model.coef_[0] + model.intercept_[0])
-        return 1.0 / (1.0 + math.exp(-z))
+        return model.prob(feats)
 
     def answer(self, text: str, lang: str = "ko", context: str | None = None) -> Result:
         """:meth:`search`, plus the two things a conversation adds.
