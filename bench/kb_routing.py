@@ -13,6 +13,12 @@ reports, per gold kind:
 
 Then the other way: questions about request topics (``QUESTIONS`` below, written for this
 bench) that the KB should answer rather than open a form.
+
+``--questions JSONL`` (repeatable; the ``pcrm evaluate-kb`` format, e.g. bench/kb_dev3.jsonl):
+every row a new conversation through ``Engine.decide``, as a REST client would send it, and
+what the resident got: the gold article (``answered right``), another article (``answered
+wrong``), a suggestion list, "I don't know", or the classifier's handling (a form started, a
+catalog answer, small talk, out-of-scope...). The end-to-end counterpart of ``evaluate-kb``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ def main() -> int:
     ap.add_argument("path", nargs="?", default=str(ROOT / "bench" / "heldout.jsonl"))
     ap.add_argument("--kb", action="append")
     ap.add_argument("--config")
+    ap.add_argument("--questions", action="append", default=[],
+                    help="KB question rows (JSONL: text, lang, article) asked end to end")
+    ap.add_argument("--only-questions", action="store_true", help="skip the NLU held-out part")
     args = ap.parse_args()
 
     from bot.dialogue.state import DialogueState
@@ -50,6 +59,10 @@ def main() -> int:
     kb = build_kb(args.kb, args.config, strict=False) if args.kb else None
     engine = Engine(kb=kb, clock=lambda: datetime(2026, 11, 26, 2, 0, tzinfo=UTC))
     knowledge = engine.knowledge
+    if args.questions:
+        kb_questions(engine, args.questions)
+        if args.only_questions:
+            return 0
     rows = [json.loads(x) for x in Path(args.path).read_text(encoding="utf-8").splitlines() if x.strip()]
     stats: dict[str, Counter[str]] = {k: Counter() for k in ("service", "faq", "out_of_scope", "other")}
     right = 0
@@ -88,6 +101,53 @@ def main() -> int:
         turn = engine.decide(Message("rest", f"q{i}", q), DialogueState(key=f"q:{i}"))
         print(f"  {q!r}: {turn.label} ({turn.routing.action})")
     return 0
+
+
+def kb_questions(engine: object, paths: list[str]) -> None:
+    """End-to-end outcome of knowledge-base questions, one new conversation each."""
+    from bot.dialogue.state import DialogueState
+    from bot.messages import Message
+
+    rows = [json.loads(x) for p in paths for x in Path(p).read_text(encoding="utf-8").splitlines() if x.strip()]
+    kb = engine.kb  # type: ignore[attr-defined]
+    out: Counter[str] = Counter()
+    losses: list[tuple[str, str, str]] = []
+    n_gold = 0
+    for i, row in enumerate(rows):
+        gold = row.get("article")
+        golds = [gold] if isinstance(gold, str) else list(gold or [])
+        state = DialogueState(key=f"kbq:{i}")
+        turn = engine.decide(Message("rest", f"kbq{i}", row["text"]), state)  # type: ignore[attr-defined] # REST: no language hint
+        answered = [e.data.get("article") for e in turn.events if e.type == "kb_answer"]
+        faq_codes = {a.faq for a in (kb.get(g) for g in golds) if a is not None and a.faq}
+        if answered:
+            outcome = "answered right" if golds and sorted(answered) == sorted(golds) else "answered wrong"
+        elif golds and turn.label in faq_codes:
+            outcome = "answered right"  # the catalog's own answer to the article's topic
+        elif turn.event("kb_suggest") is not None:
+            outcome = "suggested"
+        elif turn.event("kb_abstain") is not None:
+            outcome = "said it does not know"
+        elif turn.routing.action == "collect":
+            outcome = "form started"
+        elif turn.routing.action == "handoff":
+            outcome = "handed off"
+        else:
+            outcome = f"classifier: {turn.label}"
+        key = ("gold " if golds else "no-answer ") + (outcome if not outcome.startswith("classifier") else "classifier")
+        out[key] += 1
+        n_gold += int(bool(golds))
+        if golds and outcome != "answered right" or not golds and outcome == "answered wrong":
+            losses.append((row["text"], str(gold), outcome if not answered else f"{outcome} {answered}"))
+    n = len(rows)
+    right = out["gold answered right"]
+    wrong = out["gold answered wrong"] + out["no-answer answered wrong"]
+    print(f"KB questions end to end ({', '.join(paths)}): {n} rows, {n_gold} answerable")
+    print(f"  answered right {right / max(n_gold, 1):.3f} of answerable; answered wrong {wrong / max(n, 1):.3f} of all")
+    for key, c in sorted(out.items()):
+        print(f"    {key:40s} {c}")
+    for text, gold, outcome in losses:
+        print(f"    LOSS {text!r}: {gold} -> {outcome}")
 
 
 if __name__ == "__main__":

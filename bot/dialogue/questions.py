@@ -56,10 +56,13 @@ _NEVER = frozenset({"conv.greet", "conv.thanks", "conv.goodbye", "conv.human", "
                     "conv.emergency"})
 
 _QUESTION_KO = re.compile(
-    r"\?|？|어디|어떻게|어떡|언제|얼마|몇\s?[가-힣]|무엇|뭐[가야예에요지]|뭔가요|누구|왜|궁금|알려\s?주|"
-    r"(?:나요|까요|가요|는지|인지|[을를]까|되요|돼요\?|있어요\?|려면|하면\s?돼)")
+    r"\?|？|어디|어떻게|어케|어떡|언제|얼마|몇\s?[가-힣]|무엇|뭐[가야예에요지]|뭔가요|누구|왜|궁금|알려\s?주|"
+    r"(?:나요|까요|가요|는지|인지|[을를]까|되요|돼요\?|있어요\?|려면|하면\s?돼|되죠|맞죠|있죠|"
+    r"해야\s?(?:돼|되|하)|받을\s?수|할\s?수\s?있|있을까|없을까|없나|있나|되나|될까)")
 _QUESTION_EN = re.compile(r"\?|^\s*(?:how|what|when|where|which|who|why|can|could|do|does|is|are|should|may)\b"
-                          r"|\b(?:tell me|i want to know|wondering|is there|are there)\b", re.IGNORECASE)
+                          r"|\b(?:tell me|i want to know|wondering|is there|are there)\b"
+                          r"|\b(?:how|what|when|where|which|who|why)\s+(?:can|do|does|did|is|are|should|to|much|many|long)\b",
+                          re.IGNORECASE)
 #: Words of a report or a request for action: such a message is a service request, even
 #: phrased as a question ("가로등 고장 신고 어떻게 해요?" opens the streetlight form).
 _ACTION = re.compile(
