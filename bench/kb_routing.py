@@ -49,6 +49,8 @@ def main() -> int:
     ap.add_argument("--questions", action="append", default=[],
                     help="KB question rows (JSONL: text, lang, article) asked end to end")
     ap.add_argument("--only-questions", action="store_true", help="skip the NLU held-out part")
+    ap.add_argument("--numbers-only", action="store_true",
+                    help="no per-question lines (for held-out sets, whose questions are not to be read)")
     args = ap.parse_args()
 
     from bot.dialogue.state import DialogueState
@@ -60,7 +62,7 @@ def main() -> int:
     engine = Engine(kb=kb, clock=lambda: datetime(2026, 11, 26, 2, 0, tzinfo=UTC))
     knowledge = engine.knowledge
     if args.questions:
-        kb_questions(engine, args.questions)
+        kb_questions(engine, args.questions, show=not args.numbers_only)
         if args.only_questions:
             return 0
     rows = [json.loads(x) for x in Path(args.path).read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -103,7 +105,7 @@ def main() -> int:
     return 0
 
 
-def kb_questions(engine: object, paths: list[str]) -> None:
+def kb_questions(engine: object, paths: list[str], show: bool = True) -> None:
     """End-to-end outcome of knowledge-base questions, one new conversation each."""
     from bot.dialogue.state import DialogueState
     from bot.messages import Message
@@ -146,7 +148,7 @@ def kb_questions(engine: object, paths: list[str]) -> None:
     print(f"  answered right {right / max(n_gold, 1):.3f} of answerable; answered wrong {wrong / max(n, 1):.3f} of all")
     for key, c in sorted(out.items()):
         print(f"    {key:40s} {c}")
-    for text, gold, outcome in losses:
+    for text, gold, outcome in losses if show else []:
         print(f"    LOSS {text!r}: {gold} -> {outcome}")
 
 
