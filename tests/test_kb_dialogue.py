@@ -137,26 +137,3 @@ def test_indirect_questions_are_questions_and_reports_stay_reports():
     assert not looks_like_question("하수도 막힘 신고 합니다", "ko")
     assert not looks_like_question("sidewalk is broken near the bus stop, please fix", "en")
 
-
-def _unsure(label: str):
-    """An NLU that is unsure of every message (``label`` at 0.15): the KB decides or clarify does."""
-    from bot.nlu.model import Parse
-
-    def parse(text: str, lang: str | None = None) -> Parse:
-        return Parse(text, text, lang or "ko", label, 0.15, [(label, 0.15), ("conv.out_of_scope", 0.1)])
-    return parse
-
-
-def test_a_statement_the_classifier_is_unsure_of_is_answered_when_the_kb_is_sure(kb):
-    engine = Engine(nlu=_unsure("roads.pothole"), kb=kb, clock=lambda: OPEN, requests=InMemoryRequestStore())
-    text = "인감증명서 발급 준비물"  # no question word: before, an unsure label meant clarify only
-    assert not looks_like_question(text, "ko")
-    assert kb.answer(text, "ko").confidence >= 0.8
-    turn = say(engine, text, sender="s1")
-    assert turn.event("kb_answer") is not None and turn.event("kb_answer").data["article"] == "civil.seal_certificate"
-
-
-def test_an_unsure_report_is_never_taken_by_the_kb(kb):
-    engine = Engine(nlu=_unsure("roads.pothole"), kb=kb, clock=lambda: OPEN, requests=InMemoryRequestStore())
-    turn = say(engine, "인감증명서 발급 신고 합니다", sender="s2")  # a report word: clarify, not an article
-    assert turn.event("kb_answer") is None
