@@ -82,14 +82,18 @@ def _sure_elsewhere(ctx: TurnContext, result: Result) -> bool:
     """
     if result.decision != "answer" or result.parts or result.confidence < DIVERT_REQUEST_AT:
         return False
-    if ctx.label not in ctx.knowledge.services:
-        return ctx.low_confidence
-    if ctx.confidence >= REQUEST_SURE:
+    services = ctx.knowledge.services
+    dept = ctx.knowledge.department_of(ctx.label) if ctx.label in services else None
+    same_topic = bool(dept) and result.hits[0].article.department == dept
+    if ctx.low_confidence:
+        # The alternative is a menu of guesses, unless the words report something on the
+        # article's own topic ("하수도 막힘 신고 합니다"): that is the form's.
+        return not (same_topic and _ACTION.search(ctx.text))
+    if ctx.label not in services or ctx.confidence >= REQUEST_SURE:
         return False
-    # The KB's article on the form's own topic ("하수구 막혀서 물이 안 내려가요" → the sewer
-    # article) agrees with the classifier: a report, and its form is the answer.
-    dept = ctx.knowledge.department_of(ctx.label)
-    return bool(dept) and result.hits[0].article.department != dept
+    # A fair guess at a form (not low) whose department's article the KB is sure of ("하수구
+    # 막혀서 물이 안 내려가요" → the sewer article): the two agree on a report, its form answers.
+    return bool(dept) and not same_topic
 
 
 def _hit(article: Article) -> Hit:
