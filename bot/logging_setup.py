@@ -44,7 +44,7 @@ class PiiMaskingFilter(logging.Filter):
     """Masks phone numbers and resident registration numbers in a record; never drops one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_pii_masked", False):
+        if getattr(record, "pii_masked", False):
             return True
         # Mask the format string and each argument in place rather than pre-formatting the
         # message: formatters such as uvicorn's access log read ``record.args`` themselves.
@@ -61,7 +61,7 @@ class PiiMaskingFilter(logging.Filter):
             record.exc_info = None  # formatters would render the raw traceback again
         if record.stack_info:
             record.stack_info = mask_pii(record.stack_info)
-        record._pii_masked = True  # type: ignore[attr-defined]
+        record.pii_masked = True  # type: ignore[attr-defined]
         return True
 
 

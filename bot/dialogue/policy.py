@@ -608,7 +608,7 @@ def prefill(ctx: TurnContext, text: str, use_attachments: bool = True) -> None:
         address = u.longest(ROAD_ADDRESS, text) or _place_entity(ctx, text)
         if address:
             after = text[text.find(address) + len(address):] if address in text else ""
-            slots["location"] = address + u._landmark_tail(after)
+            slots["location"] = address + u.landmark_tail(after)
     when = u.time_expression([e for e in ctx.entities if str(e.get("value", "")) in text])
     if when:
         slots["when"] = when
@@ -914,9 +914,9 @@ def fill_slot(ctx: TurnContext) -> None:
                 return
         elif text and u.looks_like_place(text):
             address = u.last_address(text)
-            if address and u._INSTEAD.search(text):  # "중앙로 50 아니고 중앙로 52예요"
+            if address and u.INSTEAD.search(text):  # "중앙로 50 아니고 중앙로 52예요"
                 after = text[text.rfind(address) + len(address):]
-                place, extra = u.strip_polite(address + u._landmark_tail(after)), ""
+                place, extra = u.strip_polite(address + u.landmark_tail(after)), ""
             else:
                 place, extra = u.split_location(text, address)
             slots["location"] = place[:300]

@@ -261,10 +261,10 @@ def correction(text: str, at_confirmation: bool, asked: str | None) -> Correctio
     cue = _CORRECTION_CUE.search(core)
     is_m = _SLOT_IS.search(core)
     address = last_address(core)
-    if address and asked != "location" and (_APOLOGY.search(core) or (cue and _INSTEAD.search(core))):
+    if address and asked != "location" and (_APOLOGY.search(core) or (cue and INSTEAD.search(core))):
         # "아 죄송해요 한빛로 91이에요", "중앙로 50 아니고 52예요" after the location was given.
         after = core[core.rfind(address) + len(address):]
-        return Correction("location", strip_polite(address + _landmark_tail(after)))
+        return Correction("location", strip_polite(address + landmark_tail(after)))
     if not slot_m:
         return None
     slot = _SLOT_OF.get(re.sub(r"\s+", "", slot_m.group(1).lower()))
@@ -279,7 +279,7 @@ def correction(text: str, at_confirmation: bool, asked: str | None) -> Correctio
     phone = PHONE.search(core) if slot == "phone" else None
     if address:
         after = core[core.find(address) + len(address):]
-        value = address + _landmark_tail(after)
+        value = address + landmark_tail(after)
     elif phone:
         value = phone.group(0)
     elif cue and _CUE_TAIL.match(core) and _CUE_TAIL.sub("", core, count=1).strip():
@@ -315,7 +315,7 @@ def longest(rx: re.Pattern[str], text: str) -> str | None:
     return best
 
 
-_INSTEAD = re.compile(r"(?:아니고|아니라|말고|이\s*아니라|가\s*아니라|not\b)", re.IGNORECASE)
+INSTEAD = re.compile(r"(?:아니고|아니라|말고|이\s*아니라|가\s*아니라|not\b)", re.IGNORECASE)
 
 
 def last_address(text: str) -> str | None:
@@ -325,12 +325,12 @@ def last_address(text: str) -> str | None:
     if english_not:
         text = text[:english_not.start()]
         return longest(EN_ADDRESS, text) or longest(ROAD_ADDRESS, text)
-    cuts = [m.end() for m in _INSTEAD.finditer(text)]
+    cuts = [m.end() for m in INSTEAD.finditer(text)]
     tail = text[cuts[-1]:] if cuts else text
     return longest(ROAD_ADDRESS, tail) or longest(EN_ADDRESS, tail) or longest(ROAD_ADDRESS, text) or longest(EN_ADDRESS, text)
 
 
-def _landmark_tail(after: str) -> str:
+def landmark_tail(after: str) -> str:
     """" 앞이요" → " 앞": a landmark word right after an address belongs to it."""
     m = re.match(r"\s*(앞|옆|뒤|근처|건너편|맞은편|입구|사거리)", after)
     return f" {m.group(1)}" if m else ""

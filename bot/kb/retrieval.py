@@ -395,6 +395,22 @@ class _Index:
         (the day's active articles, results of questions asked)."""
         return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_active_cache")}
 
+    def remembered(self) -> dict[tuple[Any, ...], Any]:
+        """Results of the questions asked of this index in this process (never stored on disk;
+        a new index, after an editor published, starts empty)."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:
+            memo = self.__dict__["_memo"] = {}
+        return memo
+
+    def active_mask(self, today: date) -> np.ndarray:
+        """Which articles are served ``today`` (``valid_from``/``valid_until``), once a day."""
+        cached = self.__dict__.get("_active_cache")
+        if cached is None or cached[0] != today:
+            cached = (today, np.array([a.active_on(today) for a in self.articles]))
+            self.__dict__["_active_cache"] = cached
+        return cached[1]
+
     def realign(self) -> None:
         """Copy the arrays of an unpickled index into aligned memory.
 
@@ -755,9 +771,7 @@ class KnowledgeBase:
             return self._search(text, lang, use_dense=use_dense, k=k, _skip_unit=_skip_unit)
         ix = self._index
         key = (text, lang, use_dense, k, self._today())
-        memo: dict[tuple[Any, ...], Result] | None = getattr(ix, "_memo", None)
-        if memo is None:
-            memo = ix._memo = {}  # type: ignore[attr-defined]
+        memo = ix.remembered()
         hit = memo.get(key)
         if hit is None:
             hit = self._search(text, lang, use_dense=use_dense, k=k)
@@ -806,11 +820,7 @@ class KnowledgeBase:
 
     def _active(self, ix: _Index, today: date) -> np.ndarray:
         """Which articles are served today (computed once a day per index)."""
-        cached = getattr(ix, "_active_cache", None)
-        if cached is None or cached[0] != today:
-            cached = (today, np.array([a.active_on(today) for a in ix.articles]))
-            ix._active_cache = cached  # type: ignore[attr-defined]
-        return cached[1]
+        return ix.active_mask(today)
 
     def leave_one_out(self) -> list[tuple[str, str, Result]]:
         """(question, its article id, result) for every question of the KB asked with itself

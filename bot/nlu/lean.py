@@ -113,7 +113,7 @@ class LeanSpacy:
                 or linear.attrs.get("v1_indexing", True) or model.attrs.get("multi_label", True)
                 or "softmax_activation" not in nodes or set(nodes) - _BOW_NODES):
             return None
-        if ruler.token_patterns or ruler.overwrite or ruler._ent_ids:
+        if ruler.token_patterns or ruler.overwrite or ruler.ent_ids:
             return None
         self = cls()
         self.labels = list(textcat.labels)
