@@ -195,7 +195,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     inbox = Inbox(engine, sessions, live,
                   spool_path=settings.pcrm_spool_path or settings.pcrm_model_dir.parent / "spool.jsonl",
                   gate=make_gate(redis_url, url, make_rate_limiter(redis_url, settings.config(), prefix),
-                                 engine.states, prefix))
+                                 engine.states, prefix),
+                  max_threads=settings.pcrm_inbox_threads)
     # The published knowledge base: seeded from nlu_data/knowledge when the store is empty, then
     # reloaded whenever an editor publishes (bot/kb/sync.py).
     kb_sync = KbSync(sessions, engine_target(engine),

@@ -70,12 +70,13 @@ class Engine:
         self.states = states or InMemoryStateStore()
         self.requests = requests or InMemoryRequestStore()
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.hours = BusinessHours(config)
-        nlu_cfg = config.get("nlu") or {}
-        self.clarify_below = float(nlu_cfg.get("clarify_below", 0.45))
-        self.emergency_override = bool(nlu_cfg.get("emergency_override", True))
-        self.emergency_min = float(nlu_cfg.get("emergency_min_confidence", 0.3))
-        self.emergency_classifier_min = float(nlu_cfg.get("emergency_classifier_min", 0.6))
+        m = self.settings.municipality()  # config.yml typed; its defaults are bot/municipality.py's
+        self.hours = BusinessHours(m)
+        nlu_cfg = m.nlu
+        self.clarify_below = nlu_cfg.clarify_below
+        self.emergency_override = nlu_cfg.emergency_override
+        self.emergency_min = nlu_cfg.emergency_min_confidence
+        self.emergency_classifier_min = nlu_cfg.emergency_classifier_min
         self.max_chars = self.settings.pcrm_max_message_chars
         self._executor: Any = None
         self._sdk: tuple[dict[str, Callable[..., Any]], type, Callable[[dict[str, Any]], Any]] | None = None
@@ -141,7 +142,7 @@ class Engine:
     @property
     def engine_kind(self) -> str:
         """``builtin`` or ``rasa``: ``PCRM_ENGINE`` if set, else ``engine`` in config.yml."""
-        return (self.settings.pcrm_engine or self.settings.config().get("engine") or "builtin").lower()
+        return (self.settings.pcrm_engine or self.settings.municipality().engine).lower()
 
     def parse(self, text: str, lang_hint: str | None = None) -> Parse:
         """NLU only (``pcrm route``), with the emergency override applied."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -35,6 +34,7 @@ from bot.inbox_port import InboxPort
 from bot.live import LiveEvents
 from bot.masking import mask_pii
 from bot.messages import Attachment, Message, Reply, Turn
+from bot.settings import Settings
 from bot.sms import SmsSender
 from crm_store import handoffs, residents
 from crm_store.message_log import Clash, ConnectionLost, Duplicate, MessageLog, Stored, writes_all
@@ -55,7 +55,7 @@ class Inbox(InboxPort):
     def __init__(self, engine: Engine, sessions: sessionmaker[Session], live: LiveEvents,
                  spool_path: Path | None = None, lock: ConversationLock | None = None,
                  dedup: DedupStore | None = None, limiter: RateLimiter | None = None,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, max_threads: int | None = None) -> None:
         self.engine = engine
         self.sessions = sessions
         self.live = live
@@ -66,8 +66,9 @@ class Inbox(InboxPort):
         #: across workers: Redis, the database), a retry's first answer, a pending state. Without
         #: ``gate``: the in-process pieces given (``lock``, ``dedup``, ``limiter``) or defaults.
         self.gate: Gate = gate or LocalGate(lock, dedup, limiter, engine.states)
-        #: Messages handled at once by this process's threads (more only contend for the GIL).
-        self.max_threads = int(os.environ.get("PCRM_INBOX_THREADS", "4"))
+        #: Messages handled at once by this process's threads (more only contend for the GIL):
+        #: ``PCRM_INBOX_THREADS`` (:attr:`bot.settings.Settings.pcrm_inbox_threads`), given by create_app.
+        self.max_threads = max_threads or Settings.model_fields["pcrm_inbox_threads"].default
         self._threads: Any = None
         #: Where messages and turns are stored (on PostgreSQL each of the two writes of a message
         #: in one autocommit statement).
@@ -351,7 +352,7 @@ class Inbox(InboxPort):
         from crm_store.timeutil import as_utc
 
         k = self.engine.knowledge
-        limit = int((k.config.get("sla") or {}).get("callback_offer_after_minutes", 10))
+        limit = int(k.municipality.sla.callback_offer_after_minutes)
         with self.sessions.begin() as s:
             h = s.query(Handoff).filter(Handoff.conversation_id == conversation_id,
                                         Handoff.status == "queued").first()
@@ -376,8 +377,7 @@ class Inbox(InboxPort):
         minutes (``sla.callback_due_minutes``, 60 by default) to reach it."""
         from datetime import timedelta
 
-        sla = self.engine.knowledge.config.get("sla") or {}
-        minutes = int(sla.get("callback_due_minutes", 60))
+        minutes = int(self.engine.knowledge.municipality.sla.callback_due_minutes)
         return self.engine.hours.next_open(self.engine.clock()) + timedelta(minutes=minutes)
 
     def _cache_state(self, state: DialogueState, stored: Stored, raw_state: str | None,
@@ -444,7 +444,7 @@ class Inbox(InboxPort):
                 return Reply(k.render("utter_otp_not_sent", lang))
             with self.sessions.begin() as s:
                 code = otp.issue(s, key, phone, secret=secret)
-            city = (k.config.get("municipality") or {}).get("name", {}).get(lang, "")
+            city = k.municipality.municipality.name.get(lang)
             text = (f"[{city}] 인증번호 {code} (5분 안에 입력해 주세요)" if lang == "ko"
                     else f"[{city}] Your code is {code}. It expires in 5 minutes.")
             sender = self.sms_sender

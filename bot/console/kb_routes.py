@@ -111,7 +111,7 @@ def _knowledge(request: Request) -> Any:
 
 def _placeholders(request: Request) -> Placeholders:
     k = _knowledge(request)
-    return Placeholders(request.app.state.settings.config(), dict(k.departments))
+    return Placeholders(request.app.state.settings.municipality(), dict(k.departments))
 
 
 def _int(value: Any, default: int | None = None) -> int | None:

@@ -12,6 +12,7 @@ wants every problem of a file in one run, each prefixed ``file: article id: fiel
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -19,15 +20,17 @@ from typing import Any
 
 import yaml
 
+from bot.municipality import DAYS, Municipality, Text
+from bot.settings import safe_load_yaml
+
 LANGS = ("ko", "en")
 ID_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
 #: A placeholder: ``{city}``, ``{dept.civil.phone}``, ``{fact.night_desk}`` …
 PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_-]+)*)\}")
 _FIELDS = {"id", "faq", "department", "title", "questions", "answer", "spoken", "source",
            "valid_from", "valid_until", "reviewed", "tags", "area"}
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_NAMES = {"ko": dict(zip(_DAYS, "월화수목금토일", strict=True)),
-              "en": dict(zip(_DAYS, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))}
+_DAY_NAMES = {"ko": dict(zip(DAYS, "월화수목금토일", strict=True)),
+              "en": dict(zip(DAYS, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))}
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -221,36 +224,48 @@ def _lang_value(value: Any, lang: str) -> str | None:
     return None if value is None else str(value)
 
 
-class Placeholders:
-    """Fills ``{city}``, ``{dept.civil.phone}``, ``{fact.x}`` … from config.yml and the catalog."""
+def _given(text: Text) -> dict[str, str]:
+    """The languages config.yml gave a text in (a language it left out falls back to Korean)."""
+    return text.model_dump(exclude_unset=True)
 
-    def __init__(self, config: dict[str, Any], departments: dict[str, dict[str, Any]] | None = None) -> None:
-        self.config = config or {}
+
+class Placeholders:
+    """Fills ``{city}``, ``{dept.civil.phone}``, ``{fact.x}`` … from config.yml and the catalog.
+
+    ``config`` is the typed :class:`bot.municipality.Municipality` (a parsed ``config.yml`` dict,
+    as tests and the knowledge base hold it, is validated into one). A value config.yml does not
+    give leaves its placeholder unresolved, even where the code has a default (``{hours}``):
+    an answer quotes the city's facts, not the code's."""
+
+    def __init__(self, config: Municipality | Mapping[str, Any] | None,
+                 departments: dict[str, dict[str, Any]] | None = None) -> None:
+        self.municipality = m = Municipality.of(config)
         if departments is None:
             departments = load_catalog_departments()
         self.departments = departments
-        self.dept_phones = {code: (v or {}).get("phone")
-                            for code, v in (self.config.get("departments") or {}).items()}
-        self.facts: dict[str, Any] = dict(self.config.get("facts") or {})
+        self.dept_phones = {code: d.phone for code, d in m.departments.items()}
+        self.facts: dict[str, Any] = {k: _given(v) if isinstance(v, Text) else v for k, v in m.facts.items()}
+        bh = m.business_hours
+        given = bh.model_fields_set if "business_hours" in m.model_fields_set else set()
+        self._hours = {k: getattr(bh, k) for k in ("open", "close") if k in given}
 
     def value(self, name: str, lang: str) -> str | None:
         """The text of placeholder ``name`` in ``lang``; None when it does not resolve."""
-        muni = self.config.get("municipality") or {}
-        hours = self.config.get("business_hours") or {}
+        muni = self.municipality.municipality
         parts = name.split(".")
         head = parts[0]
         if name == "city":
-            return _lang_value(muni.get("name"), lang)
+            return _lang_value(_given(muni.name), lang)
         if name == "city.phone":
-            return format_phone(muni["phone"]) if muni.get("phone") else None
+            return format_phone(muni.phone) if muni.phone else None
         if name == "city.address":
-            return _lang_value(muni.get("address"), lang)
+            return _lang_value(_given(muni.address), lang)
         if name == "city.website":
-            return _lang_value(muni.get("website"), lang)
+            return _lang_value(muni.website, lang)
         if name == "hours":
-            return self.hours_phrase(lang) if hours.get("open") and hours.get("close") else None
+            return self.hours_phrase(lang) if len(self._hours) == 2 else None
         if name in ("hours.open", "hours.close"):
-            return _lang_value(hours.get(parts[1]), lang)
+            return _lang_value(self._hours.get(parts[1]), lang)
         if head == "dept" and len(parts) in (2, 3):
             code = parts[1]
             if len(parts) == 2:
@@ -273,10 +288,10 @@ class Placeholders:
 
     def hours_phrase(self, lang: str) -> str:
         """평일 09:00~18:00 / weekdays 09:00–18:00 (other day sets are spelled out)."""
-        hours = self.config.get("business_hours") or {}
-        days = [d for d in (hours.get("weekdays") or list(_DAYS[:5])) if d in _DAYS]
-        o, c = hours.get("open", "09:00"), hours.get("close", "18:00")
-        if days == list(_DAYS[:5]):
+        hours = self.municipality.business_hours
+        days = list(hours.weekdays) or list(DAYS[:5])
+        o, c = hours.open, hours.close
+        if days == list(DAYS[:5]):
             return f"weekdays {o}–{c}" if lang == "en" else f"평일 {o}~{c}"
         names = _DAY_NAMES["en" if lang == "en" else "ko"]
         if lang == "en":
@@ -311,13 +326,13 @@ class Placeholders:
 def load_catalog_departments(nlu_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """Department names (ko, en) by code, from ``nlu_data/catalog.yml``."""
     path = (nlu_dir or ROOT / "nlu_data") / "catalog.yml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = safe_load_yaml(path.read_text(encoding="utf-8")) or {}
     return {d["code"]: d for d in doc.get("departments") or []}
 
 
 def load_catalog_faq(nlu_dir: Path | None = None) -> set[str]:
     path = (nlu_dir or ROOT / "nlu_data") / "catalog.yml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = safe_load_yaml(path.read_text(encoding="utf-8")) or {}
     return {f["code"] for f in doc.get("faq_topics") or []}
 
 
@@ -327,7 +342,7 @@ def parse_file(path: Path) -> tuple[list[Article], list[str]]:
     """Articles of one YAML file, and the problems found (each prefixed with the file name)."""
     problems: list[str] = []
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = safe_load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         return [], [f"{path.name}: not valid YAML: {exc}"]
     if not isinstance(doc, dict) or not isinstance(doc.get("articles"), list):
@@ -342,7 +357,7 @@ def parse_file(path: Path) -> tuple[list[Article], list[str]]:
     return out, problems
 
 
-def validate(articles: list[Article], config: dict[str, Any] | None = None,
+def validate(articles: list[Article], config: Municipality | Mapping[str, Any] | None = None,
              departments: dict[str, dict[str, Any]] | None = None,
              faq_codes: set[str] | None = None) -> list[str]:
     """Cross-article problems (duplicate ids, one article per FAQ topic) and, with a config,
@@ -362,7 +377,7 @@ def validate(articles: list[Article], config: dict[str, Any] | None = None,
     return problems
 
 
-def load_dir(path: Path | str, config: dict[str, Any] | None = None, *,
+def load_dir(path: Path | str, config: Municipality | Mapping[str, Any] | None = None, *,
              departments: dict[str, dict[str, Any]] | None = None,
              strict: bool = True, problems: list[str] | None = None) -> list[Article]:
     """Every article of ``path/*.yml`` (sorted by file name); raises :class:`ArticleError` with
