@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     live = make_live_events(redis_url, prefix)
     inbox = Inbox(engine, sessions, live,
                   spool_path=settings.pcrm_spool_path or settings.pcrm_model_dir.parent / "spool.jsonl",
-                  gate=make_gate(redis_url, url, make_rate_limiter(redis_url, settings.config(), prefix),
+                  gate=make_gate(redis_url, url, make_rate_limiter(redis_url, settings.municipality(), prefix),
                                  engine.states, prefix),
                   max_threads=settings.pcrm_inbox_threads)
     # The published knowledge base: seeded from nlu_data/knowledge when the store is empty, then

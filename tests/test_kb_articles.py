@@ -123,3 +123,19 @@ def test_to_dict_round_trips_and_export_writes_loadable_files(tmp_path):
     again = load_dir(tmp_path, CONFIG)
     assert sorted(a.to_dict()["id"] for a in again) == sorted(a.id for a in articles)
     assert {a.id: a.to_dict() for a in again} == {a.id: a.to_dict() for a in articles}
+
+
+def test_placeholders_take_the_typed_config_and_quote_only_what_config_yml_gives():
+    from bot.municipality import Municipality, parse
+
+    typed = Placeholders(Municipality.of(CONFIG))
+    for text, lang in (("{city} {hours} {dept.civil.phone} {fact.night_desk}", "ko"), ("{city.address}", "en")):
+        assert typed.render(text, lang) == Placeholders(CONFIG).render(text, lang)
+    # The code's default hours (09:00-18:00) run the office, but an answer quotes no hours the
+    # city did not write; a name given only in Korean is the English one too.
+    ph = Placeholders(parse({"municipality": {"name": {"ko": "한빛구청"}}}))
+    assert ph.unknown("{hours} {hours.open} {city.phone} {fact.x}", "ko") == [
+        "{hours}", "{hours.open}", "{city.phone}", "{fact.x}"]
+    assert ph.render("{city}", "en") == "한빛구청"
+    ph = Placeholders({"business_hours": {"weekdays": ["tue", "mon"], "open": "08:30", "close": "17:00"}})
+    assert ph.render("{hours}", "ko") == "화월요일 08:30~17:00"
