@@ -98,7 +98,7 @@ class Engine:
             self._executor = executor
         return self._executor
 
-    def _rasa_sdk(self) -> tuple[dict[str, Callable[..., Any]], type, Callable[[dict[str, Any]], Any]]:
+    def rasa_sdk(self) -> tuple[dict[str, Callable[..., Any]], type, Callable[[dict[str, Any]], Any]]:
         """The executor's registered actions, ``CollectingDispatcher`` and ``Tracker.from_dict``, looked up once."""
         if self._sdk is None:
             from rasa_sdk.executor import CollectingDispatcher
@@ -210,11 +210,10 @@ class Engine:
         parse.lang = self._conversation_lang(parse, message, state)
         state.lang = parse.lang
         ctx = TurnContext(message, state, parse, self.knowledge, self.clarify_below,
-                          lambda: self.hours.is_open(self.clock()), self.emergency_min, kb=self.kb)
-        ctx._runner = self._run_action
-        ctx._parser = self.parse
-        ctx._next_open = lambda lang: self.hours.describe_next_open(self.clock(), lang)
-        ctx._hours = self.hours.describe
+                          lambda: self.hours.is_open(self.clock()), self.emergency_min, kb=self.kb,
+                          runner=self._run_action, parser=self.parse,
+                          next_open=lambda lang: self.hours.describe_next_open(self.clock(), lang),
+                          hours=self.hours.describe)
         if too_long:
             ctx.say("utter_too_long")
         else:
@@ -301,7 +300,7 @@ class Engine:
         equal the executor's. Our actions are synchronous; an ``async`` one is driven by
         :func:`_drive`, which refuses one that really waits.
         """
-        actions, dispatcher_cls, tracker_from_dict = self._sdk or self._rasa_sdk()
+        actions, dispatcher_cls, tracker_from_dict = self._sdk or self.rasa_sdk()
         run = actions.get(name)
         if run is None:
             from rasa_sdk.interfaces import ActionNotFoundException

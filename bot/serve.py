@@ -112,7 +112,7 @@ def warm(engine: Engine, mark: Callable[[str], None] = lambda _name: None) -> No
     engine.parse("쓰레기 언제 버려요? warm-up")
     mark("first parse (Kiwi builds its analyser)")
     _ = engine.executor
-    engine._rasa_sdk()
+    engine.rasa_sdk()
     mark("actions")
     if hasattr(type(engine), "kb"):  # the knowledge base and its embedding model (loaded on first use)
         kb = engine.kb

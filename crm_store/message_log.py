@@ -456,7 +456,7 @@ class MessageLog:
 
     # --- PostgreSQL connections ------------------------------------------------------------
     @contextmanager
-    def _raw(self) -> Iterator[Any]:
+    def raw_connection(self) -> Iterator[Any]:
         """A pooled psycopg connection in autocommit mode; dead connections are invalidated,
         and with them every connection of the pool older than them (a database restart)."""
         assert self.engine is not None
@@ -516,7 +516,7 @@ class _PgRun(_Run):
         self.log, self.sql = log, log.pg
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        with self.log._raw() as conn:  # noqa: SLF001 - the runner is the log's
+        with self.log.raw_connection() as conn:
             self.log.statements += 1
             return conn.execute(sql, params).fetchone()
 

@@ -30,7 +30,16 @@ class TurnContext:
 
     def __init__(self, message: Message, state: DialogueState, parse: Parse, knowledge: Knowledge,
                  clarify_below: float, office_open: Callable[[], bool], emergency_min: float = 0.3,
-                 kb: KnowledgeBase | None = None) -> None:
+                 kb: KnowledgeBase | None = None, *, runner: Callable[[TurnContext, str], None],
+                 parser: Callable[[str, str], Parse], next_open: Callable[[str], str],
+                 hours: Callable[[str], str]) -> None:
+        """``runner`` runs a custom action, ``parser`` re-reads part of the message, ``next_open``
+        and ``hours`` describe the office hours: the engine's, handed in so the policy needs no
+        engine."""
+        self._runner = runner
+        self._parser = parser
+        self._next_open = next_open
+        self._hours = hours
         self.message = message
         self.state = state
         self.parse = parse
@@ -191,8 +200,3 @@ class TurnContext:
         self.paused = True
         self.route("paused", department=self.state.handoff_department)
         self.event("paused", department=self.state.handoff_department)
-
-    _runner: Callable[[TurnContext, str], None]
-    _parser: Callable[[str, str], Parse]
-    _next_open: Callable[[str], str]
-    _hours: Callable[[str], str]
