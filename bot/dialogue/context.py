@@ -36,10 +36,7 @@ class TurnContext:
         """``runner`` runs a custom action, ``parser`` re-reads part of the message, ``next_open``
         and ``hours`` describe the office hours: the engine's, handed in so the policy needs no
         engine."""
-        self._runner = runner
-        self._parser = parser
-        self._next_open = next_open
-        self._hours = hours
+        self._runner, self._parser, self._next_open, self._hours = runner, parser, next_open, hours
         self.message = message
         self.state = state
         self.parse = parse
