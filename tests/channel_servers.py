@@ -2,7 +2,8 @@
 
 ``ServerThread(app)`` serves any ASGI app on a free loopback port; ``call(coro)``
 runs a coroutine on the server's own event loop (where the app's HTTP clients
-live), as code inside the app would.
+live), as code inside the app would. ``console_client(server, who)`` is an HTTP client
+logged in to the console as ``who`` (username, password).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -66,3 +69,14 @@ class ServerThread:
             self.server.should_exit = True
         self._thread.join(timeout=10)
         self.sock.close()
+
+
+@contextmanager
+def console_client(server: ServerThread, who: tuple[str, str], timeout: float = 60) -> Iterator[httpx.Client]:
+    """An HTTP client logged in to ``server``'s console as ``who`` (its CSRF cookie passed on)."""
+    with httpx.Client(base_url=server.url, timeout=timeout, follow_redirects=True) as c:
+        c.get("/console/login")
+        r = c.post("/console/login", data={"username": who[0], "password": who[1],
+                                           "csrf_token": c.cookies["pcrm_csrf"]})
+        assert r.status_code == 200, r.text
+        yield c

@@ -10,7 +10,6 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from websockets.sync.client import connect
 from bot.console.auth import create_agent
 from bot.settings import ROOT, Settings
 from bot.webchat_keys import new_key, protocols_for
-from tests.channel_servers import ServerThread
+from tests.channel_servers import ServerThread, console_client
 from tests.fixtures_browser import ask, bot_texts
 
 SUP = ("sup-hard", "supervisor-hardening-pw")
@@ -46,15 +45,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     s.stop()
 
 
-@contextmanager
-def staff(server: ServerThread) -> Iterator[httpx.Client]:
+def staff(server: ServerThread) -> Any:
     """An HTTP client logged in as a supervisor."""
-    with httpx.Client(base_url=server.url, timeout=30, follow_redirects=True) as c:
-        c.get("/console/login")
-        r = c.post("/console/login", data={"username": SUP[0], "password": SUP[1],
-                                           "csrf_token": c.cookies["pcrm_csrf"]})
-        assert r.status_code == 200, r.text
-        yield c
+    return console_client(server, SUP, timeout=30)
 
 
 HTML_PAGES = ["/", "/console/login", "/transparency", "/transparency?lang=en", "/docs", "/redoc", "/supervisor",

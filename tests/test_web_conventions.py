@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -22,7 +21,7 @@ from bot.service_requests import RequestDraft
 from bot.settings import ROOT, Settings
 from crm_store.models import Conversation, Handoff, Interaction
 from crm_store.timeutil import utcnow
-from tests.channel_servers import ServerThread
+from tests.channel_servers import ServerThread, console_client
 from tests.fixtures_browser import AXE
 
 SUP = ("web-sup", "web-conventions-pw-1")
@@ -62,14 +61,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         srv.stop()
 
 
-@contextmanager
-def logged_in(server: ServerThread, who: tuple[str, str] = SUP) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60, follow_redirects=True) as c:
-        c.get("/console/login")
-        r = c.post("/console/login", data={"username": who[0], "password": who[1],
-                                           "csrf_token": c.cookies["pcrm_csrf"]})
-        assert r.status_code == 200, r.text
-        yield c
+def logged_in(server: ServerThread, who: tuple[str, str] = SUP) -> Any:
+    return console_client(server, who)
 
 
 def public_pages(ids: dict[str, Any]) -> list[str]:
