@@ -74,6 +74,14 @@ def test_two_questions_in_one_message_get_two_answers(kb):
     assert [p.article.id for p in r.parts] == ["civil.passport", "civil.resident_certificate"]
 
 
+def test_split_needs_the_connective_ending_not_a_noun_in_go():
+    # 신고 is a noun, "-다고" a quotation, "-고 싶다" one predicate: one question each.
+    assert split_questions("결혼했는데 혼인신고 어디서 해요") == ["결혼했는데 혼인신고 어디서 해요"]
+    assert split_questions("담배 끊고 싶은데 도와주는 곳 있나요") == ["담배 끊고 싶은데 도와주는 곳 있나요"]
+    assert split_questions("환급금 있다고 문자가 왔는데 진짜예요?") == ["환급금 있다고 문자가 왔는데 진짜예요?"]
+    assert split_questions("재산세 얼마고 자동차세는 언제 내요") == ["재산세 얼마고", "자동차세는 언제 내요"]
+
+
 def test_one_question_with_a_connective_is_not_split(kb):
     r = kb.answer("이사하고 전입신고는 어떻게 해요?", "ko")
     assert r.decision == "answer" and r.article.id == "civil.moving_in" and not r.parts

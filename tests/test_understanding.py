@@ -75,3 +75,17 @@ def test_false_alarms_are_not_emergencies(text):
                                             ("누가 흉기를 들고 있어요", "crime"), ("숨을 안 쉬어요", "medical")])
 def test_safety_advice_fits_the_emergency(text, kind):
     assert u.emergency_kind(text) == kind
+
+
+def test_one_filler_list_for_the_dialogue_and_the_knowledge_base():
+    from bot.kb.retrieval import strip_fillers as kb_strip
+    from bot.nlu.normalize import strip_fillers
+
+    # The dialogue drops leading hesitations only: a leading 네 is still a yes.
+    assert u.strip_fillers("아 네 됐어요") == "네 됐어요"
+    assert u.strip_fillers("여보세요 저기 그 뭐냐 혼인신고 하려는데") == "혼인신고 하려는데"
+    # The knowledge base drops openers anywhere, and keeps a message that is nothing else.
+    assert kb_strip("네 안녕하세요 음 쓰레기 봉투 어디서 사요") == "쓰레기 봉투 어디서 사요"
+    assert kb_strip("hi, good afternoon. my dog is lost") == "my dog is lost"
+    assert kb_strip("여보세요") == "여보세요"
+    assert strip_fillers("um so how do I renew my passport") == "how do I renew my passport"

@@ -17,19 +17,11 @@ import re
 from dataclasses import dataclass
 
 from bot.nlu.entities import EN_ADDRESS, PHONE, ROAD_ADDRESS, WHEN
+from bot.nlu.normalize import strip_fillers  # one list of fillers for the dialogue and the KB
 
 # --- small helpers ----------------------------------------------------------------------------
 
-#: Fillers residents (and speech recognisers) put in front of the real words.
-_LEAD_FILLERS = re.compile(
-    r"^(?:(?:여보세요|저기요|저기|저|아|어|음|엄|흠|그|그게|그러니까|아\s*참|참|근데|"
-    r"um+|uh+|er+|hmm+|well|oh|so|ok so|hello|hi)[\s,.!~…]+)+", re.IGNORECASE)
 _PUNCT = re.compile(r"[\s.,!?~…^ㅎㅋ;:'\"()\[\]\-_]+")
-
-
-def strip_fillers(text: str) -> str:
-    """"아 네 됐어요" → "네 됐어요": leading fillers off, the words kept."""
-    return _LEAD_FILLERS.sub("", text.strip()).strip()
 
 
 def squash(text: str) -> str:

@@ -59,6 +59,7 @@ import yaml
 
 from bot.kb import index_cache
 from bot.kb.articles import ROOT, Article, ArticleError, Placeholders, validate
+from bot.nlu.normalize import strip_fillers as _strip_fillers
 
 log = logging.getLogger("pcrm.kb")
 
@@ -110,19 +111,11 @@ STATIC_A_W = 0.5
 STATIC_W = 2.0
 
 
-#: Words a caller or texter wraps a question in ("여보세요 저 궁금한 게 있는데요 …"): they
-#: carry no topic and, in a short question, pull the embedding toward small talk.
-_FILLER = re.compile(
-    r"(?:^|(?<=\s))(?:여보세요|저기요|저기|안녕하세요|수고하십니다|실례합니다|혹시|그러니까|그니까|"
-    r"음+|어+|아+|네|예|저|제가|저는|좀|궁금한\s?게\s?있는데요?|뭐\s?하나\s?물어볼게요|문의\s?좀\s?드릴게요|"
-    r"hi|hello|hey|um+|uh+|excuse me|sorry|quick question|i have a question)(?=[\s,.!?]|$)[\s,.!]*",
-    re.IGNORECASE)
-
-
 def strip_fillers(text: str) -> str:
-    """``text`` without greeting and hesitation words (the text itself if nothing else is left)."""
-    stripped = _FILLER.sub(" ", text).strip()
-    return re.sub(r"\s{2,}", " ", stripped) if len(stripped) >= 2 else text
+    """``text`` without greeting and hesitation words ("여보세요 저 궁금한 게 있는데요 …"): they
+    carry no topic and, in a short question, pull the embedding toward small talk (the text
+    itself if nothing else is left). The list is the dialogue's, ``bot.nlu.normalize``."""
+    return _strip_fillers(text, anywhere=True)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -987,12 +980,33 @@ def is_elliptical(text: str) -> bool:
 _SPLIT_RE = re.compile(
     r"(?<=[?？!.。])\s+|\s*(?:그리고|그리구|또|and also|and)\s+|(?<=[가-힣]고)\s+(?=[가-힣])"
     r"|(?<=[가-힣])(?:이랑|랑)\s+(?=[가-힣])")
+#: Verbs that lean on the "-고" before them ("끊고 싶은데", "살고 있는데", "하고 나서"): one clause.
+_AUXILIARY_AFTER_GO = re.compile(r"^(?:싶|있|계|나서|나면|나니|말|보니|봐|다니)")
 
 
 def split_questions(text: str) -> list[str]:
-    """Candidate sub-questions of ``text`` (each ≥ 2 characters), in order."""
-    parts = [p.strip(" ,") for p in _SPLIT_RE.split(text.strip()) if p and p.strip(" ,")]
+    """Candidate sub-questions of ``text`` (each ≥ 2 characters), in order.
+
+    A word ending in 고 splits only where Kiwi reads that 고 as the connective ending (얼마고,
+    등본이고, 버리고), not a noun (신고, 사고, 광고: "혼인신고 어디서 해요" is one question) nor
+    a quotation ("환급금 있다고 문자가 왔는데"), and not before an auxiliary ("끊고 싶은데")."""
+    text = text.strip()
+    cuts = [0]
+    for m in _SPLIT_RE.finditer(text):
+        if m.group(0).strip() == "" and text[m.start() - 1:m.start()] == "고" and not _connective_go(text, m):
+            continue
+        cuts += [m.start(), m.end()]
+    cuts.append(len(text))
+    parts = [text[cuts[i]:cuts[i + 1]].strip(" ,") for i in range(0, len(cuts), 2)]
     return [p for p in parts if len(p) >= 2]
+
+
+def _connective_go(text: str, m: re.Match[str]) -> bool:
+    word = text[:m.start()].rsplit(None, 1)[-1]
+    toks = _kiwi_tokens(word)
+    if not toks or toks[-1] != ("고", "EC"):
+        return False
+    return not _AUXILIARY_AFTER_GO.match(text[m.end():])
 
 
 _shared: dict[tuple[Any, ...], KnowledgeBase] = {}

@@ -129,3 +129,35 @@ def sino_numbers_to_digits(text: str) -> str:
 def normalize(text: str) -> str:
     """The form NLU works on: cleaned, spoken digits as digits, cut to a sane length."""
     return sino_numbers_to_digits(spoken_numbers_to_digits(clean(text)[:MAX_NLU_CHARS]))
+
+
+# --- fillers ------------------------------------------------------------------------------------
+
+#: Hesitations and call openers residents (and speech recognisers) put around the real words:
+#: "여보세요 저기 그 뭐냐 …", "um so …". They carry no topic and no intent. One list for the
+#: dialogue (``strip_fillers``: the start of a reply, so "어 네 맞아요" reads as yes) and the
+#: knowledge base (``strip_fillers(..., anywhere=True)`` with :data:`OPENERS` too).
+HESITATIONS = (
+    "여보세요", "저기요", "저기", "저", "아+", "어+", "음+", "엄", "흠+", "그", "그게", "그러니까", "그니까",
+    "아\\s*참", "참", "근데", "그\\s*뭐냐", "뭐냐", "뭐더라", "있잖아요", "있잖아",
+    "um+", "uh+", "er+", "erm", "hmm+", "well", "oh", "so", "ok so", "hello", "hi", "hey")
+#: Polite openers and topicless asides: words with a meaning in the dialogue (네 is a yes,
+#: 안녕하세요 a greeting) that a question to the knowledge base does not need.
+OPENERS = (
+    "안녕하세요", "수고하십니다", "수고하세요", "실례합니다", "혹시", "네", "예", "제가", "저는", "좀",
+    "궁금한\\s?게\\s?있는데요?", "뭐\\s?하나\\s?물어볼게요", "뭐\\s?좀\\s?물어보려고요", "문의\\s?좀\\s?드릴게요",
+    "좋은\\s?아침(?:이에요|입니다)?", "excuse me", "sorry", "quick question", "i have a question",
+    "good (?:morning|afternoon|evening)")
+_LEAD = re.compile(rf"^(?:(?:{'|'.join(HESITATIONS)})[\s,.!~…]+)+", re.IGNORECASE)
+_ANYWHERE = re.compile(rf"(?:^|(?<=\s))(?:{'|'.join(HESITATIONS + OPENERS)})(?=[\s,.!?]|$)[\s,.!]*",
+                       re.IGNORECASE)
+
+
+def strip_fillers(text: str, *, anywhere: bool = False) -> str:
+    """Fillers off: "아 네 됐어요" → "네 됐어요" (leading hesitations only, the dialogue's reading);
+    with ``anywhere`` hesitations and openers go wherever they stand ("여보세요 저 혹시 여권 …" →
+    "여권 …", the knowledge base's), and the text itself comes back if nothing is left."""
+    if not anywhere:
+        return _LEAD.sub("", text.strip()).strip()
+    stripped = _ANYWHERE.sub(" ", text).strip()
+    return _SPACES.sub(" ", stripped) if len(stripped) >= 2 else text
