@@ -30,6 +30,7 @@ from bot.dialogue import understanding as u
 from bot.messages import Button
 from bot.municipality import LOW_CONFIDENCE
 from bot.nlu.entities import ROAD_ADDRESS, first
+from bot.nlu.normalize import strip_fillers
 
 if TYPE_CHECKING:
     from bot.dialogue.context import TurnContext
@@ -385,8 +386,29 @@ def request_code(ctx: TurnContext, phone: str) -> None:
 
 # --- intents -------------------------------------------------------------------------------------
 
+def read_past_openers(ctx: TurnContext) -> None:
+    """"여보세요 저기 아침부터 수돗물이 안 나와요", "hi, um, where do I renew my passport": a
+    caller's opener is not the message. The classifier, trained on whole requests, reads the
+    greeting; when it says small talk and more than the opener was said, the words after it are
+    read again and that reading stands (unless it is small talk too: "안녕하세요 감사합니다")."""
+    if ctx.forced_label is not None or ctx.label not in SMALLTALK:
+        return
+    core = strip_fillers(ctx.text, anywhere=True)
+    if core == ctx.text or len(u.squash(core)) < 4:
+        return
+    again = ctx.reparse(core)
+    if again.label in SMALLTALK:
+        return
+    ctx.label, ctx.confidence, ctx.ranking = again.label, again.confidence, again.ranking
+    ctx.entities = ctx.entities or again.entities
+
+
 def respond_to_intent(ctx: TurnContext) -> None:
     """No open question: act on what the resident said."""
+    read_past_openers(ctx)
+    if ctx.is_emergency:
+        emergency(ctx)
+        return
     if questions.answer_question(ctx):  # a question the knowledge base answers (or declines)
         return
     state, label = ctx.state, ctx.label

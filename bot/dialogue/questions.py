@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from bot.dialogue.understanding import asks_for_person
 from bot.kb.retrieval import is_elliptical
 from bot.messages import Button, Reply
 
@@ -43,6 +44,10 @@ KB_PREFIX = "kb."
 PAYLOAD_PREFIX = "/kb."
 #: A confident service label yields to the KB only from this calibrated KB confidence on.
 DIVERT_REQUEST_AT = 0.85
+#: A low-confidence label (the alternative is a menu of the classifier's guesses) yields to an
+#: article from this calibrated KB confidence on, even when the message is not a question,
+#: unless its words report something (``_ACTION``) and the label is a form's.
+WEAK_LABEL_YIELDS_AT = 0.70
 #: Below this the classifier's service label is a guess: a sure article of another department wins.
 REQUEST_SURE = 0.6
 #: A confident ``faq.X`` label: its own article is answered when the KB is unsure.
@@ -67,7 +72,21 @@ _QUESTION_EN = re.compile(r"\?|^\s*(?:how|what|when|where|which|who|why|can|coul
 #: phrased as a question ("가로등 고장 신고 어떻게 해요?" opens the streetlight form).
 _ACTION = re.compile(
     r"신고|접수|신청|고쳐|치워|수거해|가져가|와\s?주|해\s?주세요|해주실|처리해|막혔|터졌|나갔|부서졌|"
-    r"\b(?:report|fix|repair|pick up|send someone|complain)", re.IGNORECASE)
+    r"\b(?:report|fix|repair|pick ?up|collect|take away|send someone|complain)", re.IGNORECASE)
+
+
+#: Asking someone to come and do something ("치워 주세요", "조치 바랍니다", "please fix"), not
+#: to be told how: narrower than ``_ACTION`` (신청 is in "어디서 신청해요?" too).
+_DO_IT = re.compile(
+    r"(?:치워|고쳐|수리해|보내|가져가|수거해|와|처리해)\s?(?:주세요|줘요|주시|줄\s?수|주면|달라)|조치\s?(?:해|바랍|부탁)|"
+    r"\b(?:fix|repair|pick up|collect|take away|send someone|remove)\b", re.IGNORECASE)
+
+
+def _weak(ctx: TurnContext) -> bool:
+    """The classifier's label is a guess: low confidence, or a hand-off read into words that ask
+    for nobody ("결혼한 형이랑 세대를 나누려고 해요": 형이랑 is not 사람이랑). A hand-off the
+    classifier is sure of never gets here (``policy.wants_person`` took it)."""
+    return ctx.low_confidence or (ctx.label == "conv.human" and not asks_for_person(ctx.text))
 
 
 def _sure_elsewhere(ctx: TurnContext, result: Result) -> bool:
@@ -80,19 +99,27 @@ def _sure_elsewhere(ctx: TurnContext, result: Result) -> bool:
     there: a low-confidence label yields to a sure article, and an unsure request
     (< ``REQUEST_SURE``) yields when the article belongs to another department than the form.
     """
-    if result.decision != "answer" or result.parts or result.confidence < DIVERT_REQUEST_AT:
-        return False
     services = ctx.knowledge.services
+    bar = WEAK_LABEL_YIELDS_AT if _weak(ctx) else DIVERT_REQUEST_AT
+    if result.decision != "answer" or result.parts or result.confidence < bar:
+        return False
     dept = ctx.knowledge.department_of(ctx.label) if ctx.label in services else None
     same_topic = bool(dept) and result.hits[0].article.department == dept
-    if ctx.low_confidence:
+    if _weak(ctx):
         # The alternative is a menu of guesses, unless the words report something on the
         # article's own topic ("하수도 막힘 신고 합니다"): that is the form's.
-        return not (same_topic and _ACTION.search(ctx.text))
+        # A request to come and do something is a report too when the classifier's guess at
+        # its form is only low ("sidewalk is broken, please fix" is no bus-route question).
+        return not ((same_topic and _ACTION.search(ctx.text)) or (ctx.label in services and _DO_IT.search(ctx.text)))
     if ctx.label not in services or ctx.confidence >= REQUEST_SURE:
         return False
     # A fair guess at a form (not low) whose department's article the KB is sure of ("하수구
     # 막혀서 물이 안 내려가요" → the sewer article): the two agree on a report, its form answers.
+    # Unless the article is another of that department's topics, not the form's own (whose id
+    # starts with the form's code: water.leak → water.leak_report), and the words report
+    # nothing ("아침부터 수돗물이 안 나와요" is an outage, not a leak to locate).
+    if same_topic and not _ACTION.search(ctx.text):
+        return not result.hits[0].article.id.startswith(ctx.label)
     return bool(dept) and not same_topic
 
 
@@ -137,14 +164,14 @@ def answer_question(ctx: TurnContext) -> bool:
             _answer(ctx, [faq_article])
             return True
         return False
-    if label in _NEVER and not ctx.low_confidence:
+    if label in _NEVER and not _weak(ctx):
         return False
     is_request = label in ctx.knowledge.services and not ctx.low_confidence
     asks = bool(_QUESTION_KO.search(text) or _QUESTION_EN.search(text))
     # "그거 신청은 어디서 해요?" right after an article asks about it, 신청 or not.
     question = looks_like_question(text, ctx.lang) or (bool(state.last_article) and is_elliptical(text) and asks)
     guarded = label in _NEVER or label in ctx.knowledge.services  # not the KB's unless a question
-    unsure = ctx.low_confidence or (label in ctx.knowledge.services and ctx.confidence < REQUEST_SURE)
+    unsure = _weak(ctx) or (label in ctx.knowledge.services and ctx.confidence < REQUEST_SURE)
     if guarded and not question and not unsure:
         return False  # a report the classifier is sure of: its form, not an article
     if guarded and not question and len(text.split()) < 2:
@@ -170,11 +197,13 @@ def answer_question(ctx: TurnContext) -> bool:
         if top.faq and top.faq != faq_article.faq:
             # Two catalog topics disagree: on those the classifier is nearly always right.
             result.hits.insert(0, next(h for h in [*result.hits, _hit(faq_article)] if h.article is faq_article))
-        elif own is not None and result.confidence < DIVERT_REQUEST_AT \
+        elif own is not None and result.confidence < DIVERT_REQUEST_AT and top.area != faq_article.area \
                 and own.score >= FAQ_CLOSE_SHARE * result.hits[0].score:
             # The KB is unsure between its top and the classifier's topic, nearly tied: the two
             # signals agree on the topic ("I just moved, how do I register my new address?" is
-            # the moving-in report, not the foreigners' change of address).
+            # the moving-in report, not the foreigners' change of address). A sibling article of
+            # the same area is the topic said more precisely (paying the vehicle tax early is
+            # the vehicle-tax prepayment article, not the vehicle-tax bill): it stays.
             result.hits.remove(own)
             result.hits.insert(0, own)
     if result.decision == "answer":
@@ -193,7 +222,7 @@ def answer_question(ctx: TurnContext) -> bool:
             return False  # clarify() offers them beside the catalog's candidates
         _suggest(ctx, close)
         return True
-    if question and (label in ("conv.out_of_scope",) or label.startswith("faq.") or ctx.low_confidence):
+    if question and (label in ("conv.out_of_scope",) or label.startswith("faq.") or _weak(ctx)):
         ctx.route("answer")
         ctx.say("utter_kb_abstain", buttons=[ctx.button("btn_human", "/conv.human")])
         ctx.event("kb_abstain", query=text[:200])
