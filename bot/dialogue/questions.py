@@ -52,6 +52,9 @@ WEAK_LABEL_YIELDS_AT = 0.70
 REQUEST_SURE = 0.6
 #: A confident ``faq.X`` label: its own article is answered when the KB is unsure.
 FAQ_TRUST_AT = 0.6
+#: From here a ``faq.X`` label is answered with X's article whatever the KB says; from
+#: ``FAQ_TRUST_AT`` only when X is among the KB's closest articles.
+FAQ_SURE_AT = 0.8
 #: A confident ``faq.X`` label wins over an unsure KB whose top article scores at most this much
 #: above X's own article (fused scores).
 FAQ_CLOSE_SHARE = 0.95
@@ -210,11 +213,16 @@ def answer_question(ctx: TurnContext) -> bool:
         articles = [p.hits[0].article for p in result.parts] if result.parts else [result.hits[0].article]
         _answer(ctx, articles, result)
         return True
-    if faq_article is not None and (ctx.confidence >= FAQ_TRUST_AT or (
+    # The KB's closest articles include the catalog topic's own: the two signals do not disagree.
+    near = faq_article is not None and any(h.article.id == faq_article.id for h in result.hits[:3])
+    if faq_article is not None and (ctx.confidence >= FAQ_SURE_AT or (ctx.confidence >= FAQ_TRUST_AT and near) or (
             result.hits and result.hits[0].article.id == faq_article.id)):
         # The classifier is sure of a catalog topic, or both agree on it: its article.
         _answer(ctx, [faq_article], result)
         return True
+    # A fair guess at a catalog topic the KB does not see near the message at all ("애들 불소
+    # 바르는 거" is no vaccination, "캠핑용 가스통 버리는 법" no bulky-waste fee): not answered.
+    off_topic_faq = faq_article is not None and not near
     close = [h.article for h in result.hits[:3] if h.score >= SUGGEST_SHARE * result.hits[0].score]
     if result.decision == "suggest" and close:
         if ctx.low_confidence and label in ctx.knowledge.services:
@@ -222,7 +230,7 @@ def answer_question(ctx: TurnContext) -> bool:
             return False  # clarify() offers them beside the catalog's candidates
         _suggest(ctx, close)
         return True
-    if question and (label in ("conv.out_of_scope",) or label.startswith("faq.") or _weak(ctx)):
+    if off_topic_faq or (question and (label in ("conv.out_of_scope",) or label.startswith("faq.") or _weak(ctx))):
         ctx.route("answer")
         ctx.say("utter_kb_abstain", buttons=[ctx.button("btn_human", "/conv.human")])
         ctx.event("kb_abstain", query=text[:200])
