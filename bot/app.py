@@ -24,7 +24,6 @@ from bot.admission import make_gate
 from bot.console.kb_routes import router as kb_console_router
 from bot.console.routes import router as console_router
 from bot.console.supervisor_routes import router as console_supervisor_router
-from bot.dialogue.redis_state import RedisCachedStateStore
 from bot.engine import Engine
 from bot.inbox import Inbox
 from bot.kb.sync import KbSync, engine_target
@@ -189,6 +188,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if engine is None:
         states: Any = SqlStateStore(sessions)
         if redis_url:  # a cache in front; SQL stays the source of truth
+            from bot.dialogue.redis_state import RedisCachedStateStore
+
             states = RedisCachedStateStore(states, redis_url, prefix=prefix)
         engine = engine_with(settings, states, SqlRequestStore(sessions))  # the preloaded models, if any
     live = make_live_events(redis_url, prefix)

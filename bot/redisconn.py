@@ -11,26 +11,72 @@ Redis on its own when Redis is back.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 import threading
 import time
+from types import ModuleType
 from typing import Any
 
 log = logging.getLogger("pcrm.redis")
 
-#: What a Redis outage looks like to redis-py.
-try:
-    from redis.exceptions import ConnectionError as _RedisConnectionError
-    from redis.exceptions import RedisError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
 
-    REDIS_DOWN: tuple[type[BaseException], ...] = (_RedisConnectionError, _RedisTimeoutError, RedisError, OSError)
-except ImportError:  # pragma: no cover - redis is a dependency
-    REDIS_DOWN = (OSError,)
+def _exceptions() -> ModuleType | None:
+    """redis-py's ``redis.exceptions``, without importing the ``redis`` package when it is not
+    imported yet.
+
+    The package's ``__init__`` imports the whole client, and redis-py 8 imports its observability
+    layer with the OpenTelemetry SDK and psutil too: ≈ 0.1 CPU s of every ``pcrm serve`` start,
+    also without ``REDIS_URL`` (no client is ever made then). The exception classes live in a
+    module of their own that imports nothing of redis, so it is loaded from its file under its
+    own name (``sys.modules["redis.exceptions"]``): when a client later imports the package, the
+    package takes these very classes from there, so ``except REDIS_DOWN`` catches what it raises.
+    """
+    loaded = sys.modules.get("redis.exceptions")
+    if loaded is not None:
+        return loaded
+    if "redis" in sys.modules:
+        import redis.exceptions
+
+        return redis.exceptions
+    spec = importlib.util.find_spec("redis")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    sub = importlib.util.spec_from_file_location(
+        "redis.exceptions", f"{next(iter(spec.submodule_search_locations))}/exceptions.py")
+    if sub is None or sub.loader is None:
+        return None
+    module = importlib.util.module_from_spec(sub)
+    sys.modules["redis.exceptions"] = module
+    try:
+        sub.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["redis.exceptions"]
+        raise
+    return module
+
+
+def _redis() -> Any:
+    """The ``redis`` package (imported on the first client), with ``redis.exceptions`` set as an
+    attribute too (the import system sets it only when it loads the submodule itself)."""
+    import redis
+
+    if not hasattr(redis, "exceptions"):
+        redis.exceptions = sys.modules["redis.exceptions"]
+    return redis
+
+
+_exc = _exceptions()
+#: What a Redis outage looks like to redis-py.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    (_exc.ConnectionError, _exc.TimeoutError, _exc.RedisError, OSError) if _exc is not None
+    else (OSError,))  # pragma: no cover - redis is a dependency
 
 
 def sync_client(url: str) -> Any:
     """A redis-py client for ``url`` that gives up quickly when Redis is down."""
+    _redis()
     from redis import Redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -40,6 +86,7 @@ def sync_client(url: str) -> Any:
 
 def async_client(url: str) -> Any:
     """The asyncio twin of :func:`sync_client` (live events)."""
+    _redis()
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff

@@ -81,3 +81,80 @@ def test_an_abandoned_store_preparation_leaves_no_child(fresh_url: str) -> None:
     assert prep.pid is None
     with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_the_start_runs_without_the_gc_and_the_workers_get_it_back(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pcrm serve`` pauses the garbage collector while it imports and loads (nothing it makes
+    is garbage; each full collection walked every object made so far), then collects once,
+    freezes and re-enables it before the first worker is forked."""
+    import gc
+
+    from bot import cli
+
+    seen: dict[str, object] = {}
+
+    class NoStorePrep:
+        def __init__(self, *_a: object) -> None:
+            pass
+
+        def wait(self) -> None:
+            pass
+
+        def abandon(self) -> None:
+            pass
+
+    class NoWorkers:
+        def __init__(self, _config: object, sock: object, _n: int) -> None:
+            self.sock = sock
+
+        def run(self) -> int:
+            seen["at the fork"] = gc.isenabled()
+            seen["frozen"] = gc.get_freeze_count() > 0
+            self.sock.close()  # type: ignore[attr-defined]
+            return 0
+
+    monkeypatch.setattr(serve, "StorePrep", NoStorePrep)
+    monkeypatch.setattr(serve, "preload", lambda _s, _mark: seen.setdefault("while loading", gc.isenabled()))
+    monkeypatch.setattr(serve, "Supervisor", NoWorkers)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    try:
+        assert cli.main(["serve", "--workers", "2", "--port", "0", "--log-level", "warning"]) == 0
+    finally:
+        gc.unfreeze()
+    assert seen == {"while loading": False, "at the fork": True, "frozen": True}
+    assert gc.isenabled()
+
+
+def test_redis_is_not_imported_without_redis_url(tmp_path: Path) -> None:
+    """Without ``REDIS_URL`` nothing imports redis-py (≈ 0.1 CPU s: its client and, in redis-py 8,
+    the OpenTelemetry SDK); ``REDIS_DOWN`` still names its exception classes, the very ones a
+    client made later raises."""
+    import subprocess
+    import sys
+
+    from bot.settings import ROOT
+
+    code = """
+import os, socket, sys
+import bot.app, bot.serve, bot.admission, bot.ratelimit
+from bot.app import create_app
+create_app()
+assert "redis" not in sys.modules, "redis imported"
+from bot.redisconn import REDIS_DOWN, sync_client
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]  # nothing listens there
+try:
+    sync_client(f"redis://127.0.0.1:{port}/0").ping()
+except REDIS_DOWN as exc:
+    import redis
+    assert isinstance(exc, redis.exceptions.ConnectionError) and redis.RedisError in REDIS_DOWN
+    print("caught", type(exc).__name__)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'pcrm.db'}",
+               PCRM_SPOOL_PATH=str(tmp_path / "spool.jsonl"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "caught ConnectionError"
