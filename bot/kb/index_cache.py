@@ -3,7 +3,18 @@
 Building the index (Kiwi over every line, BM25, the article vectors, the calibration on the
 KB's own questions asked leave-one-out) costs 10–25 CPU seconds; a worker must answer its
 first message ≤ 2.5 s after start. The built index is therefore written next to the trained
-NLU model (``var/model/kb-index-<key>.pkl``) and loaded when its key matches.
+NLU model and loaded when its key matches, as two files:
+
+* ``var/model/kb-index-<key>.arrays``: the index's NumPy arrays (≈ 27 MB: the line, answer and
+  word vectors, the BM25 postings) as plain uncompressed bytes, each at a 64-byte aligned offset;
+* ``var/model/kb-index-<key>.pkl``: the rest (articles, vocabularies, word counts; ≈ 2 MB), a
+  pickle whose arrays are pickle protocol 5's *out-of-band buffers*: it names each array's
+  slice of the ``.arrays`` file instead of holding its bytes.
+
+Loading maps the ``.arrays`` file read-only (``mmap``) and unpickles the rest with those slices
+as the buffers, so each array is a read-only view of the mapping: nothing is read or copied at
+start (a page is read when a question first touches it), and the pages are the page cache's,
+shared by the supervisor, every worker and the next start, not each process's private copy.
 
 The key hashes *everything the index is a function of*: the articles (as their seed dicts),
 the city's configuration (placeholders fill answers from it), the departments, the off-topic
@@ -12,7 +23,9 @@ the libraries whose objects are stored. Change any of them and the key changes, 
 index is never served; nothing has to remember to invalidate it.
 
 Several workers publishing the same revision at once would each spend the build's CPU: a
-lock file per key lets the first build it and the others load what it wrote.
+lock file per key lets the first build it and the others load what it wrote. A file is never
+rewritten in place (written aside, then renamed over), so a process still mapping an older
+file keeps reading what it mapped.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import pickle
 import time
@@ -36,7 +50,9 @@ PREFIX = "kb-index-"
 #: Index files kept per cache folder (the current one, and a few revisions back for a rollback).
 KEEP = 4
 #: Bump when the pickled layout changes in a way the source hash would not show.
-FORMAT = 1
+FORMAT = 2
+#: Offsets of the arrays in the ``.arrays`` file are multiples of this (SIMD/BLAS-friendly).
+ALIGN = 64
 
 T = TypeVar("T")
 
@@ -77,34 +93,70 @@ def _path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"{PREFIX}{key}.pkl"
 
 
+def _arrays_path(path: Path) -> Path:
+    return path.with_suffix(".arrays")
+
+
 def load(cache_dir: Path, key: str) -> Any | None:
-    """The index stored under ``key``, or None (absent, unreadable, or from other code)."""
+    """The index stored under ``key``, or None (absent, unreadable, or from other code); its
+    arrays are read-only views of the memory-mapped ``.arrays`` file (module doc)."""
     path = _path(cache_dir, key)
     try:
         with path.open("rb") as fh:
-            blob = pickle.load(fh)  # noqa: S301 - our own file, written by save() below
+            head = pickle.load(fh)  # noqa: S301 - our own file, written by save() below
+            if not isinstance(head, dict) or head.get("key") != key or head.get("format") != FORMAT:
+                return None
+            spans: list[tuple[int, int]] = head["buffers"]
+            buffers: list[Any] = []
+            if spans and max(o + n for o, n in spans) == 0:  # only empty arrays: nothing to map
+                buffers = [memoryview(b"") for _ in spans]
+            elif spans:
+                with _arrays_path(path).open("rb") as raw:
+                    # the mapping outlives the file object (and the file itself, if pruned)
+                    mapped = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+                view = memoryview(mapped)
+                if max(o + n for o, n in spans) > len(view):
+                    raise ValueError("arrays file shorter than its index")
+                buffers = [view[o:o + n] for o, n in spans]
+            index = pickle.load(fh, buffers=buffers)  # noqa: S301
     except FileNotFoundError:
         return None
     except Exception:  # noqa: BLE001 - a truncated or foreign file: rebuild, never fail the start
         log.warning("ignoring unreadable knowledge-base index %s", path)
         return None
-    if not isinstance(blob, dict) or blob.get("key") != key:
-        return None
     with contextlib.suppress(OSError):
         os.utime(path)  # recently used: kept by the pruning below
-    return blob.get("index")
+    return index
 
 
 def save(cache_dir: Path, key: str, index: Any) -> Path | None:
-    """Write ``index`` atomically (a reader never sees half a file) and prune old ones."""
+    """Write ``index`` (its arrays apart, module doc) atomically (a reader never sees half a file:
+    the arrays are renamed into place before the pickle that names them) and prune old ones."""
     path = _path(cache_dir, key)
+    buffers: list[pickle.PickleBuffer] = []
     try:
+        body = pickle.dumps(index, protocol=5, buffer_callback=buffers.append)
         path.parent.mkdir(parents=True, exist_ok=True)
+        spans: list[tuple[int, int]] = []
+        arrays = _arrays_path(path)
+        tmp_arrays = arrays.with_name(f"{arrays.name}.{os.getpid()}.tmp")
+        with tmp_arrays.open("wb") as fh:
+            offset = 0
+            for buf in buffers:
+                raw = buf.raw()  # contiguous bytes (pickle only takes contiguous arrays out of band)
+                pad = -offset % ALIGN
+                fh.write(b"\0" * pad)
+                offset += pad
+                fh.write(raw)
+                spans.append((offset, raw.nbytes))
+                offset += raw.nbytes
+        tmp_arrays.replace(arrays)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"key": key, "index": index}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump({"key": key, "format": FORMAT, "buffers": spans}, fh, protocol=5)
+            fh.write(body)
         tmp.replace(path)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+    except (OSError, pickle.PicklingError, TypeError, AttributeError, BufferError) as exc:
         log.warning("could not write knowledge-base index %s (%s)", path, exc)
         return None
     prune(Path(cache_dir))
@@ -115,15 +167,18 @@ def prune(cache_dir: Path, keep: int = KEEP) -> None:
     """Delete all but the ``keep`` most recently used index files (and their lock files)."""
     files = sorted(cache_dir.glob(f"{PREFIX}*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in files[keep:]:
-        with contextlib.suppress(OSError):
-            old.unlink()
-        with contextlib.suppress(OSError):
-            old.with_suffix(".lock").unlink()
+        for gone in (old, _arrays_path(old), old.with_suffix(".lock")):
+            with contextlib.suppress(OSError):
+                gone.unlink()  # a process still mapping its arrays keeps reading them
     stale = time.time() - 3600  # a lock whose build failed or was interrupted an hour ago
     for lock in cache_dir.glob(f"{PREFIX}*.lock"):
         with contextlib.suppress(OSError):
             if not lock.with_suffix(".pkl").exists() and lock.stat().st_mtime < stale:
                 lock.unlink()
+    for arrays in cache_dir.glob(f"{PREFIX}*.arrays"):  # a writer stopped between its two renames
+        with contextlib.suppress(OSError):
+            if not arrays.with_suffix(".pkl").exists() and arrays.stat().st_mtime < stale:
+                arrays.unlink()
 
 
 @contextlib.contextmanager
