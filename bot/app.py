@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,9 +22,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.admission import make_gate
-from bot.console.kb_routes import router as kb_console_router
-from bot.console.routes import router as console_router
-from bot.console.supervisor_routes import router as console_supervisor_router
 from bot.engine import Engine
 from bot.inbox import Inbox
 from bot.kb.sync import KbSync, engine_target
@@ -31,15 +29,12 @@ from bot.live import make_live_events
 from bot.logging_setup import install_pii_filter
 from bot.metrics import ErrorCounter
 from bot.metrics_http import router as metrics_router
-from bot.open311 import router as open311_router
 from bot.ratelimit import RateLimited, make_rate_limiter
 from bot.security_headers import install as install_security
 from bot.serve import engine_with, migrate
 from bot.settings import Settings, get_settings
 from bot.sms import LogOnlySmsSender
-from bot.supervisor import router as supervisor_router
 from bot.telemetry import RequestId, setup_tracing
-from bot.transparency import router as transparency_router
 from bot.web import install as install_web
 from channels.base import ChannelAdapter
 from crm_store.db import make_session_factory, resolve_url
@@ -71,6 +66,72 @@ class WorkerHeader:
             await send(msg)
 
         await self.app(scope, receive, tagged)
+
+
+#: Path prefixes of residents' messages (every channel's webhook, the web chat and its socket)
+#: and of operations: a request for one never waits for the staff routers (:class:`StaffRoutes`).
+RESIDENT_PATHS = ("/webhooks/", "/webchat", "/healthz", "/metrics")
+
+
+def staff_routers() -> list[Any]:
+    """The routers of the staff's and the public's pages and APIs, in their matching order: the
+    console (agents, supervisors, knowledge-base editors), the supervisor's tools, the field
+    crews' app, Open311, the transparency and ticket-status pages, identity linking."""
+    from bot.console.kb_routes import router as kb_console_router
+    from bot.console.routes import router as console_router
+    from bot.console.supervisor_routes import router as console_supervisor_router
+    from bot.field import router as field_router  # issue 20: crews' work orders (PWA)
+    from bot.identity import router as identity_router
+    from bot.open311 import router as open311_router
+    from bot.public_status import router as public_status_router  # issue 20: ticket lookup and map
+    from bot.supervisor import router as supervisor_router
+    from bot.transparency import router as transparency_router
+
+    return [open311_router, transparency_router, public_status_router, field_router, supervisor_router,
+            identity_router, kb_console_router, console_router, console_supervisor_router]
+
+
+class StaffRoutes:
+    """Includes :func:`staff_routers` into ``app`` on the first request that is not a resident's
+    message (:data:`RESIDENT_PATHS`; :meth:`middleware`), and before the OpenAPI document is built.
+
+    Importing them (their pydantic models, templates, the knowledge-base editor's helpers) cost
+    ≈ 0.1-0.2 CPU s of the supervisor's start, before the first resident could be answered; a
+    worker now imports them when staff first open a page (≈ 0.2 s once, in a thread: residents'
+    messages go on meanwhile). Their routes then match as if included at start (they come after
+    the channels' in either case; no path overlaps the pages of :func:`bot.web.install`).
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.included = False
+        self._lock = threading.Lock()
+        build = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            self.include()
+            return build()
+
+        app.openapi = openapi  # type: ignore[method-assign] - /openapi.json and /docs list every route
+
+    def include(self) -> None:
+        with self._lock:
+            if self.included:
+                return
+            for router in staff_routers():
+                self.app.include_router(router)
+            self.included = True
+
+    def middleware(self, inner: ASGIApp) -> ASGIApp:
+        """The ASGI middleware (for ``app.add_middleware``) that includes them before routing."""
+
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
+            if (not self.included and scope["type"] in ("http", "websocket")
+                    and not scope["path"].startswith(RESIDENT_PATHS)):
+                await run_in_threadpool(self.include)
+            await inner(scope, receive, send)
+
+        return call
 
 
 async def _flush_spool_forever(inbox: Inbox, every_s: float = 30.0) -> None:
@@ -262,28 +323,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.include_router(adapter.router())
         app.state.channels[adapter.name] = adapter
     app.include_router(metrics_router())
-    app.include_router(open311_router)
-    app.include_router(transparency_router)
-    from bot.public_status import router as public_status_router  # issue 20: ticket lookup and map
-
-    app.include_router(public_status_router)
-    from bot.field import router as field_router  # issue 20: crews' work orders (PWA)
-
-    app.include_router(field_router)
     from channels.webchat_photo import photo_router  # issue 20: photos in the web chat
 
     app.include_router(photo_router(inbox, settings))
-    app.include_router(supervisor_router)
 
     # The send-SMS interface (one-time codes): Twilio when configured, else a logger.
     sms_adapter = app.state.channels.get("twilio_sms")
     app.state.sms_sender = inbox.sms_sender = getattr(sms_adapter, "sender", None) or LogOnlySmsSender()
-    from bot.identity import router as identity_router
-
-    app.include_router(identity_router)
-    app.include_router(kb_console_router)
-    app.include_router(console_router)
-    app.include_router(console_supervisor_router)
+    # The console, the supervisor's tools, the field app, Open311, the public pages: included on
+    # the first request for one of them (StaffRoutes, innermost: after the security checks).
+    app.state.staff_routes = staff = StaffRoutes(app)
+    app.add_middleware(staff.middleware)
     install_web(app)  # the shared stylesheet, the login redirect of page dependencies (bot/web)
 
     install_security(app, settings, redis_url, prefix,  # body/JSON guards, headers, offline /docs (security_headers.py)

@@ -158,3 +158,41 @@ except REDIS_DOWN as exc:
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "caught ConnectionError"
+
+
+def test_the_staff_routers_are_imported_on_their_first_request(tmp_path: Path) -> None:
+    """The console's, the supervisor's, the field app's and the public pages' routers are not
+    imported by the start (≈ 0.1-0.2 CPU s before the first answer); a resident's message does
+    not import them either, the first request for one of their pages does, and the OpenAPI
+    document lists their routes whenever it is first built."""
+    import subprocess
+    import sys
+
+    from bot.settings import ROOT
+
+    code = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from fastapi.testclient import TestClient
+from bot.app import create_app
+STAFF = ("bot.console.routes", "bot.console.kb_routes", "bot.field", "bot.open311", "bot.supervisor")
+app = create_app()
+assert not any(m in sys.modules for m in STAFF), [m for m in STAFF if m in sys.modules]
+with TestClient(app) as c:
+    r = c.post("/webhooks/rest/webhook", json={"sender": "lazy-1", "message": "안녕하세요"})
+    assert r.status_code == 200 and r.json(), r.text
+    assert not any(m in sys.modules for m in STAFF)
+    assert c.get("/console/login").status_code == 200
+    assert all(m in sys.modules for m in STAFF)
+    assert c.get("/open311/v2/services.json").status_code == 200
+paths = create_app().openapi()["paths"]  # a new app: its document built before any request
+assert any(p.startswith("/open311/") for p in paths) and any(p.startswith("/console/") for p in paths)
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'pcrm.db'}",
+               PCRM_SPOOL_PATH=str(tmp_path / "spool.jsonl"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "ok"
