@@ -380,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
-        # No garbage collection while the server starts: its imports and loading allocate ≈ 1.5
-        # million objects that all live on, and each full collection on the way walked them all
-        # (≈ 0.3 of the supervisor's ≈ 3.5 CPU s). serve() collects once, freezes and re-enables
-        # it before any worker is forked (bot/serve.py).
+        # No garbage collection while the server starts: its imports and models make ≈ 260,000
+        # objects that all live on, and each full collection on the way walked them all (≈ 0.3 of
+        # the supervisor's ≈ 3.5 CPU s). serve() freezes them and re-enables the collector before
+        # any worker is forked (bot/serve.py).
         gc.disable()
     try:
         return _run(argv)
