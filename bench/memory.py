@@ -125,16 +125,21 @@ def first_answer(proc: subprocess.Popen, url: str, started: float, timeout: floa
     raise SystemExit("no answer within the timeout")
 
 
-def send_all(url: str, messages: int, concurrency: int = 16, residents: int = 64) -> int:
+def send_all(url: str, messages: int, concurrency: int = 16, residents: int = 64) -> tuple[int, int]:
+    """(accepted, silent): a 200 is a message taken; ``silent`` of them had no bot reply because
+    their conversation had been handed to an agent (the bot stays quiet while the agent has it,
+    ``bot/dialogue/policy.decide``), which the held-out's hand-off and emergency rows cause."""
     pool = texts()
 
-    def one(i: int) -> bool:
+    def one(i: int) -> tuple[bool, bool]:
         with httpx.Client(timeout=30) as client:
             r = client.post(url + REST, json={"sender": f"bench-mem-{i % residents}", "message": pool[i % len(pool)]})
-            return r.status_code == 200 and bool(r.json())
+            ok = r.status_code == 200
+            return ok, ok and not r.json()
 
     with ThreadPoolExecutor(concurrency) as ex:
-        return sum(ex.map(one, range(messages)))
+        results = list(ex.map(one, range(messages)))
+    return sum(ok for ok, _ in results), sum(quiet for _, quiet in results)
 
 
 def messages_counted(url: str) -> float:
@@ -163,13 +168,13 @@ def run(workers: int, messages: int, database: str | None, redis: str | None, lo
             ready = first_answer(proc, url, t0)
             # every worker up (a worker still starting does not accept yet): give them the time
             time.sleep(1.0 + 0.5 * workers)
-            answered = send_all(url, messages)
+            answered, silent = send_all(url, messages)
             time.sleep(0.5)
             rows = measure_tree(proc.pid)
             counted = messages_counted(url)
         finally:
             stop(proc)
-    return {"workers": workers, "messages": messages, "answered": answered, "counted": counted,
+    return {"workers": workers, "messages": messages, "answered": answered, "silent": silent, "counted": counted,
             "first_answer_s": round(ready, 2),
             "processes": len(rows), "pss_mb": round(sum(r["pss"] for r in rows), 1),
             "rss_mb": round(sum(r["rss"] for r in rows), 1), "per_process": rows}
@@ -194,7 +199,8 @@ def main() -> int:
         procs = "  ".join(f"[{r['pid']}] PSS {r['pss']:.0f} / private {r['private']:.0f} / RSS {r['rss']:.0f}"
                           for r in res["per_process"])
         print(f"workers {n}: first answer {res['first_answer_s']:.2f} s;  after {res['answered']}/{res['messages']} "
-              f"answered messages: PSS {res['pss_mb']:.0f} MB (RSS sum {res['rss_mb']:.0f} MB) over "
+              f"messages taken ({res['silent']} of them in a conversation an agent had, so no bot reply): "
+              f"PSS {res['pss_mb']:.0f} MB (RSS sum {res['rss_mb']:.0f} MB) over "
               f"{res['processes']} processes; /metrics counts {res['counted']:.0f} messages\n    {procs}", flush=True)
     if len(results) > 1 and not args.json:
         for a, b in zip(results, results[1:], strict=False):
