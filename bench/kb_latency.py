@@ -3,10 +3,11 @@
     PYTHONPATH=$PWD .venv/bin/python bench/kb_latency.py [--kb DIR ...] [--config PATH] [--queries JSONL]
 
 Prints p50/p99 of ``KnowledgeBase.answer`` (the time a turn that asks the KB spends in it),
-once with every query new (the query-embedding LRU cold) and once repeated (warm), the share
-of questions that needed the embedding model, and RSS/PSS growth of building the KB (model +
-index) in a process that already has Kiwi loaded (the NLU loads it anyway, so it is not the
-KB's cost). Queries default to the articles' own questions, shuffled.
+once with every query new (the query-embedding LRU cold) and once repeated (warm), wall-clock
+and CPU, the share of questions that needed the embedding model, their e5 token counts and how
+many of its calls had a second core to run on (``bot/kb/retrieval.py``, ``E5_THREADS``), and
+RSS/PSS growth of building the KB (model + index) in a process that already has Kiwi loaded
+(the NLU loads it anyway, so it is not the KB's cost). Queries default to the articles' own questions, shuffled.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> int:
     before = mem_kb()
     t0 = time.perf_counter()
     from bot.kb.cli import build_kb
+    from bot.kb.retrieval import E5_MAX_TOKENS, strip_fillers
 
     kb = build_kb(args.kb, args.config, strict=False)
     build_s = time.perf_counter() - t0
@@ -72,9 +74,12 @@ def main() -> int:
     if kb.embedder is not None:
         kb.embedder._queries.clear()  # noqa: SLF001 - a cold LRU, and no memo of article questions:
         kb.embedder._memo.clear()  # noqa: SLF001 - every query is embedded as a resident's would be
+        kb.embedder.team_calls.clear()
     cold: list[float] = []
     cold_cpu: list[float] = []
     cpu_by_stage: dict[bool, list[float]] = {False: [], True: []}
+    wall_by_stage: dict[bool, list[float]] = {False: [], True: []}
+    e5_tokens: list[int] = []
     dense = 0
     for text, lang in queries:
         t, c = time.perf_counter(), time.process_time()
@@ -82,7 +87,10 @@ def main() -> int:
         cold.append((time.perf_counter() - t) * 1000)
         cold_cpu.append((time.process_time() - c) * 1000)
         cpu_by_stage[r.dense_used].append(cold_cpu[-1])
+        wall_by_stage[r.dense_used].append(cold[-1])
         dense += int(r.dense_used)
+        if r.dense_used and kb.embedder is not None:
+            e5_tokens.append(kb.embedder.query_tokens(strip_fillers(text)))
     warm: list[float] = []
     warm_cpu: list[float] = []
     for text, lang in queries:
@@ -101,8 +109,15 @@ def main() -> int:
     print(f"CPU, repeated questions: p50 {pct(warm_cpu, 50):.2f} ms  p99 {pct(warm_cpu, 99):.2f} ms")
     for used, values in cpu_by_stage.items():
         if values:
-            print(f"CPU, new questions {'with' if used else 'without'} the e5 model ({len(values)}): "
-                  f"p50 {pct(values, 50):.2f} ms  p99 {pct(values, 99):.2f} ms")
+            walls = wall_by_stage[used]
+            print(f"new questions {'with' if used else 'without'} the e5 model ({len(values)}): "
+                  f"CPU p50 {pct(values, 50):.2f} ms  p99 {pct(values, 99):.2f} ms; "
+                  f"wall p50 {pct(walls, 50):.2f} ms  p99 {pct(walls, 99):.2f} ms")
+    if e5_tokens and kb.embedder is not None:
+        teams = ", ".join(f"{n} thread{'s' if n > 1 else ''} {c}" for n, c in sorted(kb.embedder.team_calls.items()))
+        print(f"e5 tokens per question it ran for: p50 {pct(e5_tokens, 50)}  p99 {pct(e5_tokens, 99)}  "
+              f"max {max(e5_tokens)} (cap {E5_MAX_TOKENS}); e5 calls on {teams} "
+              f"(up to {kb.embedder.threads}, as many as cores were idle)")
     loaded = sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "bm25s"})
     print(f"imported by loading and asking: {', '.join(loaded) or 'no scikit-learn, SciPy or bm25s'}")
     rss, pss = (after[0] - before[0]) / 1024, (after[1] - before[1]) / 1024
