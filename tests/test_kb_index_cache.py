@@ -113,6 +113,9 @@ class CountingEmbedder:
         self.queries += 1
         return self.inner.embed_query(text)  # type: ignore[attr-defined]
 
+    def query_tokens(self, text: str) -> int:
+        return self.inner.query_tokens(text)  # type: ignore[attr-defined]
+
     def save(self) -> None:
         pass
 
