@@ -908,7 +908,7 @@ class KnowledgeBase:
                                    else LEXICAL_HOPELESS_AT <= p_lex < LEXICAL_SURE_AT)
         embedder = self.embedder if want_dense else None
         if embedder is not None and use_dense is None and embedder.query_tokens(text) > E5_MAX_TOKENS:
-            embedder = None  # a long question: stage 1 serves it about as well, at a 30th of the cost
+            embedder = None  # a long question: stage 1 serves it about as well, for a tenth of the CPU or less
         want_dense = embedder is not None
         if embedder is not None:
             qvec = embedder.embed_query(text)
