@@ -14,6 +14,7 @@ import contextvars
 import fcntl
 import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -72,6 +73,7 @@ class Inbox(InboxPort):
         #: ``PCRM_INBOX_THREADS`` (:attr:`bot.settings.Settings.pcrm_inbox_threads`), given by create_app.
         self.max_threads = max_threads or Settings.model_fields["pcrm_inbox_threads"].default
         self._threads: ThreadPoolExecutor | None = None
+        self._threads_pid = 0
         #: Where messages and turns are stored (on PostgreSQL each of the two writes of a message
         #: in one autocommit statement).
         self.log = MessageLog(sessions)
@@ -134,10 +136,12 @@ class Inbox(InboxPort):
         not abandon the thread's work: the result is awaited, a place in a conversation's queue
         given back, and then the cancellation goes on."""
         pool = self._threads
-        if pool is None or pool._max_workers != self.max_threads:  # noqa: SLF001 - the size it was made with
-            if pool is not None:
+        if pool is None or pool._max_workers != self.max_threads or self._threads_pid != os.getpid():  # noqa: SLF001
+            if pool is not None and self._threads_pid == os.getpid():
                 pool.shutdown(wait=False)
+            # made in this process (a forked worker never inherits its parent's, whose threads it has not)
             pool = self._threads = ThreadPoolExecutor(self.max_threads, thread_name_prefix="pcrm-inbox")
+            self._threads_pid = os.getpid()
         ctx = contextvars.copy_context()
         fut = asyncio.get_running_loop().run_in_executor(pool, ctx.run, self.receive_sync, message, queued, False)
         try:
