@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rest", action="store_true", help="through the REST route (httpx ASGITransport)")
     ap.add_argument("--limits", action="store_true", help="keep the rate limiter (off by default)")
     ap.add_argument("--show-sql", action="store_true", help="print the statements per message by kind")
+    ap.add_argument("--stages", action="store_true",
+                    help="also print the CPU (thread time) of each timed stage per message: redis, store, engine "
+                         "(nlu inside it); the rest is the inbox, the thread hop and the event loop")
     args = ap.parse_args(argv)
 
     infra = Infra(args.postgres, args.redis)
@@ -139,6 +142,27 @@ def main(argv: list[str] | None = None) -> int:
         def _commit(*_a: Any) -> None:
             counts["commit"] += 1
 
+        stage_cpu: Counter[str] = Counter()
+        if args.stages:  # bot.metrics.timed, also adding up this thread's CPU per stage
+            from contextlib import contextmanager
+
+            import bot.engine
+            import bot.metrics
+
+            real_timed = bot.metrics.timed
+
+            @contextmanager
+            def cpu_timed(stage: str) -> Any:
+                t0 = time.thread_time()
+                try:
+                    with real_timed(stage):
+                        yield
+                finally:
+                    stage_cpu[stage] += time.thread_time() - t0
+
+            bot.metrics.timed = cpu_timed  # type: ignore[assignment]
+            bot.engine.timed = cpu_timed  # type: ignore[attr-defined]
+
         tag = uuid.uuid4().hex[:6]
         residents = [Resident(i, tag) for i in range(args.concurrency)]
         lat: list[float] = []
@@ -146,14 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:  # cProfile sees one thread: run the inbox inline (no threadpool) while profiling
             import cProfile
 
-            import bot.inbox
+            async def inline(message: Any, queued: Any) -> Any:
+                return inbox.receive_sync(message, queued, False)
 
-            class Inline:
-                @staticmethod
-                async def run_sync(fn: Any, *a: Any, limiter: Any = None) -> Any:
-                    return fn(*a)
-
-            bot.inbox.to_thread = Inline  # type: ignore[assignment]
+            inbox._in_thread = inline  # noqa: SLF001
 
             prof = cProfile.Profile(time.process_time)  # CPU, not waiting
 
@@ -169,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 lat.clear()
                 counts.update(stmt=0, commit=0)
                 kinds.clear()
+                stage_cpu.clear()
                 load0 = os.getloadavg()[0]
                 if prof is not None:
                     prof.enable()
@@ -186,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.repeat > 1:
                     print(f"  round: CPU ms/msg {cpu / args.n * 1000:.2f}, load average {load0:.2f}")
                 if best is None or cpu < best[1]:
-                    best = (load0, cpu, wall, list(lat), dict(counts), Counter(kinds))
+                    best = (load0, cpu, wall, list(lat), dict(counts), Counter(kinds), Counter(stage_cpu))
             assert best is not None
             return best
 
-        load0, cpu, wall, lat, counts, kinds = asyncio.run(run())
+        load0, cpu, wall, lat, counts, kinds, stages = asyncio.run(run())
         n = len(lat)
         print(f"# hot path{' via the REST route' if args.rest else ''}{' with rate limits' if args.limits else ''}: "
               f"{n} messages, {args.concurrency} concurrent, "
@@ -199,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CPU ms/msg {cpu / n * 1000:.2f} | wall ms/msg {wall / n * 1000:.2f} | "
               f"p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms | "
               f"SQL statements/msg {counts['stmt'] / n:.1f} | transactions/msg {counts['commit'] / n:.2f}")
+        if args.stages:
+            per = {k: v / n * 1000 for k, v in stages.items()}
+            rest = cpu / n * 1000 - sum(v for k, v in per.items() if k != "nlu")
+            print("CPU ms/msg by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items()))
+                  + f" (nlu within engine); everything else {rest:.2f}")
         for what, k in kinds.most_common():
             print(f"  {k / n:6.2f}  {what}")
     finally:

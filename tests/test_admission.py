@@ -240,3 +240,18 @@ def test_redis_down_every_message_goes_around(prefix: str) -> None:
     with gate.hold("rest:d"):
         pass
     assert gate.stats["fallback"] == 4 and gate.stats["redis"] == 0  # the refused message admitted nowhere
+
+
+def test_a_script_the_server_does_not_have_is_loaded_and_run(prefix: str) -> None:
+    """The scripts run by their digest on a pooled connection; a server without the script
+    (restarted, or its script cache flushed) gets it loaded, and the message goes through."""
+    gate = _redis_gate(prefix)
+    for script in (gate._enter, gate._leave):  # noqa: SLF001 - as if the server had never seen them
+        script.sha = "0" * 40
+    adm = _admitted(gate.admit("rest", "s1", "rest:noscript", "rest:m1"))
+    adm.dedup = ("rest:m1", [Reply("안녕하세요")])
+    gate.leave(adm)
+    assert gate.stats["redis"] == 1
+    again = _admitted(gate.admit("rest", "s1", "rest:noscript", "rest:m1"))  # the lock was released
+    assert again.answered is not None and again.answered[0].text == "안녕하세요"
+    gate.leave(again)
