@@ -85,6 +85,13 @@ _DO_IT = re.compile(
     r"\b(?:fix|repair|pick up|collect|take away|send someone|remove)\b", re.IGNORECASE)
 
 
+#: Asking how or where a report or an application is made ("불법주차 신고는 어떻게 해요",
+#: "소파 버리려면 어디서 신청해요", "how do I report a broken streetlight"): the procedure is an
+#: article, and the resident may well mean to report now, so both are given.
+_HOW = re.compile(r"어떻게|어케|어떡|어디|방법|절차|뭐\s?필요|"
+                  r"\b(?:how|where)\b|\bwhat do i need\b", re.IGNORECASE)
+
+
 def _weak(ctx: TurnContext) -> bool:
     """The classifier's label is a guess: low confidence, or a hand-off read into words that ask
     for nobody ("결혼한 형이랑 세대를 나누려고 해요": 형이랑 is not 사람이랑). A hand-off the
@@ -175,7 +182,8 @@ def answer_question(ctx: TurnContext) -> bool:
     question = looks_like_question(text, ctx.lang) or (bool(state.last_article) and is_elliptical(text) and asks)
     guarded = label in _NEVER or label in ctx.knowledge.services  # not the KB's unless a question
     unsure = _weak(ctx) or (label in ctx.knowledge.services and ctx.confidence < REQUEST_SURE)
-    if guarded and not question and not unsure:
+    how = is_request and bool(_HOW.search(text))  # "신고는 어떻게 해요": the article, then the form
+    if guarded and not question and not unsure and not how:
         return False  # a report the classifier is sure of: its form, not an article
     if guarded and not question and len(text.split()) < 2:
         return False  # one word the classifier reads as social or a report ("싫어요"): not a topic
@@ -186,13 +194,17 @@ def answer_question(ctx: TurnContext) -> bool:
     if guarded and not question and not _sure_elsewhere(ctx, result):
         # "ok thanks, bye" scored low, or a report the classifier is unsure of: clarify or the
         # form, unless the KB is sure of an article the classifier's guess does not cover.
+        if how:
+            _explain_before_form(ctx, result)
         return False
     if is_request:
         if (result.decision == "answer" and result.confidence >= DIVERT_REQUEST_AT and not result.parts) \
                 or _sure_elsewhere(ctx, result):
             _answer(ctx, [result.hits[0].article], result)
             return True
-        return False
+        if how:
+            _explain_before_form(ctx, result)
+        return False  # the form opens (after the explanation, if any)
     if result.decision == "answer" and faq_article is not None and ctx.confidence >= FAQ_TRUST_AT \
             and not result.parts and not result.used_context and result.confidence < 0.95:
         top = result.hits[0].article
@@ -273,6 +285,21 @@ def _answer(ctx: TurnContext, articles: list[Article], result: Result | None = N
         from bot.dialogue.policy import offer_reminder  # policy imports this module
 
         offer_reminder(ctx, label)  # due-date topics: "shall I remind you?"
+
+
+def _explain_before_form(ctx: TurnContext, result: Result) -> None:
+    """The article on how the form's department takes such reports, then the offer to take it
+    here; the caller goes on to open the form, whose first question follows. The turn stays
+    the form's (its label and routing): the article is in the ``kb_answer`` event."""
+    if result.decision != "answer" or result.parts:
+        return  # no article the KB is sure of: the form alone
+    article = result.hits[0].article
+    if article.department != ctx.knowledge.department_of(ctx.label):
+        return  # another department's topic is no explanation of this form
+    ctx.replies.append(reply_for(ctx, article))
+    ctx.event("kb_answer", article=article.id, revision=ctx.kb.revision if ctx.kb else 0,
+              confidence=round(result.confidence, 4), context=bool(result.used_context), before_form=True)
+    ctx.say("utter_kb_then_form")
 
 
 def _suggest(ctx: TurnContext, articles: list[Article]) -> None:

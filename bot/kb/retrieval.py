@@ -981,8 +981,13 @@ class KnowledgeBase:
             # Word vectors only: the title in front makes the retry lexical enough, and a turn
             # runs the e5 model once at most (its 10–50 ms are the whole latency budget).
             retry = self.search(f"{title} {text}", lang, use_dense=False)
-            if (retry.decision == "answer" and retry.hits and retry.hits[0].article.id == ctx_article.id
-                    and (elliptical or retry.confidence >= base.confidence)):
+            top = retry.hits[0].article if retry.hits else None
+            if retry.decision == "answer" and top is not None and (
+                    (top.id == ctx_article.id and (elliptical or retry.confidence >= base.confidence))
+                    # or a sibling of the same area the bare question ranked first too, now sure
+                    # ("미리 한꺼번에 내면 할인돼요?" after the vehicle tax: its prepayment)
+                    or (top.area is not None and top.area == ctx_article.area and base.hits
+                        and base.hits[0].article.id == top.id and retry.confidence >= base.confidence)):
                 retry.query, retry.used_context = text, True
                 return retry
         # A confident whole may still be two questions ("여권 얼마고 등본은 어디서 떼요?").
