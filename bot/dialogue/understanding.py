@@ -400,7 +400,7 @@ _EMERGENCY = re.compile(
     r"피(를|가)?\s*(많이|철철)|피투성이|칼(을|로)|흉기|살려\s*주|살려줘|폭발|터졌어요.*(가스|보일러)|"
     r"가스\S{0,2}\s*(가|이)?\s*(새|누출|냄새)|물에\s*빠졌|갇혔|깔렸|자살|죽고\s*싶|목숨을|뛰어내리|"
     r"넘어져서?\s*(못|일어나지\s*못|안)\s*(일어나|움직)|못\s*일어나|(머리|크게)\s*다쳐|"
-    r"응급(?!실\s*(있는|어디|위치|찾|알려|가까운)|\s*상황\s*(은|이)?\s*아니|\s*아니|의료|실이)|"
+    r"응급(?!실\s*(있는|어디|위치|찾|알려|가까운)|\s*상황\s*(은|이)?\s*아니|\s*아니|의료|실이|\s*호출기|\s*안전\s*(안심|알림))|"
     r"구급차\s*(좀|불러|보내|와|필요|빨리)|구급차(?!\s*(사이렌|소리|소음))|"
     r"\bfire\b(?!\s*(insurance|drill|alarm|safety|extinguisher|station|department|hydrant|exit|escape|inspection|lane|door|code|regulation))|on fire|"
     r"grabbed (?:his|her|their|my) chest|fell to the floor|won'?t (?:answer|wake up|respond)|unresponsive|not responding|"
