@@ -16,12 +16,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from sqlalchemy import update
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from bot.ratelimit import RateLimiter
 
 log = logging.getLogger("pcrm.inbox")
+T = TypeVar("T")
 
 
 class Inbox(InboxPort):
@@ -73,6 +75,8 @@ class Inbox(InboxPort):
         #: ``PCRM_INBOX_THREADS`` (:attr:`bot.settings.Settings.pcrm_inbox_threads`), given by create_app.
         self.max_threads = max_threads or Settings.model_fields["pcrm_inbox_threads"].default
         self._threads: ThreadPoolExecutor | None = None
+        #: The event loop that hands messages to the inbox threads: where their async calls run.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._threads_pid = 0
         #: Where messages and turns are stored (on PostgreSQL each of the two writes of a message
         #: in one autocommit statement).
@@ -143,7 +147,8 @@ class Inbox(InboxPort):
             pool = self._threads = ThreadPoolExecutor(self.max_threads, thread_name_prefix="pcrm-inbox")
             self._threads_pid = os.getpid()
         ctx = contextvars.copy_context()
-        fut = asyncio.get_running_loop().run_in_executor(pool, ctx.run, self.receive_sync, message, queued, False)
+        self._loop = asyncio.get_running_loop()
+        fut = self._loop.run_in_executor(pool, ctx.run, self.receive_sync, message, queued, False)
         with anyio.CancelScope(shield=True):  # an anyio cancellation (Starlette's) comes after, as before
             try:
                 return await asyncio.shield(fut)
@@ -447,14 +452,28 @@ class Inbox(InboxPort):
                                                   "department": h.department, "priority": h.priority}))
         return live, raw
 
+    def _call_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro``'s result, from an inbox thread: run on the event loop that handed the message
+        over (an inbox thread is a plain executor's, not an AnyIO worker thread, so
+        ``anyio.from_thread`` cannot find that loop); with no loop running anywhere (a script
+        calling :meth:`receive_sync`), on a loop of its own."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return asyncio.run(coro)
+
     def _phone_link_reply(self, message: Message, turn: Turn) -> Reply:
         """Issue and text a one-time code, or check one and link the phone ("전화번호 연결").
 
-        Runs in the worker thread of :meth:`receive`; the SMS sender is async, so it is
-        called on the event loop through ``anyio.from_thread``.
+        Runs in an inbox thread of :meth:`receive` (or a caller's thread through
+        :meth:`receive_sync`); the SMS sender is async, so it runs on the loop that handed the
+        message over (:meth:`_call_async`).
         """
-        from anyio import from_thread
-
         from bot.masking import mask_phone
         from bot.phones import normalize_phone
         from crm_store import otp
@@ -483,7 +502,7 @@ class Inbox(InboxPort):
             text = (f"[{city}] 인증번호 {code} (5분 안에 입력해 주세요)" if lang == "ko"
                     else f"[{city}] Your code is {code}. It expires in 5 minutes.")
             sender = self.sms_sender
-            sent = bool(sender and from_thread.run(sender.send_sms, phone, text))
+            sent = bool(sender and self._call_async(sender.send_sms(phone, text)))
             if not sent:
                 return Reply(k.render("utter_otp_not_sent", lang))
             return Reply(k.render("utter_otp_sent", lang, phone=mask_phone(phone)))
