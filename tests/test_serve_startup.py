@@ -126,15 +126,27 @@ def test_the_start_runs_without_the_gc_and_the_workers_get_it_back(tmp_path: Pat
     assert gc.isenabled()
 
 
-def test_redis_is_not_imported_without_redis_url(tmp_path: Path) -> None:
-    """Without ``REDIS_URL`` nothing imports redis-py (≈ 0.1 CPU s: its client and, in redis-py 8,
-    the OpenTelemetry SDK); ``REDIS_DOWN`` still names its exception classes, the very ones a
-    client made later raises."""
+def _fresh_process(code: str, tmp_path: Path) -> str:
+    """The last line ``code`` prints in a new interpreter without ``REDIS_URL``, on a SQLite file
+    of its own: what a start imports can only be seen in a process nothing else has run in."""
     import subprocess
     import sys
 
     from bot.settings import ROOT
 
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'pcrm.db'}",
+               PCRM_SPOOL_PATH=str(tmp_path / "spool.jsonl"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_redis_is_not_imported_without_redis_url(tmp_path: Path) -> None:
+    """Without ``REDIS_URL`` nothing imports redis-py (≈ 0.1 CPU s: its client and, in redis-py 8,
+    the OpenTelemetry SDK); ``REDIS_DOWN`` still names its exception classes, the very ones a
+    client made later raises."""
     code = """
 import os, socket, sys
 import bot.app, bot.serve, bot.admission, bot.ratelimit
@@ -151,13 +163,7 @@ except REDIS_DOWN as exc:
     assert isinstance(exc, redis.exceptions.ConnectionError) and redis.RedisError in REDIS_DOWN
     print("caught", type(exc).__name__)
 """
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'pcrm.db'}",
-               PCRM_SPOOL_PATH=str(tmp_path / "spool.jsonl"))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "caught ConnectionError"
+    assert _fresh_process(code, tmp_path) == "caught ConnectionError"
 
 
 def test_the_staff_routers_are_imported_on_their_first_request(tmp_path: Path) -> None:
@@ -165,11 +171,6 @@ def test_the_staff_routers_are_imported_on_their_first_request(tmp_path: Path) -
     imported by the start (≈ 0.1-0.2 CPU s before the first answer); a resident's message does
     not import them either, the first request for one of their pages does, and the OpenAPI
     document lists their routes whenever it is first built."""
-    import subprocess
-    import sys
-
-    from bot.settings import ROOT
-
     code = """
 import sys, warnings
 warnings.simplefilter("ignore")
@@ -189,10 +190,4 @@ paths = create_app().openapi()["paths"]  # a new app: its document built before 
 assert any(p.startswith("/open311/") for p in paths) and any(p.startswith("/console/") for p in paths)
 print("ok")
 """
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'pcrm.db'}",
-               PCRM_SPOOL_PATH=str(tmp_path / "spool.jsonl"))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "ok"
+    assert _fresh_process(code, tmp_path) == "ok"
