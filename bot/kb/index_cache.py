@@ -18,8 +18,9 @@ shared by the supervisor, every worker and the next start, not each process's pr
 
 The key hashes *everything the index is a function of*: the articles (as their seed dicts),
 the city's configuration (placeholders fill answers from it), the departments, the off-topic
-negatives, whether the embedding model is used, the retrieval code itself and the versions of
-the libraries whose objects are stored. Change any of them and the key changes, so a stale
+negatives, whether the embedding model is used, the retrieval code itself, Kiwi's options and
+dictionary (:func:`bot.nlu.tokenizer.version`) and the versions of the libraries whose objects
+are stored. Change any of them and the key changes, so a stale
 index is never served; nothing has to remember to invalidate it.
 
 Several workers publishing the same revision at once would each spend the build's CPU: a
@@ -67,6 +68,9 @@ def _code_version() -> str:
     for name in _CODE:
         with contextlib.suppress(OSError):
             h.update((_HERE / name).read_bytes())
+    from bot.nlu.tokenizer import version as tokenizer_version  # Kiwi's options and dictionary
+
+    h.update(tokenizer_version().encode())
     for lib in _LIBS:
         try:
             h.update(f"{lib}={metadata.version(lib)}".encode())

@@ -440,7 +440,7 @@ class NLU:
 
 def ensure_model(nlu_dir: Path, cache_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
     """Path of a trained model for the current data, training it first if needed."""
-    key = nlu_data.fingerprint(nlu_dir, MODEL_VERSION, str(SPACY_WEIGHT), str(EPOCHS))
+    key = nlu_data.fingerprint(nlu_dir, MODEL_VERSION, str(SPACY_WEIGHT), str(EPOCHS), _tokenizer.version())
     target = cache_dir / key
     if not (target / "READY").exists():
         tmp = cache_dir / f".{key}.{time.time_ns()}"
