@@ -58,3 +58,28 @@ def test_chat_shows_buttons_as_numbers():
     out = subprocess.run([*PCRM, "chat"], cwd=ROOT, input="가로등이 나갔어요 한빛동 중앙로 3\n1\n",
                          capture_output=True, text=True, timeout=600).stdout
     assert "1. " in out and "2. " in out
+
+
+def test_train_builds_the_knowledge_index_so_serve_only_loads_it(tmp_path):
+    """`pcrm train` leaves the KB index beside the model (a first `pcrm serve` would otherwise
+    build it for minutes before answering); a second run finds both and builds nothing."""
+    import os
+    import shutil
+
+    from bot.settings import get_settings
+
+    models = get_settings().pcrm_model_dir
+    for model in models.iterdir():  # the trained NLU model(s), linked: this test is about the index
+        if (model / "READY").exists():
+            shutil.copytree(model, tmp_path / model.name, copy_function=os.link)
+    env = {**os.environ, "PCRM_MODEL_DIR": str(tmp_path)}
+
+    def train() -> str:
+        return subprocess.run([*PCRM, "train"], cwd=ROOT, env=env, check=True, capture_output=True,
+                              text=True, timeout=900).stdout
+
+    first = train()
+    assert "knowledge base ready" in first and "built in" in first, first
+    assert list(tmp_path.glob("kb-index-*.pkl")) and list(tmp_path.glob("kb-index-*.arrays"))
+    second = train()
+    assert "loaded in" in second, second
