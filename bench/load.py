@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -58,6 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_POSTGRES = os.environ.get("PCRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
+#: ``--latencies FILE``: where each run appends its messages' latencies (None: nowhere).
+LATENCY_LOG: str | None = None
 REST_PATH = "/webhooks/rest/webhook"
 #: The ticket number announced when a request is opened ("접수번호는 …", "Ticket number: …"); not the
 #: example number of the "which ticket?" prompt ("(예: 2026-000123)").
@@ -105,6 +108,9 @@ class Record:
     done: float = 0.0
     ok: bool = False
     error: str = ""
+    #: What was sent and how (for ``--latencies``: which messages make the tail).
+    text: str = ""
+    channel: str = ""
 
 
 @dataclass
@@ -307,6 +313,7 @@ class Resident:
         """Send the next message (due at ``scheduled``) and wait for its answer; its record."""
         text, new_visit = self._next()
         rec = self.stats.new(scheduled)
+        rec.text, rec.channel = text if not new_visit else f"[new visit] {text}", self.channel
         if self.channel == "rest":
             await self._rest(rec, text)
         else:
@@ -562,6 +569,26 @@ def pct(values: list[float], q: float) -> float:
 async def one_run(server: Server, infra: Infra, concurrency: int, mode: str, rate: float | None,
                   duration: float, max_messages: int, drain: float, seed: int, channel: str = "both"
                   ) -> dict[str, Any]:
+    """One run (:func:`_one_run`) with this process's garbage collector off.
+
+    The generator's own collections paused its event loop (a full one took 45-52 ms, the young
+    ones up to 10 ms; measured with ``gc.callbacks``), and every answer that arrived meanwhile
+    was timed late: the generator's pause counted as the server's latency. Residents' phones do
+    not pause together, so the generator must not; a run's garbage is collected after it."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return await _one_run(server, infra, concurrency, mode, rate, duration, max_messages, drain, seed, channel)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
+
+async def _one_run(server: Server, infra: Infra, concurrency: int, mode: str, rate: float | None,
+                  duration: float, max_messages: int, drain: float, seed: int, channel: str = "both"
+                  ) -> dict[str, Any]:
     run_tag = uuid.uuid4().hex[:8]
     rng = random.Random(seed)
     stats = Stats()
@@ -601,6 +628,14 @@ async def one_run(server: Server, infra: Infra, concurrency: int, mode: str, rat
     await asyncio.sleep(0.5)  # the last turns' second transaction
     stored = await asyncio.to_thread(infra.stored_inbound, run_tag, stats.web_sessions)
     latencies = [(r.done - r.scheduled) * 1000 for r in answered]
+    if LATENCY_LOG:  # --latencies: every message, for finding which ones make the tail
+        with open(LATENCY_LOG, "a", encoding="utf-8") as fh:
+            for r in stats.records:
+                fh.write(json.dumps({"mode": mode, "at_s": round(r.scheduled - start, 4),
+                                     "ms": round((r.done - r.scheduled) * 1000, 2),
+                                     "wait_ms": round((r.sent - r.scheduled) * 1000, 2) if r.sent else None,
+                                     "ok": r.ok, "channel": r.channel, "text": r.text},
+                                    ensure_ascii=False) + "\n")
     errors: dict[str, int] = {}
     for r in stats.records:
         if not r.ok:
@@ -660,7 +695,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channel", choices=["both", "rest", "webchat"], default="both",
                     help="residents' channel (default: half REST, half web chat)")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--latencies", help="append every message's latency, channel and text to this JSON-lines file")
     args = ap.parse_args(argv)
+    global LATENCY_LOG
+    LATENCY_LOG = args.latencies
     modes = ["open", "closed"] if args.mode == "both" else [args.mode]
 
     try:
