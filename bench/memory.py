@@ -38,6 +38,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 REST = "/webhooks/rest/webhook"
+#: Seconds to wait for the first answer (``--first-answer-timeout``: a server that must build its
+#: knowledge-base index first, no `pcrm train` before it, needs minutes).
+FIRST_ANSWER_TIMEOUT = 120.0
 
 
 def free_port() -> int:
@@ -165,7 +168,7 @@ def run(workers: int, messages: int, database: str | None, redis: str | None, lo
         t0 = time.monotonic()
         proc, url = start(workers, db, redis, tmp, log_level)
         try:
-            ready = first_answer(proc, url, t0)
+            ready = first_answer(proc, url, t0, FIRST_ANSWER_TIMEOUT)
             # every worker up (a worker still starting does not accept yet): give them the time
             time.sleep(1.0 + 0.5 * workers)
             answered, silent = send_all(url, messages)
@@ -181,6 +184,7 @@ def run(workers: int, messages: int, database: str | None, redis: str | None, lo
 
 
 def main() -> int:
+    global FIRST_ANSWER_TIMEOUT
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--messages", type=int, default=1000)
@@ -188,7 +192,10 @@ def main() -> int:
     ap.add_argument("--redis", help="REDIS_URL for the server (default: none, in-process)")
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--first-answer-timeout", type=float, default=FIRST_ANSWER_TIMEOUT,
+                    help="seconds to wait for the first answer (default 120)")
     args = ap.parse_args()
+    FIRST_ANSWER_TIMEOUT = args.first_answer_timeout
     results = []
     for n in args.workers:
         res = run(n, args.messages, args.database, args.redis, args.log_level)

@@ -122,7 +122,10 @@ def warm(engine: Engine, mark: Callable[[str], None] = lambda _name: None) -> No
     engine.rasa_sdk()
     mark("actions")
     if hasattr(type(engine), "kb"):  # the knowledge base and its embedding model (loaded on first use)
-        kb = engine.kb
+        from bot.kb.index_cache import built_apart
+
+        with built_apart():  # an index not built by `pcrm train` is built by a child, then mapped
+            kb = engine.kb
         mark("knowledge base")
         # e5 and its vector memo (≈ 0.1 CPU s) here, shared, not in each worker on its first
         # question (≈ 35-50 MB of private memory each)

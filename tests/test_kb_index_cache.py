@@ -4,8 +4,11 @@ depends on changes (an article, a city fact), never served stale or from a broke
 from __future__ import annotations
 
 import copy
+import os
 from datetime import date
 from pathlib import Path
+
+import numpy as np
 
 from bot.kb import index_cache
 from bot.kb.articles import Article, load_dir
@@ -204,3 +207,39 @@ def test_an_index_without_its_arrays_file_is_rebuilt(tmp_path):
     kb = make_kb(tmp_path)
     assert not kb.loaded_from_disk and kb.answer("여권 어디서 만들어요?", "ko").hits
     assert make_kb(tmp_path).loaded_from_disk
+
+
+def test_within_built_apart_a_child_process_builds_the_index_and_this_one_maps_it(tmp_path):
+    """`pcrm serve`'s supervisor keeps none of a build's memory (every worker would inherit it):
+    the build runs in a forked child, the parent loads what it saved."""
+    builders = tmp_path / "built-by"
+
+    def build() -> dict:
+        builders.write_text(str(os.getpid()))
+        return {"vectors": np.arange(12, dtype=np.float32).reshape(3, 4)}
+
+    with index_cache.built_apart():
+        index, from_disk = index_cache.load_or_build(tmp_path, "k1", build)
+    assert int(builders.read_text()) != os.getpid()
+    assert from_disk
+    assert index["vectors"].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert not index["vectors"].flags.writeable  # a view of the mapped file, not a copy
+
+    # outside the block (tests, `pcrm train`, a worker publishing edits) it builds in-process
+    index, from_disk = index_cache.load_or_build(tmp_path, "k2", build)
+    assert int(builders.read_text()) == os.getpid() and not from_disk
+
+
+def test_a_failed_build_in_the_child_is_done_again_here(tmp_path):
+    calls = []
+
+    def build() -> dict:
+        calls.append(os.getpid())
+        if os.getpid() != parent:
+            raise RuntimeError("the child's build fails")
+        return {"n": 1}
+
+    parent = os.getpid()
+    with index_cache.built_apart():
+        index, from_disk = index_cache.load_or_build(tmp_path, "k", build)
+    assert index == {"n": 1} and not from_disk and calls == [parent]  # the child's call died with it
