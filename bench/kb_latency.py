@@ -4,8 +4,7 @@
 
 Prints p50/p99 of ``KnowledgeBase.answer`` (the time a turn that asks the KB spends in it),
 once with every query new (the query-embedding LRU cold) and once repeated (warm), wall-clock
-and CPU, the share of questions that needed the embedding model, their e5 token counts and how
-many of its calls had a second core to run on (``bot/kb/retrieval.py``, ``E5_THREADS``), and
+and CPU, the share of questions that needed the embedding model, their e5 token counts, and
 RSS/PSS growth of building the KB (model + index) in a process that already has Kiwi loaded
 (the NLU loads it anyway, so it is not the KB's cost). Queries default to the articles' own questions, shuffled.
 """
@@ -74,7 +73,6 @@ def main() -> int:
     if kb.embedder is not None:
         kb.embedder._queries.clear()  # noqa: SLF001 - a cold LRU, and no memo of article questions:
         kb.embedder._memo.clear()  # noqa: SLF001 - every query is embedded as a resident's would be
-        kb.embedder.team_calls.clear()
     cold: list[float] = []
     cold_cpu: list[float] = []
     cpu_by_stage: dict[bool, list[float]] = {False: [], True: []}
@@ -114,10 +112,8 @@ def main() -> int:
                   f"CPU p50 {pct(values, 50):.2f} ms  p99 {pct(values, 99):.2f} ms; "
                   f"wall p50 {pct(walls, 50):.2f} ms  p99 {pct(walls, 99):.2f} ms")
     if e5_tokens and kb.embedder is not None:
-        teams = ", ".join(f"{n} thread{'s' if n > 1 else ''} {c}" for n, c in sorted(kb.embedder.team_calls.items()))
         print(f"e5 tokens per question it ran for: p50 {pct(e5_tokens, 50)}  p99 {pct(e5_tokens, 99)}  "
-              f"max {max(e5_tokens)} (cap {E5_MAX_TOKENS}); e5 calls on {teams} "
-              f"(up to {kb.embedder.threads}: PCRM_E5_THREADS; as many as cores were idle)")
+              f"max {max(e5_tokens)} (cap {E5_MAX_TOKENS})")
     loaded = sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "bm25s"})
     print(f"imported by loading and asking: {', '.join(loaded) or 'no scikit-learn, SciPy or bm25s'}")
     rss, pss = (after[0] - before[0]) / 1024, (after[1] - before[1]) / 1024

