@@ -195,13 +195,16 @@ def test_a_handoff_made_on_one_worker_reaches_a_console_on_the_other(cluster: Pc
     async def scenario() -> None:
         sockets: dict[str, Any] = {}
         extra = []
-        for _ in range(20):  # connect until there is a console socket on each worker
+        for _ in range(60):  # connect until there is a console socket on each worker
             ws = await websockets.connect(ws_url, additional_headers={"Cookie": cookie})
             first = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert first["type"] == "ready"
             worker = ws.response.headers["x-pcrm-worker"]
             if worker in sockets:
                 extra.append(ws)
+                # the other worker may be busy (its first staff request loads the console's routes):
+                # the kernel then hands every connection to the idle one; give it a moment
+                await asyncio.sleep(0.1)
             else:
                 sockets[worker] = ws
             if len(sockets) == 2:
