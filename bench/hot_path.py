@@ -193,14 +193,15 @@ def main(argv: list[str] | None = None) -> int:
                 load0 = os.getloadavg()[0]
                 if prof is not None:
                     prof.enable()
-                pg0 = inbox.log.statements if inbox.log.pg is not None else 0
+                direct = inbox.log.direct  # statements sent straight through psycopg (crm_store/direct.py)
+                pg0 = (direct.statements, direct.transactions) if direct is not None else (0, 0)
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 await drive(inbox, residents, args.n, lat, client)
                 cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-                # Statements of the PostgreSQL hot path: each is a transaction (autocommit).
-                pg_n = (inbox.log.statements if inbox.log.pg is not None else 0) - pg0
-                counts["stmt"] += pg_n
-                counts["commit"] += pg_n
+                # Statements of the PostgreSQL hot path and their transactions (autocommit: one each).
+                if direct is not None:
+                    counts["stmt"] += direct.statements - pg0[0]
+                    counts["commit"] += direct.transactions - pg0[1]
                 if prof is not None:
                     prof.disable()
                     prof.dump_stats(args.profile)

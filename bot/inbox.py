@@ -41,7 +41,8 @@ from bot.messages import Attachment, Message, Reply, Turn
 from bot.settings import Settings
 from bot.sms import SmsSender
 from crm_store import handoffs, residents
-from crm_store.message_log import Clash, ConnectionLost, Duplicate, MessageLog, Stored, writes_all
+from crm_store.direct import ConnectionLost
+from crm_store.message_log import Clash, Duplicate, MessageLog, Stored, writes_all
 from crm_store.models import Feedback, Handoff, audit
 from crm_store.state_store import SqlStateStore
 from crm_store.timeutil import utcnow

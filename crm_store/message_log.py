@@ -24,8 +24,6 @@ links numbers and merges residents), then take the same path. Results are typed:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +52,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.messages import Message, Turn
 from bot.phones import is_phone_channel, normalize_phone
 from crm_store import conversations, residents
+from crm_store.direct import DirectPg, for_engine, pg_text
 from crm_store.models import ChannelIdentity, Conversation, Handoff, Interaction, Resident
 from crm_store.timeutil import utcnow
 
@@ -107,14 +106,6 @@ class Written:
 
 
 DUPLICATE, CLASH = Duplicate(), Clash()
-
-
-class ConnectionLost(RuntimeError):
-    """The pooled connection was dead (the database restarted or went away); the pool's older
-    connections are invalidated, so one retry gets a new one, as with SQLAlchemy's
-    ``DBAPIError.connection_invalidated``."""
-
-    connection_invalidated = True
 
 
 # --- statements --------------------------------------------------------------------------------
@@ -279,25 +270,15 @@ def _pg_turn() -> Any:
             .add_cte(nlu).add_cte(out).add_cte(tags))
 
 
-def _text(stmt: Any, dialect: Any) -> str:
-    """``stmt`` as PostgreSQL text for psycopg (``%(name)s`` placeholders); constants are written
-    as literals, so every parameter is one the caller passes."""
-    compiled = stmt.compile(dialect=dialect)
-    constants = [k for k, v in compiled.params.items() if v is not None]
-    if constants:
-        raise ValueError(f"write constants as literal_column(), not parameters: {constants}")
-    return str(compiled)
-
-
 class _PgStatements:
     """The statements above, compiled once."""
 
     def __init__(self, dialect: Any) -> None:
-        self.inbound = _text(_pg_inbound(), dialect)
-        self.register = _text(_pg_register(), dialect)
-        self.touch = _text(_pg_touch(), dialect)
-        self.turn = _text(_pg_turn(), dialect)
-        self.drop_resident = _text(_DROP_RESIDENT, dialect)
+        self.inbound = pg_text(_pg_inbound(), dialect)
+        self.register = pg_text(_pg_register(), dialect)
+        self.touch = pg_text(_pg_touch(), dialect)
+        self.turn = pg_text(_pg_turn(), dialect)
+        self.drop_resident = pg_text(_DROP_RESIDENT, dialect)
 
 
 _PG: dict[str, _PgStatements] = {}
@@ -347,12 +328,11 @@ class MessageLog:
         self.engine: Engine | None = bind if isinstance(bind, Engine) else None
         #: PostgreSQL through psycopg 3: each write one statement, in autocommit.
         self.pg: _PgStatements | None = None
-        if self.engine is not None and self.engine.dialect.name == "postgresql" \
-                and self.engine.dialect.driver == "psycopg":
-            self.pg = _PG.get(self.engine.dialect.name) or _PG.setdefault(
-                self.engine.dialect.name, _PgStatements(self.engine.dialect))
-        #: Statements sent through psycopg (bench/hot_path.py counts them; SQLAlchemy's events do not).
-        self.statements = 0
+        #: How statements reach psycopg directly (None: SQLite, through SQLAlchemy).
+        self.direct: DirectPg | None = for_engine(self.engine)
+        if self.direct is not None:
+            name = self.direct.engine.dialect.name
+            self.pg = _PG.get(name) or _PG.setdefault(name, _PgStatements(self.direct.engine.dialect))
         self._pg_run = _PgRun(self) if self.pg is not None else None
 
     # --- inbound ---------------------------------------------------------------------------
@@ -454,28 +434,6 @@ class MessageLog:
         if new:
             conn.execute(_SET_TAGS, {"rid": resident_id, "tags": [*current, *new]})
 
-    # --- PostgreSQL connections ------------------------------------------------------------
-    @contextmanager
-    def raw_connection(self) -> Iterator[Any]:
-        """A pooled psycopg connection in autocommit mode; dead connections are invalidated,
-        and with them every connection of the pool older than them (a database restart)."""
-        assert self.engine is not None
-        fairy = self.engine.raw_connection()
-        dbapi = fairy.driver_connection
-        assert dbapi is not None
-        try:
-            dbapi.autocommit = True
-            yield dbapi
-        except Exception as exc:
-            if dbapi.closed or dbapi.broken:
-                self.engine.pool._invalidate(fairy, exc)  # noqa: SLF001 - as SQLAlchemy does on a disconnect
-                raise ConnectionLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-            raise
-        finally:
-            if not (dbapi.closed or dbapi.broken):
-                dbapi.autocommit = False
-            fairy.close()
-
 
 def _resolve(session: Session, message: Message) -> None:
     """The sender's resident (created, linked to a number, merged) and conversation (created, or
@@ -516,8 +474,11 @@ class _PgRun(_Run):
         self.log, self.sql = log, log.pg
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        with self.log.raw_connection() as conn:
-            self.log.statements += 1
+        direct = self.log.direct
+        assert direct is not None
+        with direct.connection() as conn:
+            direct.statements += 1
+            direct.transactions += 1  # autocommit
             return conn.execute(sql, params).fetchone()
 
     def resolve(self, message: Message) -> None:

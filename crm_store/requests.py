@@ -10,7 +10,8 @@ yet (the standalone action server) take the ORM path, which creates those rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ from bot.service_requests import (
 )
 from crm_store import residents
 from crm_store.conversations import by_key
+from crm_store.direct import for_engine
 from crm_store.models import Conversation, RequestSubscription, RequestUpdate, ServiceRequest, TicketCounter
 from crm_store.tickets import next_ticket
 from crm_store.timeutil import as_utc, utcnow
@@ -62,18 +64,48 @@ _RECENT_FOR = (
     .order_by(*_NEWEST_FIRST)
     .limit(bindparam("limit"))
 )
+
+
+def _duplicates(box: bool, same_address: bool) -> Any:
+    """Open, unmerged requests of one service since ``since`` near a point (``box``: the bounding
+    box ``lat0``–``lat1``, ``long0``–``long1``) or at the same ``akey`` (both: either), oldest first."""
+    near = []
+    if box:
+        near.append(and_(_SR.c.lat.between(bindparam("lat0"), bindparam("lat1")),
+                         _SR.c.long.between(bindparam("long0"), bindparam("long1"))))
+    if same_address:
+        near.append(_SR.c.address_key == bindparam("akey"))
+    return (_RECORDS.add_columns(_SR.c.address_key.label("akey"))
+            .where(_SR.c.service_code == bindparam("code"), _SR.c.status == "open",
+                   _SR.c.duplicate_of_id.is_(None),
+                   _SR.c.requested_datetime >= bindparam("since", type_=_SR.c.requested_datetime.type), or_(*near))
+            .order_by(_SR.c.requested_datetime).limit(50))
+
+
+#: :meth:`SqlRequestStore.find_duplicate`'s statement by (point known, address key known).
+_DUPLICATES = {(box, key): _duplicates(box, key) for box in (True, False) for key in (True, False) if box or key}
 #: The statement of :func:`crm_store.tickets.next_seq` (its row lock keeps tickets gap-free).
 _BUMP = (
     update(_TC).where(_TC.c.year == bindparam("y"))
     .values(last_seq=_TC.c.last_seq + 1).returning(_TC.c.last_seq)
 )
+#: The columns a new request's ``INSERT`` takes from the caller (the rest: defaults).
+_NEW_COLUMNS = ("service_request_id", "service_code", "status", "sub_status", "agency_responsible", "description",
+                "address_string", "lat", "long", "media_url", "reported_when", "requested_datetime",
+                "updated_datetime", "expected_datetime", "channel", "lang", "consent", "address_key",
+                "public_consent")
 #: The request with its conversation and resident looked up by key inside the ``INSERT``.
 _NEW_REQUEST = (
     insert(_SR)
     .values(resident_id=select(_C.c.resident_id).where(_C.c.key == bindparam("key")).scalar_subquery(),
-            conversation_id=select(_C.c.id).where(_C.c.key == bindparam("key")).scalar_subquery())
+            conversation_id=select(_C.c.id).where(_C.c.key == bindparam("key")).scalar_subquery(),
+            **{c: bindparam(c, type_=_SR.c[c].type) for c in _NEW_COLUMNS})
     .returning(_SR.c.resident_id)
 )
+
+
+class _GiveBack(Exception):
+    """Roll :meth:`SqlRequestStore.open`'s transaction back (its ticket number is given back)."""
 
 
 def to_record(row: ServiceRequest | Row[Any], sender_key: str | None = None) -> RequestRecord:
@@ -118,6 +150,8 @@ class SqlRequestStore(RequestStore):
         # its transaction (the write gate, db.py).
         self._reader: Engine = (self._engine.execution_options(isolation_level="AUTOCOMMIT")
                                 if self._engine.dialect.name == "postgresql" else self._engine)
+        #: PostgreSQL on psycopg: the statements run straight through it (crm_store/direct.py).
+        self._direct = for_engine(self._engine)
         self._tz = ZoneInfo(tz)
         self._clock = clock
 
@@ -135,11 +169,13 @@ class SqlRequestStore(RequestStore):
         year = now.astimezone(self._tz).year
         key = f"{draft.channel}:{draft.sender_id}" if draft.sender_id else None
         expected = now + timedelta(hours=draft.expected_hours)
-        with self._engine.connect() as conn:
-            seq = conn.execute(_BUMP, {"y": year}).scalar_one_or_none()
-            if seq is not None:
-                ticket = format_ticket(year, seq)
-                resident_id = conn.execute(_NEW_REQUEST, {
+        try:
+            with self._transaction() as run:
+                bumped = run(_BUMP, {"y": year})
+                if not bumped:
+                    raise _GiveBack
+                ticket = format_ticket(year, bumped[0][0])
+                resident_id = run(_NEW_REQUEST, {
                     "key": key, "service_request_id": ticket, "service_code": draft.service_code,
                     "status": "open", "sub_status": "received", "agency_responsible": draft.department,
                     "description": draft.description, "address_string": draft.address_string,
@@ -147,16 +183,17 @@ class SqlRequestStore(RequestStore):
                     "reported_when": draft.when, "requested_datetime": now, "updated_datetime": now,
                     "expected_datetime": expected, "channel": draft.channel, "lang": draft.lang,
                     "consent": draft.consent, "address_key": address_key(draft.address_string),
-                    "public_consent": draft.publish_consent}).scalar_one()
-                if resident_id is not None or not draft.sender_id:
-                    conn.commit()
-                    return RequestRecord(
-                        ticket=ticket, service_code=draft.service_code, department=draft.department,
-                        sub_status="received", description=draft.description,
-                        address_string=draft.address_string, requested_at=now, updated_at=now,
-                        expected_at=expected, status_notes=None, sender_key=key,
-                        lat=draft.lat, long=draft.long, media_url=draft.media_url)
-            conn.rollback()
+                    "public_consent": draft.publish_consent})[0][0]
+                if resident_id is None and draft.sender_id:
+                    raise _GiveBack
+                return RequestRecord(
+                    ticket=ticket, service_code=draft.service_code, department=draft.department,
+                    sub_status="received", description=draft.description,
+                    address_string=draft.address_string, requested_at=now, updated_at=now,
+                    expected_at=expected, status_notes=None, sender_key=key,
+                    lat=draft.lat, long=draft.long, media_url=draft.media_url)
+        except _GiveBack:
+            pass
         return self._open_orm(draft, now)
 
     def _open_orm(self, draft: RequestDraft, now: datetime) -> RequestRecord:
@@ -199,8 +236,8 @@ class SqlRequestStore(RequestStore):
         """The request with ``ticket``; ``None`` if unknown or malformed."""
         if not TICKET_RE.match(ticket.strip()):
             return None
-        with self._reader.connect() as conn:
-            return self._record(conn, ticket.strip())
+        rows = self._rows(_BY_TICKET, {"ticket": ticket.strip()})
+        return to_record(rows[0], rows[0].key) if rows else None
 
     def find_duplicate(self, service_code: str, location: str | None, lat: float | None, long: float | None,
                        now: datetime | None = None, rule: DuplicateRule | None = None) -> RequestRecord | None:
@@ -215,22 +252,16 @@ class SqlRequestStore(RequestStore):
             return None
         now = as_utc(now or self._clock())
         key = address_key(location)
-        near = []
-        if lat is not None and long is not None:
+        box = lat is not None and long is not None
+        if not box and key is None:
+            return None
+        params: dict[str, Any] = {"code": service_code, "since": now - timedelta(days=rule.days), "akey": key}
+        if box:
+            assert lat is not None and long is not None
             dlat = rule.meters / _M_PER_DEG
             dlon = dlat / max(0.01, math.cos(math.radians(lat)))
-            near.append(and_(_SR.c.lat.between(lat - dlat, lat + dlat), _SR.c.long.between(long - dlon, long + dlon)))
-        if key is not None:
-            near.append(_SR.c.address_key == key)
-        if not near:
-            return None
-        stmt = (_RECORDS.add_columns(_SR.c.address_key.label("akey"))
-                .where(_SR.c.service_code == service_code, _SR.c.status == "open",
-                       _SR.c.duplicate_of_id.is_(None),
-                       _SR.c.requested_datetime >= now - timedelta(days=rule.days), or_(*near))
-                .order_by(_SR.c.requested_datetime).limit(50))
-        with self._reader.connect() as conn:
-            rows = conn.execute(stmt).all()
+            params.update(lat0=lat - dlat, lat1=lat + dlat, long0=long - dlon, long1=long + dlon)
+        rows = self._rows(_DUPLICATES[box, key is not None], params)
         recs = [to_record(row, row.key) for row in rows]
         return pick_duplicate(recs, key, lat, long, rule, now, {row.service_request_id: row.akey for row in rows})
 
@@ -385,8 +416,27 @@ class SqlRequestStore(RequestStore):
         return self._records(_RECENT_FOR, {"key": sender_key, "limit": limit})
 
     def _records(self, stmt: Any, params: dict[str, Any]) -> list[RequestRecord]:
+        return [to_record(row, row.key) for row in self._rows(stmt, params)]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Callable[[Any, dict[str, Any]], list[Any]]]:
+        """Run statements in one transaction (committed on leaving, rolled back on an exception):
+        straight through psycopg on PostgreSQL (:mod:`crm_store.direct`), else on the engine."""
+        if self._direct is not None:
+            direct = self._direct
+            with direct.transaction() as pg:
+                yield lambda stmt, params: direct.execute(pg, stmt, params)
+        else:
+            with self._engine.begin() as conn:
+                yield lambda stmt, params: list(conn.execute(stmt, params))
+
+    def _rows(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
+        """``stmt``'s rows in a statement of its own: straight through psycopg on PostgreSQL
+        (:mod:`crm_store.direct`), else on the reader engine."""
+        if self._direct is not None:
+            return self._direct.rows(stmt, params)
         with self._reader.connect() as conn:
-            return [to_record(row, row.key) for row in conn.execute(stmt, params)]
+            return list(conn.execute(stmt, params))
 
     @staticmethod
     def _row(session: Session, ticket: str) -> ServiceRequest | None:
