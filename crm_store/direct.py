@@ -13,21 +13,27 @@ renders), and its types' own bind and result processors are applied to parameter
 ``Connection.execute`` would have given it. Elsewhere (SQLite) callers keep SQLAlchemy's path:
 :func:`for_engine` returns None.
 
-Connections come from the engine's pool (so ``pool_pre_ping``, limits and disposal still
-apply) and run in psycopg's autocommit mode: one statement is one transaction;
-:meth:`DirectPg.transaction` groups several.
+Connections are opened through the engine's pool (its connect arguments and events apply),
+then kept here between uses (:meth:`DirectPg.connection`), in psycopg's autocommit mode: one
+statement is one transaction; :meth:`DirectPg.transaction` groups several.
 """
 
 from __future__ import annotations
 
+import os
 from collections import namedtuple
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine, event
+
+#: Connections kept between uses, at most (an inbox uses ``PCRM_INBOX_THREADS``, 4, at once; other
+#: threads a few more now and then).
+KEEP_IDLE = 8
+_IDLE = TransactionStatus.IDLE
 
 
 class ConnectionLost(RuntimeError):
@@ -72,6 +78,12 @@ class DirectPg:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._prepared: dict[Any, Prepared] = {}
+        #: Connections between uses (LIFO: the most recently used, warm one first), with the
+        #: generation they were opened in; list append/pop are atomic, so no lock.
+        self._idle: list[tuple[Any, int]] = []
+        self._generation = 0
+        self._pid = os.getpid()
+        event.listen(engine, "engine_disposed", lambda _engine: self.close_idle())
         #: Statements sent and transactions committed (bench/hot_path.py reports them per message).
         self.statements = 0
         self.transactions = 0
@@ -79,23 +91,60 @@ class DirectPg:
     # --- connections ---------------------------------------------------------------------
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        """A pooled psycopg connection in autocommit mode; dead connections are invalidated,
-        and with them every connection of the pool older than them (a database restart)."""
-        fairy = self.engine.raw_connection()
-        dbapi = fairy.driver_connection
-        assert dbapi is not None
+        """A psycopg connection in autocommit mode, kept between uses.
+
+        The engine's pool made it (its connect arguments, ``search_path`` and events apply), then
+        let it go (``detach``): a checkout and check-in through the pool, with the autocommit
+        switch on and off around each, were ≈ 11 % of an inbox thread's CPU, for connections
+        that are busy all the time anyway. At most :data:`KEEP_IDLE` wait here; the rest close.
+        A dead connection (the database restarted or went away) closes every one kept, marks the
+        pool's older connections invalid, and raises :class:`ConnectionLost` (callers retry once).
+        """
+        if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours to use
+            self._idle, self._pid = [], os.getpid()
         try:
-            dbapi.autocommit = True
-            yield dbapi
+            conn, generation = self._idle.pop()
+        except IndexError:
+            conn, generation = self._open(), self._generation
+        try:
+            yield conn
         except Exception as exc:
-            if dbapi.closed or dbapi.broken:
-                self.engine.pool._invalidate(fairy, exc)  # noqa: SLF001 - as SQLAlchemy does on a disconnect
+            if conn.closed or conn.broken:
+                self._lost(exc)
                 raise ConnectionLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
             raise
         finally:
-            if not (dbapi.closed or dbapi.broken):
-                dbapi.autocommit = False
-            fairy.close()
+            if (conn.closed or conn.broken or generation != self._generation or len(self._idle) >= KEEP_IDLE
+                    or conn.info.transaction_status != _IDLE):
+                with suppress(Exception):
+                    conn.close()
+            else:
+                self._idle.append((conn, generation))
+
+    def _open(self) -> Any:
+        fairy = self.engine.raw_connection()
+        conn = fairy.driver_connection
+        assert conn is not None
+        fairy.detach()  # ours now: closed by close_idle(), when the database is lost, or when not kept
+        conn.autocommit = True
+        return conn
+
+    def _lost(self, exc: BaseException) -> None:
+        """The database restarted or went away: no kept connection is used again, and the pool's
+        connections older than now are replaced on their next checkout (as SQLAlchemy does on a
+        disconnect)."""
+        self._generation += 1
+        self.close_idle()
+        self.engine.pool._invalidate(None, exc)  # type: ignore[arg-type]  # noqa: SLF001
+
+    def close_idle(self) -> None:
+        """Close the connections kept between uses (the engine's ``dispose`` calls this)."""
+        idle, self._idle = self._idle, []
+        if self._pid != os.getpid():
+            return
+        for conn, _generation in idle:
+            with suppress(Exception):
+                conn.close()
 
     # --- statements ----------------------------------------------------------------------
     def prepare(self, stmt: Any) -> Prepared:
@@ -157,15 +206,13 @@ class DirectPg:
             yield conn
 
 
-_BY_ENGINE: WeakKeyDictionary[Engine, DirectPg] = WeakKeyDictionary()
-
-
 def for_engine(engine: Engine | None) -> DirectPg | None:
-    """The :class:`DirectPg` of a PostgreSQL engine on psycopg 3 (one per engine: the message log and
-    the request store share its compiled statements and count); None elsewhere (SQLite)."""
+    """The :class:`DirectPg` of a PostgreSQL engine on psycopg 3 (one per engine, kept on it: the
+    message log and the request store share its connections, statements and counts); None
+    elsewhere (SQLite)."""
     if engine is None or engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
         return None
-    got = _BY_ENGINE.get(engine)
+    got = engine.__dict__.get("_pcrm_direct")
     if got is None:
-        got = _BY_ENGINE[engine] = DirectPg(engine)
+        got = engine.__dict__["_pcrm_direct"] = DirectPg(engine)
     return got

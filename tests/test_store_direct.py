@@ -116,3 +116,43 @@ def test_sqlite_keeps_sqlalchemys_path(tmp_path) -> None:  # noqa: ANN001
     got = store.get(rec.ticket)
     assert got is not None and got.sender_key == "rest:di"
     factory.kw["bind"].dispose()
+
+
+def test_a_connection_the_database_dropped_is_reported_once_then_replaced(pg: sessionmaker[Session]) -> None:
+    """A kept connection whose server process is gone (a database restart): the call raises
+    ConnectionLost (``connection_invalidated``, so the inbox retries once), and the next call works
+    on a new connection; none of the kept ones is used again."""
+    from sqlalchemy import create_engine, text
+
+    from crm_store.direct import ConnectionLost
+
+    _resident_with_conversation(pg, "ed")
+    store = SqlRequestStore(pg)
+    rec = store.open(RequestDraft(service_code="roads.pothole", department="roads", description="구멍",
+                                  address_string="중앙로 11", channel="rest", sender_id="ed"))
+    direct = for_engine(pg.kw["bind"])
+    assert direct is not None
+    assert store.get(rec.ticket) is not None
+    kept = [conn.info.backend_pid for conn, _gen in direct._idle]  # noqa: SLF001
+    assert kept, "the connection is kept between uses"
+    admin = create_engine(pg.kw["bind"].url)
+    with admin.begin() as conn:
+        for pid in kept:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    admin.dispose()
+    with pytest.raises(ConnectionLost) as lost:
+        store.get(rec.ticket)
+    assert lost.value.connection_invalidated
+    got = store.get(rec.ticket)
+    assert got is not None and got.ticket == rec.ticket
+    assert all(conn.info.backend_pid not in kept for conn, _gen in direct._idle)  # noqa: SLF001
+
+
+def test_disposing_the_engine_closes_the_kept_connections(pg: sessionmaker[Session]) -> None:
+    direct = for_engine(pg.kw["bind"])
+    assert direct is not None
+    assert direct.rows(_BY_TICKET, {"ticket": "2026-000001"}) == []
+    conns = [conn for conn, _gen in direct._idle]  # noqa: SLF001
+    assert conns
+    pg.kw["bind"].dispose()
+    assert all(conn.closed for conn in conns)
