@@ -255,3 +255,19 @@ def test_a_script_the_server_does_not_have_is_loaded_and_run(prefix: str) -> Non
     again = _admitted(gate.admit("rest", "s1", "rest:noscript", "rest:m1"))  # the lock was released
     assert again.answered is not None and again.answered[0].text == "안녕하세요"
     gate.leave(again)
+
+
+def test_the_scripts_keep_their_redis_connection_between_messages(prefix: str) -> None:
+    """Admission's two scripts reuse one connection of the pool's (no checkout per call), and still
+    work after the pool dropped every connection (Redis restarted: reconnect on next use)."""
+    gate = _redis_gate(prefix)
+    pool = gate.client.connection_pool
+    for i in range(3):
+        adm = _admitted(gate.admit("rest", "kim", "rest:kim", f"rest:m{i}"))
+        gate.leave(adm)
+    assert len(gate._enter.kept.idle) == 1  # noqa: SLF001 - one connection, kept
+    assert gate._enter.kept is gate._leave.kept  # noqa: SLF001
+    pool.disconnect()  # every connection, kept ones too ("in use" to the pool)
+    adm = _admitted(gate.admit("rest", "kim", "rest:kim", "rest:m9"))
+    gate.leave(adm)
+    assert gate.stats["redis"] == 4, "all four through Redis, none around it"
