@@ -34,6 +34,8 @@ from sqlalchemy import Engine, event
 #: threads a few more now and then).
 KEEP_IDLE = 8
 _IDLE = TransactionStatus.IDLE
+#: Statements compiled, at most (the bot's are a dozen).
+MAX_PREPARED = 256
 
 
 class ConnectionLost(RuntimeError):
@@ -148,10 +150,14 @@ class DirectPg:
 
     # --- statements ----------------------------------------------------------------------
     def prepare(self, stmt: Any) -> Prepared:
-        """``stmt`` compiled for this engine's dialect (once per statement object)."""
+        """``stmt`` compiled for this engine's dialect (once per statement object: for statements
+        built once, at import; one built per call would be compiled every time, and is refused
+        after :data:`MAX_PREPARED` so it cannot grow this cache without end)."""
         got = self._prepared.get(stmt)
         if got is not None:
             return got
+        if len(self._prepared) >= MAX_PREPARED:
+            raise ValueError("more statements than any caller builds once: build it at import, or use SQLAlchemy")
         dialect = self.engine.dialect
         compiled = stmt.compile(dialect=dialect)
         text = str(compiled)

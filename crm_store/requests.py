@@ -1,8 +1,10 @@
 """Service requests (민원) in SQL: the engine's :class:`RequestStore` plus agent updates.
 
-The two calls the bot makes during a turn, :meth:`SqlRequestStore.get` (status by ticket)
-and :meth:`SqlRequestStore.open` (a form's ticket), are SQLAlchemy Core statements built
-once, on a pooled connection: no ORM session, identity map or unit of work per message.
+The calls the bot makes during a turn — :meth:`SqlRequestStore.get` (status by ticket),
+:meth:`SqlRequestStore.recent_for`, :meth:`SqlRequestStore.find_duplicate` and
+:meth:`SqlRequestStore.open` (a form's ticket) — are SQLAlchemy Core statements built once:
+no ORM session, identity map or unit of work per message; on PostgreSQL they run straight
+through psycopg (:mod:`crm_store.direct`).
 A first ticket of the year and a request from a sender with no conversation or resident
 yet (the standalone action server) take the ORM path, which creates those rows.
 """
@@ -349,7 +351,8 @@ class SqlRequestStore(RequestStore):
         stmt = (_RECORDS.where(_SR.c.service_code == rec.service_code, _SR.c.status == "open",
                                _SR.c.service_request_id != rec.ticket, or_(*near))
                 .order_by(_SR.c.requested_datetime).limit(20))
-        return self._records(stmt, {})
+        with self._reader.connect() as conn:  # built per call: SQLAlchemy (direct.py is for statements built once)
+            return [to_record(row, row.key) for row in conn.execute(stmt)]
 
     def reopen(self, ticket: str, words: str, sender_key: str) -> RequestRecord | None:
         """Open a resolved request again with the resident's words (its work orders go back to the crew)."""
@@ -431,8 +434,8 @@ class SqlRequestStore(RequestStore):
                 yield lambda stmt, params: list(conn.execute(stmt, params))
 
     def _rows(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
-        """``stmt``'s rows in a statement of its own: straight through psycopg on PostgreSQL
-        (:mod:`crm_store.direct`), else on the reader engine."""
+        """``stmt``'s rows (a statement built once, at import) in a statement of its own: straight
+        through psycopg on PostgreSQL (:mod:`crm_store.direct`), else on the reader engine."""
         if self._direct is not None:
             return self._direct.rows(stmt, params)
         with self._reader.connect() as conn:

@@ -156,3 +156,15 @@ def test_disposing_the_engine_closes_the_kept_connections(pg: sessionmaker[Sessi
     assert conns
     pg.kw["bind"].dispose()
     assert all(conn.closed for conn in conns)
+
+
+def test_a_statement_built_per_call_cannot_grow_the_compiled_cache_without_end(pg: sessionmaker[Session]) -> None:
+    from crm_store import direct as direct_module
+
+    direct = for_engine(pg.kw["bind"])
+    assert direct is not None
+    sr = ServiceRequest.__table__
+    with pytest.raises(ValueError, match="build it at import"):
+        for i in range(direct_module.MAX_PREPARED + 1):
+            direct.rows(select(sr.c.id).where(sr.c.id == i))
+    assert len(direct._prepared) == direct_module.MAX_PREPARED  # noqa: SLF001
