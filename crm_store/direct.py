@@ -135,12 +135,13 @@ class DirectPg:
         """The database restarted or went away: no kept connection is used again, and the pool's
         connections older than now are replaced on their next checkout (as SQLAlchemy does on a
         disconnect)."""
-        self._generation += 1
         self.close_idle()
         self.engine.pool._invalidate(None, exc)  # type: ignore[arg-type]  # noqa: SLF001
 
     def close_idle(self) -> None:
-        """Close the connections kept between uses (the engine's ``dispose`` calls this)."""
+        """Close the connections kept between uses, and those in use when they come back (the
+        engine's ``dispose`` calls this)."""
+        self._generation += 1
         idle, self._idle = self._idle, []
         if self._pid != os.getpid():
             return
