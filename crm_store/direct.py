@@ -27,13 +27,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, event
 
 #: Connections kept between uses, at most (an inbox uses ``PCRM_INBOX_THREADS``, 4, at once; other
 #: threads a few more now and then).
 KEEP_IDLE = 8
-_IDLE = TransactionStatus.IDLE
+#: ``psycopg.pq.TransactionStatus.IDLE`` (psycopg is imported only where PostgreSQL is used: a
+#: SQLite start-up does not pay for it).
+_IDLE = 0
 #: Statements compiled, at most (the bot's are a dozen).
 MAX_PREPARED = 256
 

@@ -168,3 +168,19 @@ def test_a_statement_built_per_call_cannot_grow_the_compiled_cache_without_end(p
         for i in range(direct_module.MAX_PREPARED + 1):
             direct.rows(select(sr.c.id).where(sr.c.id == i))
     assert len(direct._prepared) == direct_module.MAX_PREPARED  # noqa: SLF001
+
+
+def test_a_sqlite_server_does_not_import_psycopg_to_start() -> None:
+    """The direct path names psycopg's idle status by value, so importing it costs a SQLite
+    start-up nothing (psycopg loads when a PostgreSQL engine connects)."""
+    import subprocess
+    import sys
+
+    from psycopg.pq import TransactionStatus
+
+    from crm_store import direct as direct_module
+
+    assert direct_module._IDLE == TransactionStatus.IDLE  # noqa: SLF001
+    code = "import sys, bot.app, bot.serve, bot.cli; print('psycopg' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
