@@ -34,6 +34,21 @@ def test_upgrade_creates_every_table_and_matches_models(db_url: str) -> None:
         engine.dispose()
 
 
+@pytest.mark.postgres
+def test_the_trigram_index_flushes_its_pending_list_in_small_steps(postgres_schema_url: str) -> None:
+    """Migration 0011: a 4 MB pending list was one 50-70 ms flush inside some resident's insert
+    every few thousand messages; 128 kB makes each flush small (bench/load.py's tail)."""
+    engine = make_engine(postgres_schema_url)
+    try:
+        with engine.connect() as conn:
+            options = conn.execute(text(
+                "SELECT c.reloptions FROM pg_class c WHERE c.relname = 'ix_interactions_text_trgm' "
+                "AND pg_table_is_visible(c.oid)")).scalar_one()
+        assert "gin_pending_list_limit=128" in options
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_twice_is_a_no_op(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     upgrade(url)
