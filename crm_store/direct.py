@@ -47,16 +47,6 @@ class ConnectionLost(RuntimeError):
     connection_invalidated = True
 
 
-def pg_text(stmt: Any, dialect: Any) -> str:
-    """``stmt`` as PostgreSQL text for psycopg (``%(name)s`` placeholders); constants are written
-    as literals, so every parameter is one the caller passes."""
-    compiled = stmt.compile(dialect=dialect)
-    constants = [k for k, v in compiled.params.items() if v is not None]
-    if constants:
-        raise ValueError(f"write constants as literal_column(), not parameters: {constants}")
-    return str(compiled)
-
-
 @dataclass(slots=True)
 class Prepared:
     """A statement compiled once: its text, its constant parameters, what to do with values."""
@@ -180,10 +170,12 @@ class DirectPg:
     def execute(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """Run ``stmt`` on ``conn`` (from :meth:`connection`); its rows, processed as SQLAlchemy would."""
         p = self.prepare(stmt)
-        values = {**p.constants, **(params or {})}
-        for name, proc in p.binds.items():
-            if name in values:
-                values[name] = proc(values[name])
+        values = params or {}
+        if p.constants or p.binds:  # a copy: the caller's dict is not changed
+            values = {**p.constants, **values}
+            for name, proc in p.binds.items():
+                if name in values:
+                    values[name] = proc(values[name])
         self.statements += 1
         cur = conn.execute(p.text, values)
         if cur.description is None:

@@ -23,6 +23,7 @@ links numbers and merges residents), then take the same path. Results are typed:
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.messages import Message, Turn
 from bot.phones import is_phone_channel, normalize_phone
 from crm_store import conversations, residents
-from crm_store.direct import DirectPg, for_engine, pg_text
+from crm_store.direct import DirectPg, for_engine
 from crm_store.models import ChannelIdentity, Conversation, Handoff, Interaction, Resident
 from crm_store.timeutil import utcnow
 
@@ -271,17 +272,20 @@ def _pg_turn() -> Any:
 
 
 class _PgStatements:
-    """The statements above, compiled once."""
+    """The statements above, built once (on the first PostgreSQL log: a SQLite server never builds
+    them); :class:`DirectPg` compiles each once and runs it."""
 
-    def __init__(self, dialect: Any) -> None:
-        self.inbound = pg_text(_pg_inbound(), dialect)
-        self.register = pg_text(_pg_register(), dialect)
-        self.touch = pg_text(_pg_touch(), dialect)
-        self.turn = pg_text(_pg_turn(), dialect)
-        self.drop_resident = pg_text(_DROP_RESIDENT, dialect)
+    def __init__(self) -> None:
+        self.inbound = _pg_inbound()
+        self.register = _pg_register()
+        self.touch = _pg_touch()
+        self.turn = _pg_turn()
+        self.drop_resident = _DROP_RESIDENT
 
 
-_PG: dict[str, _PgStatements] = {}
+@functools.cache
+def _pg_statements() -> _PgStatements:
+    return _PgStatements()
 
 
 def seen_long_ago(last_seen_at: datetime | None, now: datetime) -> bool:
@@ -331,8 +335,7 @@ class MessageLog:
         #: How statements reach psycopg directly (None: SQLite, through SQLAlchemy).
         self.direct: DirectPg | None = for_engine(self.engine)
         if self.direct is not None:
-            name = self.direct.engine.dialect.name
-            self.pg = _PG.get(name) or _PG.setdefault(name, _PgStatements(self.direct.engine.dialect))
+            self.pg = _pg_statements()
         self._pg_run = _PgRun(self) if self.pg is not None else None
 
     # --- inbound ---------------------------------------------------------------------------
@@ -387,13 +390,12 @@ class MessageLog:
         hd: dict[str, Any] = h.data if h is not None else {}
         callback = bool(hd.get("after_hours"))
         reason = str(hd.get("reason", ""))
-        # JSON written as SQLAlchemy's JSON type writes it (json.dumps defaults), so rows match.
         assert self._pg_run is not None
         row = self._pg_run.one(self.pg.turn, {
             "cid": stored.conversation_id, "rid": stored.resident_id, "channel": stored.channel,
             "iid": stored.inbound_id, "now": now, "state": state_json, "version": loaded + 1, "loaded": loaded,
             "handed_off": handed_off, "department": department, **self._nlu(turn),
-            "replies": [r.text for r in turn.replies], "tags": json.dumps(new_tags), "has_tags": bool(new_tags),
+            "replies": [r.text for r in turn.replies], "tags": new_tags, "has_tags": bool(new_tags),
             "handoff": h is not None, "h_department": hd.get("department"), "h_priority": int(hd.get("priority") or 0),
             "h_reason": f"callback:{reason}" if callback else reason, "h_callback": callback,
             "h_summary": hd.get("summary", ""),
@@ -405,17 +407,16 @@ class MessageLog:
         return Written(OpenHandoff(hid, hdept, hprio) if hid is not None else None)
 
     @staticmethod
-    def _nlu(turn: Turn, raw: bool = True) -> dict[str, Any]:
-        entities = list(turn.entities)
+    def _nlu(turn: Turn) -> dict[str, Any]:
         return {"label": turn.label, "confidence": turn.confidence, "lang": turn.lang,
-                "entities": json.dumps(entities) if raw else entities, "latency_ms": turn.latency_ms,
+                "entities": list(turn.entities), "latency_ms": turn.latency_ms,
                 "inbound_handled_by": "system" if turn.routing.action == "paused" else "bot"}
 
     @staticmethod
     def turn_in(conn: Connection, stored: Stored, turn: Turn, now: datetime, handled_by: str = "bot") -> None:
         """The turn's messages in the caller's transaction (after its state save): the NLU results on
         the inbound row, the replies in one multi-row ``INSERT``."""
-        conn.execute(_TURN_INBOUND, {"iid": stored.inbound_id, **MessageLog._nlu(turn, raw=False)})
+        conn.execute(_TURN_INBOUND, {"iid": stored.inbound_id, **MessageLog._nlu(turn)})
         if turn.replies:
             conn.execute(_OUTBOUND, [
                 {"conversation_id": stored.conversation_id, "resident_id": stored.resident_id,
@@ -473,13 +474,12 @@ class _PgRun(_Run):
         assert log.pg is not None
         self.log, self.sql = log, log.pg
 
-    def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    def one(self, stmt: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """``stmt``'s first row (the statements here return one row or none)."""
         direct = self.log.direct
         assert direct is not None
-        with direct.connection() as conn:
-            direct.statements += 1
-            direct.transactions += 1  # autocommit
-            return conn.execute(sql, params).fetchone()
+        rows = direct.rows(stmt, params)
+        return rows[0] if rows else None
 
     def resolve(self, message: Message) -> None:
         with self.log.sessions.begin() as s:
