@@ -316,11 +316,11 @@ class _Script:
 
     __slots__ = ("client", "script", "sha", "kept")
 
-    def __init__(self, client: Any, source: str, kept: _Kept | None = None) -> None:
+    def __init__(self, client: Any, source: str, kept: _Kept) -> None:
         self.client = client
         self.script = client.register_script(source)
         self.sha = self.script.sha
-        self.kept = kept or _Kept(client.connection_pool)
+        self.kept = kept  # shared by the gate's two scripts
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         if _pack is None:  # pragma: no cover - hiredis is installed with redis[hiredis]

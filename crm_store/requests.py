@@ -238,8 +238,8 @@ class SqlRequestStore(RequestStore):
         """The request with ``ticket``; ``None`` if unknown or malformed."""
         if not TICKET_RE.match(ticket.strip()):
             return None
-        rows = self._rows(_BY_TICKET, {"ticket": ticket.strip()})
-        return to_record(rows[0], rows[0].key) if rows else None
+        found = self._records(_BY_TICKET, {"ticket": ticket.strip()})
+        return found[0] if found else None
 
     def find_duplicate(self, service_code: str, location: str | None, lat: float | None, long: float | None,
                        now: datetime | None = None, rule: DuplicateRule | None = None) -> RequestRecord | None:
