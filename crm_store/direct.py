@@ -178,7 +178,8 @@ class DirectPg:
                     values[name] = proc(values[name])
         self.statements += 1
         cur = conn.execute(p.text, values)
-        if cur.description is None:
+        result = cur.pgresult
+        if result is None or not result.nfields:  # no columns (not ``description``: a list built per access)
             return []
         results = p.results
         if results is None:
