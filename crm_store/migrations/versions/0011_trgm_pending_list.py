@@ -6,8 +6,8 @@ default). On ``interactions.text`` (every message and reply, a few dozen trigram
 was one flush every ≈ 4,600 rows, 47–69 ms inside whichever insert crossed the limit, while the
 message waiting on it (and the ones queued behind that worker) waited too: the longest answers
 of `bench/load.py` came in such bursts. At 128 kB a flush is ≈ 30 times smaller and as many times
-more frequent, the total work about the same; a "text contains" search also reads a shorter
-unsorted list. Measured (2 workers, 64 residents, 250 msg/s, alternately): p99 15.1, 15.5,
+more frequent (somewhat more work in all: below); a "text contains" search also reads a
+shorter unsorted list. Measured (2 workers, 64 residents, 250 msg/s, alternately): p99 15.1, 15.5,
 17.6, 20.7 ms against 19.6, 18.4, 25.2, 19.8 with the 4 MB default; closed loop unchanged or
 better (921, 940 against 814, 915 msg/s). The price: the small flushes now land inside 1–2 % of
 messages and add up to more work (one resident at a time: 1.73–1.75 against 1.61–1.67 ms a
