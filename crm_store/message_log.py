@@ -42,6 +42,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
     union_all,
     update,
@@ -229,8 +230,12 @@ def _pg_touch() -> Any:
     return _TOUCH_RESIDENT.add_cte(_TOUCH_IDENTITY.cte("a"))
 
 
-def _pg_turn() -> Any:
-    """The turn: state save first; everything else only if it matched the loaded version."""
+def _pg_turn(handoff: bool = True, tags: bool = True) -> Any:
+    """The turn: state save first; everything else only if it matched the loaded version.
+
+    Built without its hand-off part (``handoff=False``) and without its ``needs_tags`` part
+    (``tags=False``) for the turns that have neither, most of them: PostgreSQL sets up and runs
+    every part of a statement each time, whether its condition holds or not."""
     cid, rid, now = _p("cid", _C.c.id), _p("rid", _R.c.id), _p("now", _C.c.updated_at)
     st = (update(_C).where(_C.c.id == cid, _C.c.state_version == _p("loaded", _C.c.state_version))
           .values(state=_p("state", _C.c.state), state_version=_p("version", _C.c.state_version),
@@ -246,29 +251,39 @@ def _pg_turn() -> Any:
         select(cid, rid, _p("channel", _I.c.channel), literal_column("'out'"), replies.c.text, _NLU["lang"],
                _p("now", _I.c.created_at)).where(saved).order_by(replies.c.n),
         include_defaults=False).cte("out"))
+    h = _handoff_cte(cid, rid, saved) if handoff else None
+    stmt = select(saved, *(select(c).limit(literal_column("1")).scalar_subquery() for c in h.c) if h is not None
+                  else (null(), null(), null()))
+    return stmt.add_cte(nlu, out, *([_tags_cte(rid, saved)] if tags else []))
+
+
+def _tags_cte(rid: Any, saved: Any) -> Any:
+    """The resident's ``needs_tags`` plus the turn's new ones (those not there yet), if saved."""
     x = (func.jsonb_array_elements(bindparam("tags", type_=JSONB))
          .table_valued("value", with_ordinality="n").render_derived(name="x"))
     current = cast(_R.c.needs_tags, JSONB)
     added = (select(func.coalesce(func.jsonb_agg(aggregate_order_by(x.c.value, x.c.n)), literal_column("'[]'::jsonb")))
              .where(~current.contains(func.jsonb_build_array(x.c.value))).scalar_subquery())
-    tags = (update(_R).where(_R.c.id == rid, _p("has_tags", type_=Boolean()), saved)
+    return (update(_R).where(_R.c.id == rid, saved)
             .values(needs_tags=cast(current.op("||")(added), JSON)).cte("tags"))
-    handoff = _p("handoff", type_=Boolean())
+
+
+def _handoff_cte(cid: Any, rid: Any, saved: Any) -> Any:
+    """The open hand-off updated (priority, a call-back's reason) or a new one queued, if saved;
+    its id, department and priority."""
     open_ = (_H.c.conversation_id == cid) & (_H.c.status != literal_column("'closed'"))
     priority, reason = _p("h_priority", _H.c.priority), _p("h_reason", _H.c.reason)
-    hu = (update(_H).where(open_, handoff, saved)
+    hu = (update(_H).where(open_, saved)
           .values(priority=func.greatest(_H.c.priority, priority),
                   reason=case((_p("h_callback", type_=Boolean()), reason), else_=_H.c.reason))
           .returning(_H.c.id, _H.c.department, _H.c.priority).cte("hu"))
     hi = (insert(_H).from_select(
         ["conversation_id", "resident_id", "department", "priority", "reason", "summary", "queued_at"],
         select(cid, rid, _p("h_department", _H.c.department), priority, reason, _p("h_summary", _H.c.summary),
-               _p("now", _H.c.queued_at)).where(handoff, saved, ~exists(select(_H.c.id).where(open_))),
+               _p("now", _H.c.queued_at)).where(saved, ~exists(select(_H.c.id).where(open_))),
         include_defaults=False).returning(_H.c.id, _H.c.department, _H.c.priority).cte("hi"))
-    h = union_all(select(hi.c.id, hi.c.department, hi.c.priority),
-                  select(hu.c.id, hu.c.department, hu.c.priority)).cte("h")
-    return (select(saved, *(select(c).limit(literal_column("1")).scalar_subquery() for c in h.c))
-            .add_cte(nlu).add_cte(out).add_cte(tags))
+    return union_all(select(hi.c.id, hi.c.department, hi.c.priority),
+                     select(hu.c.id, hu.c.department, hu.c.priority)).cte("h")
 
 
 class _PgStatements:
@@ -279,7 +294,8 @@ class _PgStatements:
         self.inbound = _pg_inbound()
         self.register = _pg_register()
         self.touch = _pg_touch()
-        self.turn = _pg_turn()
+        #: by (a hand-off, new tags): the turn's statement with only the parts it needs
+        self.turn = {(h, t): _pg_turn(handoff=h, tags=t) for h in (False, True) for t in (False, True)}
         self.drop_resident = _DROP_RESIDENT
 
 
@@ -391,12 +407,12 @@ class MessageLog:
         callback = bool(hd.get("after_hours"))
         reason = str(hd.get("reason", ""))
         assert self._pg_run is not None
-        row = self._pg_run.one(self.pg.turn, {
+        row = self._pg_run.one(self.pg.turn[h is not None, bool(new_tags)], {
             "cid": stored.conversation_id, "rid": stored.resident_id, "channel": stored.channel,
             "iid": stored.inbound_id, "now": now, "state": state_json, "version": loaded + 1, "loaded": loaded,
             "handed_off": handed_off, "department": department, **self._nlu(turn),
-            "replies": [r.text for r in turn.replies], "tags": new_tags, "has_tags": bool(new_tags),
-            "handoff": h is not None, "h_department": hd.get("department"), "h_priority": int(hd.get("priority") or 0),
+            "replies": [r.text for r in turn.replies], "tags": new_tags,
+            "h_department": hd.get("department"), "h_priority": int(hd.get("priority") or 0),
             "h_reason": f"callback:{reason}" if callback else reason, "h_callback": callback,
             "h_summary": hd.get("summary", ""),
         })
