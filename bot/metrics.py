@@ -45,8 +45,8 @@ STAGES = {name: STAGE_SECONDS.labels(name) for name in ("nlu", "engine", "store"
 class timed:  # noqa: N801 - used as a function: ``with timed("store"):``
     """Observe the time of the ``with`` block as ``stage`` (and trace it as a span, when tracing is on).
 
-    A class, not a ``@contextmanager`` generator: six of these a message, and the generator's
-    set-up and tear-down cost more than the timing itself."""
+    A class, not a ``@contextmanager`` generator: six of these run a message, and a generator
+    is made, started and finished for each."""
 
     __slots__ = ("stage", "t0", "span")
 
